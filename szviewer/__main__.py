@@ -1,0 +1,3 @@
+from szviewer.cli import main
+
+raise SystemExit(main())

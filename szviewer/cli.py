@@ -1,0 +1,271 @@
+"""``szviewer``: the desktop app, and every step of the pipeline headless.
+
+Exit status: 0 done; 2 bad input or refused output (one line naming the file and the problem);
+3 a step that is not built yet; 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from szviewer import __version__
+from szviewer.errors import Cancelled, SzviewerError
+
+NOT_BUILT = {
+    "mf": "the multi-frequency matched filter (issue #3)",
+    "train": "CNN training (issue #6)",
+    "predict": "CNN inference (issue #6)",
+    "evaluate": "evaluation and ensembles (issue #4)",
+    "export": "the candidate-catalog exporter (issue #4)",
+    "gui": "the desktop app (issue #5)",
+}
+
+
+def _band_values(text: str | None, what: str) -> dict[int, float]:
+    """Parse '90=1.6,148=1.2,219=1.1' into {90: 1.6, ...}."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        try:
+            band, value = part.split("=")
+            out[int(band)] = float(value)
+        except ValueError:
+            raise SzviewerError(f"{what}: cannot read {part!r}; expected BAND=VALUE, e.g. 90=1.6") from None
+    return out
+
+
+def _band_paths(items: list[str] | None) -> dict[int, str]:
+    out = {}
+    for item in items or []:
+        try:
+            band, path = item.split("=", 1)
+            out[int(band)] = path
+        except ValueError:
+            raise SzviewerError(f"--fits {item!r}: expected BAND=PATH, e.g. 90=map_090.fits") from None
+    return out
+
+
+def _progress(desc: str):
+    from szviewer.progress import TqdmProgress
+
+    return TqdmProgress(desc, disable=False)
+
+
+# ----------------------------------------------------------------------------------------------- commands
+
+def cmd_simulate(args) -> int:
+    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.sky.skycard import format_card
+    from szviewer.sky.synthetic import SimulationSettings
+
+    if args.area is not None and args.area <= 0:
+        raise SzviewerError(f"--area {args.area}: must be positive (deg^2)")
+    settings = SimulationSettings(seed=args.seed, area_deg2=args.area or 100.0, octant=args.octant,
+                                  beam_fwhm_arcmin=_band_values(args.beam_fwhm, "--beam-fwhm"))
+    bar = _progress("simulate")
+    try:
+        card = simulate_workspace(args.out, settings, overwrite=args.overwrite, progress=bar)
+    finally:
+        bar.close()
+    print(format_card(card))
+    print(f"\nworkspace {args.out}: {card['seconds']:.1f} s ({card['seconds_per_100deg2']:.1f} s per 100 deg^2)")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from szviewer.jobs.importing import import_fits, import_sehgal
+
+    if bool(args.sehgal) == bool(args.fits):
+        raise SzviewerError("give either --sehgal DIR or --fits 90=A --fits 148=B --fits 219=C")
+    if args.sehgal:
+        summary = import_sehgal(args.sehgal, args.out, halo_file=args.halos, overwrite=args.overwrite)
+    else:
+        summary = import_fits(_band_paths(args.fits), args.out, halo_file=args.halos, overwrite=args.overwrite)
+    print(f"workspace {args.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    print(describe_workspace(ws))
+    return 0
+
+
+def describe_workspace(ws) -> str:
+    m = ws.manifest
+    lines = [f"workspace {ws.root}  (schema {m['schema_version']}, made by szviewer {m['szviewer_version']})",
+             f"  kind: {ws.kind}; bands {', '.join(str(b) for b in ws.bands)} GHz; pixels {ws.pixel_arcmin}'"]
+    g = ws.geometry
+    if "footprint" in g:
+        f = g["footprint"]
+        lines.append(f"  footprint: RA {f[0]:.3f}-{f[1]:.3f}, Dec {f[2]:.3f}-{f[3]:.3f} deg "
+                     f"({g.get('area_deg2', float('nan')):.1f} deg^2, {g['type']})")
+    lines.append("  products:")
+    for name, p in ws.products.items():
+        ok = "ok" if ws.has(name) else "FILES MISSING"
+        summ = ", ".join(f"{k} {v}" for k, v in p.get("summary", {}).items() if not isinstance(v, (list, dict)))
+        lines.append(f"    {name:<10} {ok:<4} {p['created']}  {summ}")
+        if name == "cutouts":
+            for s, c in p["summary"].get("splits", {}).items():
+                lines.append(f"               {s:<5} {c['cutouts']:>8} cutouts, {c['positives']:>6} positive")
+    missing = ws.missing()
+    if missing:
+        lines.append("  still missing:")
+        lines += [f"    {name:<10} make it with: {how}" for name, how in missing]
+    else:
+        lines.append("  complete: every step has run")
+    return "\n".join(lines)
+
+
+def cmd_cutouts(args) -> int:
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.cutouts.grid import GridSettings
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.workspace import Workspace
+
+    if args.stride_arcmin <= 0:
+        raise SzviewerError(f"--stride-arcmin {args.stride_arcmin}: must be positive")
+    ws = Workspace(args.workspace)
+    levels = tuple(v.strip() for v in args.levels.split(",") if v.strip())
+    settings = CutoutSettings(grid=GridSettings(stride_arcmin=args.stride_arcmin), levels=levels,
+                              noise_seed=args.noise_seed)
+    bar = _progress("cutouts")
+    try:
+        s = make_cutouts(ws, settings, overwrite=args.overwrite, progress=bar)
+    except ValueError as exc:
+        raise SzviewerError(str(exc)) from None
+    finally:
+        bar.close()
+    print(f"{s['cutouts']} cutouts ({s['grid_size']} in the grid, {s['removed_train_neighbours']} training "
+          f"negatives next to a positive removed), {s['positives']} positive, in {s['seconds']:.1f} s")
+    for name, c in s["splits"].items():
+        frac = c["positives"] / c["cutouts"] if c["cutouts"] else 0.0
+        print(f"  {name:<5} {c['cutouts']:>8} cutouts {c['positives']:>7} positive ({100 * frac:.2f}%)")
+    print(f"  components stored: {', '.join(s['components'])}")
+    return 0
+
+
+def cmd_not_built(args) -> int:
+    print(f"szviewer {args.command}: not built yet: {NOT_BUILT[args.command]}.", file=sys.stderr)
+    return 3
+
+
+def demo_workspace_path() -> Path:
+    return Path(os.environ.get("SZVIEWER_HOME", Path.home() / ".szviewer")) / "demo"
+
+
+def cmd_main(args) -> int:
+    """The main job: the demo workspace, every finder there is, the paper's Table 1."""
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.sky.skycard import format_card
+    from szviewer.sky.synthetic import SimulationSettings
+    from szviewer.workspace import Workspace
+
+    path = Path(args.workspace) if args.workspace else demo_workspace_path()
+    if not (path / "workspace.json").exists():
+        print(f"building the demo workspace at {path} ({args.area:g} deg^2 synthetic sky, seed {args.seed})")
+        bar = _progress("simulate")
+        try:
+            card = simulate_workspace(path, SimulationSettings(seed=args.seed, area_deg2=args.area), progress=bar)
+        finally:
+            bar.close()
+        print(format_card(card))
+    ws = Workspace(path)
+    if not ws.has("cutouts"):
+        bar = _progress("cutouts")
+        try:
+            make_cutouts(ws, CutoutSettings(), progress=bar)
+        finally:
+            bar.close()
+    print()
+    print(describe_workspace(ws))
+    print()
+    for step in ("mf", "predict", "evaluate"):
+        print(f"{step}: not built yet: {NOT_BUILT[step]}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="szviewer",
+        description="Find SZ galaxy clusters in mm-wave maps: matched filter, DeepSZ CNN and their ensemble. "
+                    "Without a subcommand: the desktop app where there is a display, otherwise the main job "
+                    "headless (demo workspace, every finder, Table 1).")
+    p.add_argument("--version", action="version", version=f"szviewer {__version__}")
+    p.add_argument("--headless", action="store_true", help="run the main job without the app")
+    p.add_argument("--workspace", help="workspace for the main job (default: $SZVIEWER_HOME/demo)")
+    p.add_argument("--area", type=float, default=25.0, help="demo sky area [deg^2] (default 25)")
+    p.add_argument("--seed", type=int, default=0, help="demo sky seed (default 0)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("simulate", help="make a synthetic Sehgal-like sky in a new workspace")
+    s.add_argument("--out", required=True, help="workspace folder to create")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--area", type=float, default=None, help="area in deg^2 (default 100)")
+    g.add_argument("--octant", action="store_true", help="RA 0-90, Dec 0-90 (5,157 deg^2), tile by tile")
+    s.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same sky bit for bit")
+    s.add_argument("--beam-fwhm", metavar="90=..,148=..,219=..", help="Gaussian beams in arcmin (default none)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing workspace (only when complete)")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("import", help="make a workspace from Sehgal HEALPix maps or flat-sky FITS maps")
+    s.add_argument("--sehgal", metavar="DIR", help="folder with {090,148,219}_{component}_healpix.fits")
+    s.add_argument("--fits", action="append", metavar="BAND=FILE", help="a band's flat-sky FITS map in uK_CMB")
+    s.add_argument("--halos", metavar="CATALOG", help="truth halos: halo_sz.ascii, halo_nbody.ascii, ECSV, FITS")
+    s.add_argument("--out", required=True, help="workspace folder to create")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("info", help="what a workspace holds and what is still missing")
+    s.add_argument("workspace")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("cutouts", help="build the DeepSZ cutout set (8'x8', 6' stride, labels, splits)")
+    s.add_argument("workspace")
+    s.add_argument("--stride-arcmin", type=float, default=6.0, help="grid step in true angle (default 6)")
+    s.add_argument("--levels", default="all",
+                   help="component levels to keep, comma-separated from cmb_tsz,ksz,ir,radio,all; "
+                        "'all' alone keeps every level (default)")
+    s.add_argument("--noise-seed", type=int, default=0, help="seed of the per-cutout white noise")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_cutouts)
+
+    for name, helptext in (("mf", "run the matched filter"), ("train", "train the CNN"),
+                           ("predict", "score cutouts with the CNN"), ("evaluate", "Table 1, figures, report"),
+                           ("export", "export a candidate catalog"), ("gui", "open the desktop app")):
+        s = sub.add_parser(name, help=f"{helptext} [not built yet]")
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(func=cmd_not_built)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            return cmd_main(args)
+        return args.func(args)
+    except SzviewerError as exc:
+        if isinstance(exc, Cancelled):
+            print(f"szviewer: {exc}", file=sys.stderr)
+            return 130
+        print(f"szviewer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("szviewer: cancelled; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Job: make a workspace from real maps, Sehgal HEALPix or per-band flat-sky FITS (SCIENCE.md section 1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from szviewer.atomic import atomic_path
+from szviewer.sky.bands import BANDS_GHZ
+from szviewer.sky.tiles import Footprint
+from szviewer.workspace import Workspace
+
+
+def _write_halos(ws: Workspace, halos, source: str) -> None:
+    with atomic_path(ws.path("halos.fits")) as tmp:
+        halos.write(tmp, format="fits")
+    ws.record("halos", ["halos.fits"], provenance={"source": source}, summary={"rows": len(halos)})
+
+
+def import_sehgal(directory: str | os.PathLike, out: str | os.PathLike, halo_file: str | None = None,
+                  overwrite: bool = False) -> dict:
+    """Sehgal et al. 2010 HEALPix maps (referenced, memory-mapped, never copied) and halos in the octant."""
+    from szviewer.sky.halo_ascii import read_halo_catalog, restrict_to_octant
+    from szviewer.sky.sehgal import open_sehgal_dir
+
+    directory = Path(directory)
+    sky = open_sehgal_dir(directory)
+    if halo_file is None:
+        for name in ("halo_sz.ascii", "halo_nbody.ascii"):
+            if (directory / name).exists():
+                halo_file = str(directory / name)
+                break
+    fp = Footprint.octant()
+    geometry = {"type": "healpix", "nside": int(sky.nside), "footprint": list(fp.box), "area_deg2": fp.area_deg2}
+    with Workspace.create(out, "sehgal", BANDS_GHZ, 0.25, geometry, overwrite=overwrite) as ws:
+        prov = sky.describe()
+        prov["directory"] = str(directory.resolve())
+        n_halos = 0
+        if halo_file is not None:
+            halos = restrict_to_octant(read_halo_catalog(halo_file))
+            n_halos = len(halos)
+            _write_halos(ws, halos, str(Path(halo_file).resolve()))
+        ws.record("sky", [], provenance=prov,
+                  summary={"components": list(sky.components), "nside": int(sky.nside), "halos": n_halos})
+    return {"components": list(sky.components), "nside": int(sky.nside), "halos": n_halos}
+
+
+def import_fits(maps: dict[int, str], out: str | os.PathLike, halo_file: str | None = None,
+                overwrite: bool = False) -> dict:
+    """Per-band flat-sky FITS maps in uK_CMB with a celestial WCS (CAR or TAN), and optional halos."""
+    from szviewer.sky.fits_maps import open_fits_maps
+    from szviewer.sky.halo_ascii import read_halo_table
+
+    sky = open_fits_maps({int(b): p for b, p in maps.items()})
+    fp = Footprint(*sky.footprint())
+    geometry = {"type": "flat", "shape": list(sky.shape), "footprint": list(fp.box), "area_deg2": fp.area_deg2,
+                "wcs": sky.wcs.to_header_string()}
+    with Workspace.create(out, "fits", BANDS_GHZ, 0.25, geometry, overwrite=overwrite) as ws:
+        prov = sky.describe()
+        prov["maps"] = {str(b): str(Path(p).resolve()) for b, p in maps.items()}
+        n_halos = 0
+        if halo_file is not None:
+            halos = read_halo_table(halo_file)
+            halos = halos[fp.contains(np.asarray(halos["ra"]), np.asarray(halos["dec"]))]
+            if "halo_id" not in halos.colnames:
+                halos["halo_id"] = np.arange(len(halos), dtype=np.int64)
+            n_halos = len(halos)
+            _write_halos(ws, halos, str(Path(halo_file).resolve()))
+        ws.record("sky", [], provenance=prov, summary={"shape": list(sky.shape), "halos": n_halos})
+    return {"shape": list(sky.shape), "footprint": list(fp.box), "halos": n_halos}

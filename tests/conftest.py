@@ -1,0 +1,26 @@
+"""Shared fixtures: one small synthetic workspace (4 deg^2) built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def small_ws(tmp_path_factory):
+    """A 4 deg^2 synthetic workspace with its cutouts (about 1 s to build)."""
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.sky.synthetic import SimulationSettings
+    from szviewer.workspace import Workspace
+
+    path = tmp_path_factory.mktemp("ws") / "small"
+    card = simulate_workspace(path, SimulationSettings(area_deg2=4.0, seed=7))
+    ws = Workspace(path)
+    summary = make_cutouts(ws, CutoutSettings())
+    return {"path": path, "card": card, "cutouts": summary}

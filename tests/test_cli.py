@@ -1,0 +1,54 @@
+import subprocess
+import sys
+
+import pytest
+
+from szviewer.cli import main
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("simulate", "import", "info", "cutouts", "mf", "train", "predict", "evaluate", "export", "gui"):
+        assert cmd in out
+
+
+def test_version(capsys):
+    from szviewer import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+
+
+def test_unbuilt_steps_say_so_and_fail(capsys):
+    assert main(["train", "somewhere"]) == 3
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_simulate_info_cutouts(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["simulate", "--out", str(ws), "--area", "1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Sky card" in out and "positive halos" in out
+    assert main(["simulate", "--out", str(ws), "--area", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["info", str(ws)]) == 0
+    out = capsys.readouterr().out
+    assert "cutouts    make it with: szviewer cutouts WS" in out
+    assert main(["cutouts", str(ws), "--levels", "cmb_tsz,ksz"]) == 0
+    out = capsys.readouterr().out
+    assert "components stored: cmb, tsz, ksz" in out and "train" in out
+    assert main(["cutouts", str(ws)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["cutouts", str(ws), "--levels", "bogus", "--overwrite"]) == 2
+    assert "not available" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "nope")]) == 2
+    assert "no such workspace" in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    r = subprocess.run([sys.executable, "-m", "szviewer", "--version"], capture_output=True, text=True, check=True)
+    assert r.stdout.startswith("szviewer ")
