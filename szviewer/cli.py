@@ -82,7 +82,19 @@ def cmd_import(args) -> int:
     if bool(args.sehgal) == bool(args.fits):
         raise SzviewerError("give either --sehgal DIR or --fits 90=A --fits 148=B --fits 219=C")
     if args.sehgal:
-        summary = import_sehgal(args.sehgal, args.out, halo_file=args.halos, overwrite=args.overwrite)
+        region = None
+        if args.region:
+            from szviewer.sky.tiles import Footprint
+
+            try:
+                region = Footprint(*(float(v) for v in args.region.split(",")))
+            except (TypeError, ValueError) as exc:
+                raise SzviewerError(f"--region {args.region!r}: expected RA0,RA1,DEC0,DEC1 in degrees ({exc})") from None
+        try:
+            summary = import_sehgal(args.sehgal, args.out, halo_file=args.halos, overwrite=args.overwrite,
+                                    region=region)
+        except ValueError as exc:
+            raise SzviewerError(str(exc)) from None
     else:
         summary = import_fits(_band_paths(args.fits), args.out, halo_file=args.halos, overwrite=args.overwrite)
     print(f"workspace {args.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
@@ -222,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sehgal", metavar="DIR", help="folder with {090,148,219}_{component}_healpix.fits")
     s.add_argument("--fits", action="append", metavar="BAND=FILE", help="a band's flat-sky FITS map in uK_CMB")
     s.add_argument("--halos", metavar="CATALOG", help="truth halos: halo_sz.ascii, halo_nbody.ascii, ECSV, FITS")
+    s.add_argument("--region", metavar="RA0,RA1,DEC0,DEC1",
+                   help="with --sehgal: only this part of the octant (default: all of RA 0-90, Dec 0-90)")
     s.add_argument("--out", required=True, help="workspace folder to create")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_import)

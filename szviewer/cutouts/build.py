@@ -84,7 +84,9 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
                 bad = ~np.isfinite(block)
                 if bad.any():
                     i = start + int(np.nonzero(bad.any(axis=(1, 2, 3, 4)))[0][0])
-                    raise InputError(getattr(sky, "source_name", None),
+                    files = getattr(sky, "files", None) or getattr(sky, "paths", None)
+                    names = ", ".join(str(v) for v in (files.values() if isinstance(files, dict) else files or []))
+                    raise InputError(names or None,
                                      f"{int(bad.sum())} NaN/inf pixels in cutouts {start}-{stop - 1} "
                                      f"(first at RA {ra[i]:.4f}, Dec {dec[i]:.4f}); mask or fill the map")
                 images[start:stop] = block

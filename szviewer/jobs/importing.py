@@ -20,8 +20,11 @@ def _write_halos(ws: Workspace, halos, source: str) -> None:
 
 
 def import_sehgal(directory: str | os.PathLike, out: str | os.PathLike, halo_file: str | None = None,
-                  overwrite: bool = False) -> dict:
-    """Sehgal et al. 2010 HEALPix maps (referenced, memory-mapped, never copied) and halos in the octant."""
+                  overwrite: bool = False, region: Footprint | None = None) -> dict:
+    """Sehgal et al. 2010 HEALPix maps (referenced, memory-mapped, never copied) and halos in the octant.
+
+    ``region`` restricts the workspace to part of the octant (RA 0-90, Dec 0-90), where the halos are unique.
+    """
     from szviewer.sky.halo_ascii import read_halo_catalog, restrict_to_octant
     from szviewer.sky.sehgal import open_sehgal_dir
 
@@ -32,7 +35,9 @@ def import_sehgal(directory: str | os.PathLike, out: str | os.PathLike, halo_fil
             if (directory / name).exists():
                 halo_file = str(directory / name)
                 break
-    fp = Footprint.octant()
+    fp = region or Footprint.octant()
+    if fp.ra_min < 0 or fp.ra_max > 90 or fp.dec_min < 0 or fp.dec_max > 90:
+        raise ValueError(f"region {fp.box} leaves the octant RA 0-90, Dec 0-90 where Sehgal's halos are unique")
     geometry = {"type": "healpix", "nside": int(sky.nside), "footprint": list(fp.box), "area_deg2": fp.area_deg2}
     with Workspace.create(out, "sehgal", BANDS_GHZ, 0.25, geometry, overwrite=overwrite) as ws:
         prov = sky.describe()
@@ -40,6 +45,7 @@ def import_sehgal(directory: str | os.PathLike, out: str | os.PathLike, halo_fil
         n_halos = 0
         if halo_file is not None:
             halos = restrict_to_octant(read_halo_catalog(halo_file))
+            halos = halos[fp.expanded(0.5).contains(np.asarray(halos["ra"]), np.asarray(halos["dec"]))]
             n_halos = len(halos)
             _write_halos(ws, halos, str(Path(halo_file).resolve()))
         ws.record("sky", [], provenance=prov,

@@ -1,0 +1,438 @@
+"""Sehgal et al. (2010) full-sky HEALPix maps, read memory-mapped, and fast cutting into flat cutouts.
+
+See SCIENCE.md section 1 (file names, Nside 8192, RING ordering, Jy/sr; the Simons Observatory "v3"
+re-processing at Nside 4096 in uK_CMB or Compton-y) and section 2 (32 x 32 cutouts of 0.25' pixels,
+the fast cutting recipe: tangent-plane offsets rotated to each centre, one pixel look-up per batch).
+
+A directory holds ``{FFF}_{component}_healpix.fits`` with FFF in 090, 148, 219 (other bands are
+ignored). File components map to szviewer's canonical names as::
+
+    lensedcmb -> cmb, tsz -> tsz, ksz -> ksz, ir_pts -> ir, rad_pts -> radio, dust -> dust,
+    skymap -> skymap        (unlensedcmb is ignored)
+
+Each map is a FITS binary table (column ``signal`` or the first column, usually TFORM ``1024E``: rows of
+1024 pixels) that is never loaded whole: the table's data area is mapped with :class:`numpy.memmap`
+and only the pixels of the cutouts are gathered. All values returned are float32 uK_CMB.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import healpy as hp
+import numpy as np
+from astropy.io import fits
+
+from szviewer.errors import InputError
+from szviewer.sky.bands import BANDS_GHZ, band_label, jy_sr_to_uk, tsz_uk_per_y
+from szviewer.sky.geometry import pixel_offsets, tangent_to_vec
+
+#: File component name -> canonical szviewer component name (SCIENCE.md section 1).
+FILE_COMPONENTS: dict[str, str] = {
+    "lensedcmb": "cmb",
+    "tsz": "tsz",
+    "ksz": "ksz",
+    "ir_pts": "ir",
+    "rad_pts": "radio",
+    "dust": "dust",
+    "skymap": "skymap",
+}
+#: Canonical components in the cumulative order of the paper's noise study, then the sum.
+COMPONENT_ORDER: tuple[str, ...] = ("cmb", "tsz", "ksz", "ir", "radio", "dust", "skymap")
+#: healpy's UNSEEN marker; any |value| >= 1e30 is treated as a bad pixel.
+UNSEEN = hp.UNSEEN
+_BAD_ABS = 1e30
+_FILE_RE = re.compile(r"^(\d{3})_([a-z_]+)_healpix\.fits$")
+_BATCH = 2048  # centres per batch: ~50 MB of float64 vectors for 32 x 32 cutouts
+
+_UK_UNITS = {"uk", "ukcmb", "uk_cmb", "muk", "microk", "µk", "μk", "ukthermo", "uk_thermo"}
+_K_UNITS = {"k", "kcmb", "k_cmb", "kthermo", "k_thermo"}
+_MK_UNITS = {"mk", "mkcmb", "mk_cmb"}
+_JYSR_UNITS = {"jy/sr", "jysr-1", "jy/sr^1", "jysr^-1", "jy/steradian", "jy.sr-1", "jy*sr-1", "jy/str"}
+_Y_UNITS = {"y", "compton-y", "compton_y", "comptony", "ysz", "y_sz", "tsz_y", "dimensionless", "y_compton"}
+
+
+def unit_factor(unit: str | None, band: int, component: str, path, nside: int) -> tuple[float, str]:
+    """Multiplicative factor from a map's stored unit to uK_CMB, and the unit as understood.
+
+    Accepted (case-insensitive, spaces ignored): Jy/sr (x ``jy_sr_to_uk(band)``), MJy/sr, uK / uK_CMB /
+    muK (x 1), mK (x 1e3), K / K_CMB (x 1e6), and for ``tsz`` only Compton-y (x ``tsz_uk_per_y(band)``,
+    the SO v3 convention). With no unit keyword, Nside 8192 is taken as Jy/sr (Sehgal's original maps)
+    and Nside 4096 as uK_CMB (SO v3), each with a warning; anything else is an :class:`InputError`.
+    """
+    if unit is None or not str(unit).strip():
+        if nside == 8192:
+            warnings.warn(f"{path}: no unit keyword; assuming Jy/sr (Sehgal Nside 8192)", stacklevel=3)
+            return jy_sr_to_uk(band), "Jy/sr (assumed)"
+        if nside == 4096 and component != "tsz":
+            warnings.warn(f"{path}: no unit keyword; assuming uK_CMB (SO v3 Nside 4096)", stacklevel=3)
+            return 1.0, "uK_CMB (assumed)"
+        raise InputError(path, f"no unit keyword (TUNITn, BUNIT or UNITS) for an Nside {nside} map; "
+                               "expected Jy/sr, uK_CMB or Compton-y")
+    raw = str(unit).strip()
+    key = raw.replace(" ", "").lower()
+    if raw.replace(" ", "").startswith("MJy") and key[1:] in _JYSR_UNITS:
+        return 1e6 * jy_sr_to_uk(band), raw
+    if key in _JYSR_UNITS:
+        return jy_sr_to_uk(band), raw
+    if key in _UK_UNITS:
+        return 1.0, raw
+    if key in _MK_UNITS:
+        return 1e3, raw
+    if key in _K_UNITS:
+        return 1e6, raw
+    if key in _Y_UNITS:
+        if component != "tsz":
+            raise InputError(path, f"unit {raw!r} (Compton-y) is only valid for a tSZ map, not {component!r}")
+        return float(tsz_uk_per_y(band)), raw
+    raise InputError(path, f"unsupported unit {raw!r}; expected Jy/sr, uK_CMB (uK, muK), K_CMB or "
+                           "Compton-y (tSZ only)")
+
+
+@dataclass
+class HealpixMap:
+    """One memory-mapped HEALPix map (a single band of a single component).
+
+    ``data`` is a read-only big-endian memmap of the file's pixels: 1-D (npix,) when the column fills
+    each row, otherwise 2-D (rows, repeat) and indexed with ``divmod``. ``factor`` converts the stored
+    values (after TSCAL/TZERO) to uK_CMB.
+    """
+
+    path: Path
+    component: str
+    band: int
+    nside: int
+    nest: bool
+    unit: str
+    factor: float
+    data: np.ndarray
+    scale: float = 1.0
+    zero: float = 0.0
+
+    @property
+    def ordering(self) -> str:
+        return "NESTED" if self.nest else "RING"
+
+    def gather(self, pix: np.ndarray, out: np.ndarray) -> None:
+        """Write the map at pixel indices ``pix`` into ``out`` (float32, same shape) in uK_CMB.
+
+        Raises :class:`InputError` naming the file if any gathered value is NaN, infinite or UNSEEN.
+        """
+        if self.data.ndim == 1:
+            out[...] = np.take(self.data, pix)
+        else:
+            row, col = np.divmod(pix, self.data.shape[1])
+            out[...] = self.data[row, col]
+        nbad = out.size - int(np.count_nonzero(np.abs(out) < _BAD_ABS))
+        if nbad:
+            raise InputError(self.path, f"{nbad} NaN or UNSEEN pixel(s) inside the requested cutouts "
+                                        f"({self.component}, {self.band} GHz)")
+        if self.scale != 1.0 or self.zero != 0.0:
+            out *= np.float32(self.scale)
+            out += np.float32(self.zero)
+        if self.factor != 1.0:
+            out *= np.float32(self.factor)
+
+
+def _header_value(headers, *keys):
+    for h in headers:
+        for k in keys:
+            if k in h and h[k] is not None and str(h[k]).strip() != "":
+                return h[k]
+    return None
+
+
+def open_healpix_map(path, band: int, component: str) -> HealpixMap:
+    """Open one HEALPix binary-table FITS map memory-mapped and check its header.
+
+    Checks (each failure an :class:`InputError` naming ``path``): a binary table extension with a float
+    column (``signal`` or the first), PIXTYPE HEALPIX if present, Nside a power of 2 (NSIDE keyword, or
+    inferred from the pixel count with a warning), ORDERING RING or NESTED, full-sky implicit indexing,
+    pixel count 12 Nside^2, the file at least as long as its header promises ('truncated'), and a known
+    unit (see :func:`unit_factor`). Only the headers are read; pixels stay on disk.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    file_size = path.stat().st_size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                primary = hdul[0].header.copy()
+                table = None
+                for hdu in hdul[1:]:
+                    if isinstance(hdu, fits.BinTableHDU):
+                        table = hdu
+                        break
+                if table is None:
+                    raise InputError(path, "no binary table extension: not a Sehgal-format HEALPix map")
+                header = table.header.copy()
+                dat_loc = int(table.fileinfo()["datLoc"])
+                columns = table.columns
+                names = [c.name for c in columns]
+                offsets = {n: columns.dtype.fields[n][1] for n in names}
+                formats = [str(c.format) for c in columns]
+    except InputError:
+        raise
+    except Exception as exc:  # astropy's errors for broken files vary; report them as bad input
+        if file_size < 2880 * 2:
+            raise InputError(path, f"truncated or not a FITS file ({file_size} bytes)") from exc
+        raise InputError(path, f"not a readable FITS file: {exc}") from exc
+
+    headers = (header, primary)
+    pixtype = _header_value(headers, "PIXTYPE")
+    if pixtype is not None and str(pixtype).strip().upper() != "HEALPIX":
+        raise InputError(path, f"PIXTYPE is {pixtype!r}, expected 'HEALPIX'")
+    indx = _header_value(headers, "INDXSCHM")
+    if indx is not None and str(indx).strip().upper() != "IMPLICIT":
+        raise InputError(path, f"INDXSCHM {indx!r}: only full-sky implicit HEALPix maps are supported")
+
+    lower = [n.lower() for n in names]
+    icol = lower.index("signal") if "signal" in lower else 0
+    name = names[icol]
+    m = re.fullmatch(r"\s*(\d*)([A-Z])\s*", formats[icol])
+    if m is None or m.group(2) not in "ED":
+        raise InputError(path, f"column {name!r} has TFORM {formats[icol]!r}; expected float32 'E' or "
+                               "float64 'D' pixels (e.g. '1024E')")
+    repeat = int(m.group(1) or 1)
+    dtype = np.dtype(">f4" if m.group(2) == "E" else ">f8")
+    row_bytes = int(header["NAXIS1"])
+    nrows = int(header["NAXIS2"])
+    npix_file = nrows * repeat
+
+    nside_kw = _header_value(headers, "NSIDE")
+    if nside_kw is None:
+        nside = int(round(np.sqrt(npix_file / 12.0)))
+        if 12 * nside * nside != npix_file:
+            raise InputError(path, f"no NSIDE keyword and {npix_file} pixels is not 12 Nside^2")
+        warnings.warn(f"{path}: no NSIDE keyword; Nside {nside} inferred from the pixel count", stacklevel=2)
+    else:
+        try:
+            nside = int(nside_kw)
+        except (TypeError, ValueError):
+            raise InputError(path, f"NSIDE {nside_kw!r} is not an integer") from None
+    if nside < 1 or nside & (nside - 1):
+        raise InputError(path, f"NSIDE {nside} is not a power of 2")
+    if npix_file != 12 * nside * nside:
+        raise InputError(path, f"{npix_file} pixels ({nrows} rows x {repeat}) but NSIDE {nside} needs "
+                               f"12 Nside^2 = {12 * nside * nside}")
+    ordering = _header_value(headers, "ORDERING")
+    if ordering is None:
+        raise InputError(path, "no ORDERING keyword (RING or NESTED)")
+    order = str(ordering).strip().upper()
+    if order not in ("RING", "NESTED", "NEST"):
+        raise InputError(path, f"ORDERING {ordering!r}; expected RING or NESTED")
+    nest = order != "RING"
+
+    need = dat_loc + row_bytes * nrows
+    if file_size < need:
+        raise InputError(path, f"truncated: the header promises {need} bytes ({nrows} rows of {row_bytes} "
+                               f"bytes from offset {dat_loc}) but the file has {file_size}")
+
+    unit = _header_value(headers, f"TUNIT{icol + 1}", "BUNIT", "UNITS", "UNIT")
+    factor, unit_str = unit_factor(unit, band, component, path, nside)
+    scale = float(header.get(f"TSCAL{icol + 1}", 1.0))
+    zero = float(header.get(f"TZERO{icol + 1}", 0.0))
+
+    col_off = int(offsets[name])
+    if col_off == 0 and repeat * dtype.itemsize == row_bytes:
+        data = np.memmap(path, dtype=dtype, mode="r", offset=dat_loc, shape=(npix_file,))
+    else:
+        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=dat_loc, shape=(nrows, row_bytes))
+        data = raw[:, col_off:col_off + repeat * dtype.itemsize].view(dtype)
+    return HealpixMap(path=path, component=component, band=int(band), nside=nside, nest=nest,
+                      unit=unit_str, factor=float(factor), data=data, scale=scale, zero=zero)
+
+
+class SehgalSky:
+    """A directory of Sehgal HEALPix maps, memory-mapped, cut into flat cutouts on request.
+
+    Attributes: ``directory`` (Path), ``bands`` ((90, 148, 219) GHz), ``components`` (canonical names
+    present, in :data:`COMPONENT_ORDER`), ``nside``, ``files`` (dict ``(component, band) -> Path``),
+    ``maps`` (dict ``(component, band) -> HealpixMap``). Build it with :func:`open_sehgal_dir`.
+    """
+
+    def __init__(self, directory: Path, maps: dict[tuple[str, int], HealpixMap]):
+        self.directory = Path(directory)
+        self.maps = maps
+        self.bands: tuple[int, ...] = tuple(BANDS_GHZ)
+        present = {c for c, _ in maps}
+        self.components: tuple[str, ...] = tuple(c for c in COMPONENT_ORDER if c in present)
+        self.files: dict[tuple[str, int], Path] = {k: m.path for k, m in maps.items()}
+        self.nside: int = next(iter(maps.values())).nside
+
+    def __repr__(self) -> str:
+        return (f"SehgalSky({str(self.directory)!r}, nside={self.nside}, "
+                f"components={self.components}, bands={self.bands})")
+
+    def __reduce__(self):
+        # pickling (e.g. for worker processes) re-opens the directory instead of copying the memmaps
+        return (open_sehgal_dir, (self.directory,))
+
+    def close(self) -> None:
+        """Drop the memory maps (they are also released when the object is garbage-collected)."""
+        self.maps = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def describe(self) -> dict:
+        """JSON-able provenance: directory, Nside, bands, components and, per file, name, path, size in
+        bytes, modification time (ISO 8601 UTC), Nside, ordering, unit and the factor to uK_CMB."""
+        files = []
+        for (comp, band), m in sorted(self.maps.items(), key=lambda kv: (COMPONENT_ORDER.index(kv[0][0]),
+                                                                           kv[0][1])):
+            st = m.path.stat()
+            files.append({
+                "component": comp,
+                "band_ghz": band,
+                "name": m.path.name,
+                "path": str(m.path.resolve()),
+                "size": int(st.st_size),
+                "mtime": _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.timezone.utc).isoformat(),
+                "nside": m.nside,
+                "ordering": m.ordering,
+                "unit": m.unit,
+                "to_uk_cmb": m.factor,
+            })
+        return {
+            "kind": "sehgal_healpix",
+            "directory": str(self.directory.resolve()),
+            "nside": self.nside,
+            "bands_ghz": list(self.bands),
+            "components": list(self.components),
+            "files": files,
+        }
+
+    def _resolve_components(self, components) -> tuple[str, ...]:
+        if components is None:
+            return self.components
+        if isinstance(components, str):
+            components = (components,)
+        comps = tuple(components)
+        missing = [c for c in comps if c not in self.components]
+        if missing:
+            raise ValueError(f"component(s) {missing} not available in {self.directory}; "
+                             f"available: {list(self.components)}")
+        return comps
+
+    def pixel_indices(self, ra_c, dec_c, npix: int = 32, pixel_arcmin: float = 0.25,
+                      nest: bool = False) -> np.ndarray:
+        """HEALPix pixel index of every cutout pixel, shape (N, npix, npix) int64 (nearest pixel).
+
+        Rows run south to north and columns east to west (RA decreasing), as
+        :func:`szviewer.sky.geometry.pixel_offsets`.
+        """
+        ra, dec = _centres(ra_c, dec_c)
+        xi, eta = pixel_offsets(npix, pixel_arcmin)
+        v = tangent_to_vec(ra, dec, xi, eta)
+        return hp.vec2pix(self.nside, v[..., 0], v[..., 1], v[..., 2], nest=nest)
+
+    def cut(self, ra_c, dec_c, npix: int = 32, pixel_arcmin: float = 0.25,
+            components=None) -> dict[str, np.ndarray]:
+        """Cut flat gnomonic cutouts centred at (``ra_c``, ``dec_c``) degrees (scalars or 1-D arrays).
+
+        Returns ``{component: array (N, 3, npix, npix) float32 uK_CMB}``, band axis in ``self.bands``
+        order, rows south -> north, columns east -> west (SCIENCE.md section 2). Pixel indices are
+        computed once per batch of centres (tangent-plane offsets rotated to each centre, then
+        ``healpy.vec2pix``, i.e. the HEALPix pixel containing each cutout pixel centre) and every map is
+        then gathered one band at a time. NaN or UNSEEN values -> :class:`InputError` naming the file.
+        """
+        ra, dec = _centres(ra_c, dec_c)
+        comps = self._resolve_components(components)
+        n = ra.size
+        npix = int(npix)
+        out = {c: np.empty((n, len(self.bands), npix, npix), dtype=np.float32) for c in comps}
+        if n == 0:
+            return out
+        xi, eta = pixel_offsets(npix, pixel_arcmin)
+        for s in range(0, n, _BATCH):
+            e = min(n, s + _BATCH)
+            v = tangent_to_vec(ra[s:e], dec[s:e], xi, eta)
+            pix_by_order: dict[bool, np.ndarray] = {}
+            for c in comps:
+                for ib, band in enumerate(self.bands):
+                    m = self.maps[(c, band)]
+                    pix = pix_by_order.get(m.nest)
+                    if pix is None:
+                        pix = hp.vec2pix(self.nside, v[..., 0], v[..., 1], v[..., 2], nest=m.nest)
+                        pix_by_order[m.nest] = pix
+                    m.gather(pix, out[c][s:e, ib])
+        return out
+
+
+def _centres(ra_c, dec_c) -> tuple[np.ndarray, np.ndarray]:
+    ra = np.atleast_1d(np.asarray(ra_c, dtype=float))
+    dec = np.atleast_1d(np.asarray(dec_c, dtype=float))
+    if ra.ndim != 1 or dec.ndim != 1:
+        raise ValueError("ra_c and dec_c must be scalars or 1-D arrays")
+    ra, dec = np.broadcast_arrays(ra, dec)
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+        raise ValueError("cutout centres must be finite")
+    if np.any(np.abs(dec) > 90.0):
+        raise ValueError("cutout centre Dec outside [-90, 90] deg")
+    return ra, dec
+
+
+def find_sehgal_files(directory) -> dict[tuple[str, int], Path]:
+    """Map ``(canonical component, band)`` to the files ``{FFF}_{component}_healpix.fits`` present in
+    ``directory`` (bands 90/148/219 only; unknown components and ``unlensedcmb`` are ignored)."""
+    found: dict[tuple[str, int], Path] = {}
+    for entry in sorted(os.listdir(directory)):
+        m = _FILE_RE.match(entry)
+        if m is None:
+            continue
+        band = int(m.group(1))
+        comp = FILE_COMPONENTS.get(m.group(2))
+        if comp is None or band not in BANDS_GHZ:
+            continue
+        found[(comp, band)] = Path(directory) / entry
+    return found
+
+
+def open_sehgal_dir(directory) -> SehgalSky:
+    """Open a directory of Sehgal maps (SCIENCE.md section 1) memory-mapped.
+
+    Every component offered must have all three bands (a missing band -> :class:`InputError` naming the
+    missing file); the set must contain at least ``cmb`` and ``tsz`` (the paper's first component level)
+    or a ``skymap``; all maps must share one Nside. Every file's header is checked by
+    :func:`open_healpix_map`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(directory, "no such directory")
+    found = find_sehgal_files(directory)
+    if not found:
+        raise InputError(directory, "no Sehgal maps found: expected files named {090,148,219}_{component}"
+                                    "_healpix.fits, component one of " + ", ".join(FILE_COMPONENTS))
+    file_name = {v: k for k, v in FILE_COMPONENTS.items()}
+    comps = sorted({c for c, _ in found}, key=COMPONENT_ORDER.index)
+    for c in comps:
+        for b in BANDS_GHZ:
+            if (c, b) not in found:
+                missing = directory / f"{band_label(b)}_{file_name[c]}_healpix.fits"
+                raise InputError(missing, f"missing: component {c!r} is present in other bands but "
+                                          f"this {b} GHz file is absent")
+    if "skymap" not in comps and not {"cmb", "tsz"} <= set(comps):
+        raise InputError(directory, f"found only components {comps}: need at least lensedcmb and tsz "
+                                    "(the CMB+tSZ level) or skymap, in all three bands 090, 148, 219")
+    maps: dict[tuple[str, int], HealpixMap] = {}
+    first: HealpixMap | None = None
+    for c in comps:
+        for b in BANDS_GHZ:
+            m = open_healpix_map(found[(c, b)], b, c)
+            if first is None:
+                first = m
+            elif m.nside != first.nside:
+                raise InputError(m.path, f"NSIDE {m.nside} differs from NSIDE {first.nside} of {first.path}")
+            maps[(c, b)] = m
+    return SehgalSky(directory, maps)
