@@ -17,6 +17,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+def _target(r: dict) -> str:
+    if r.get("target"):
+        return str(r["target"])
+    if r.get("target_s"):
+        return f"<={r['target_s']:g}s"
+    return ""
+
+
 def print_table(rows: list[dict], title: str = "") -> None:
     if title:
         print(f"\n== {title}")
@@ -24,12 +32,13 @@ def print_table(rows: list[dict], title: str = "") -> None:
     for r in rows:
         sec = r.get("seconds", float("nan"))
         sec_s = "-" if sec is None or (isinstance(sec, float) and math.isnan(sec)) else f"{sec:.4g}"
-        thr = r.get("throughput")
+        thr = r.get("throughput", r.get("value"))
         thr_s = "-" if thr is None else f"{thr:.4g}"
-        ratio = r.get("ratio_to_ref")
+        ratio = r.get("ratio_to_ref", r.get("ratio"))
         ratio_s = "" if ratio is None else f"{ratio:.3g}"
-        print(f"{r['name'][:65]:<66}{sec_s:>10}{thr_s:>14}  {r.get('unit', ''):<18}{str(r.get('target', '')):>9}"
-              f"{ratio_s:>9}")
+        note = r.get("note", "")
+        print(f"{r['name'][:65]:<66}{sec_s:>10}{thr_s:>14}  {r.get('unit', ''):<18}{_target(r):>9}"
+              f"{ratio_s:>9}  {note}".rstrip())
 
 
 def main(argv: list[str]) -> int:

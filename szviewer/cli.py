@@ -89,7 +89,8 @@ def cmd_import(args) -> int:
             try:
                 region = Footprint(*(float(v) for v in args.region.split(",")))
             except (TypeError, ValueError) as exc:
-                raise SzviewerError(f"--region {args.region!r}: expected RA0,RA1,DEC0,DEC1 in degrees ({exc})") from None
+                raise SzviewerError(f"--region {args.region!r}: expected RA0,RA1,DEC0,DEC1 in degrees "
+                                    f"({exc})") from None
         try:
             summary = import_sehgal(args.sehgal, args.out, halo_file=args.halos, overwrite=args.overwrite,
                                     region=region)

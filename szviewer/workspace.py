@@ -29,6 +29,8 @@ from szviewer.errors import InputError, OutputExistsError
 
 SCHEMA_VERSION = 1
 MANIFEST = "workspace.json"
+CUTOUTS = "cutouts.h5"
+SCORES = "scores.h5"
 
 #: Products a complete workspace has, in pipeline order, with what makes each.
 PIPELINE = (
@@ -80,6 +82,9 @@ class Workspace:
             raise OutputExistsError(root, "it is not an szviewer workspace, so it will not be replaced")
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a workspace gets the usual permissions
         try:
             manifest = {
                 "schema_version": SCHEMA_VERSION,
@@ -168,6 +173,31 @@ class Workspace:
             return Table.read(path)
         except Exception as exc:  # astropy raises many types for damaged files
             raise InputError(path, f"cannot read the halo table: {exc}") from None
+
+    def cutout_store(self):
+        """The open :class:`~szviewer.cutouts.store.CutoutStore` (caller closes it)."""
+        from szviewer.cutouts.store import CutoutStore
+
+        if not self.has("cutouts"):
+            raise InputError(self.root, "workspace has no cutouts yet (run `szviewer cutouts WS`)")
+        return CutoutStore(self.path(CUTOUTS))
+
+    def scores(self, ids=None) -> dict:
+        """Score columns (``mf_snr``, ``cnn_prob``, ...) aligned with the cutout store's rows."""
+        from szviewer.cutouts.scores import read_scores
+
+        return read_scores(self.path(SCORES), ids)
+
+    def write_scores(self, product: str, ids, columns: dict, meta: dict | None = None,
+                     settings: dict | None = None, summary: dict | None = None) -> None:
+        """Write score columns for a finder and record the product (e.g. 'mf' with column 'mf_snr')."""
+        from szviewer.cutouts.scores import write_score_column
+
+        for name, values in columns.items():
+            write_score_column(self.path(SCORES), ids, name, values, meta)
+        extra = self.products.get(product, {}).get("files", [])
+        files = [SCORES] + [f for f in extra if f != SCORES]
+        self.record(product, files, settings=settings, summary=summary)
 
     def sky(self):
         """The maps of this workspace as an object with ``cut(ra, dec, npix, pixel_arcmin, components)``."""

@@ -15,8 +15,18 @@ def test_manifest_records_products(small_ws):
         assert ws.has(p), p
     assert m["products"]["sky"]["settings"]["seed"] == 7
     assert [name for name, _ in ws.missing()] == ["mf", "cnn", "evaluation"]
+    # the folder has the usual permissions, not mkdtemp's private 0700
+    assert small_ws["path"].stat().st_mode & 0o055 == 0o055 & ~_umask()
     # no temporary files left behind
     assert not [p for p in small_ws["path"].rglob("*") if ".part" in p.name]
+
+
+def _umask() -> int:
+    import os
+
+    u = os.umask(0)
+    os.umask(u)
+    return u
 
 
 def test_create_refuses_existing_and_cleans_up_on_failure(tmp_path):

@@ -6,9 +6,8 @@ from szviewer.cutouts.build import CutoutSettings, build_cutouts
 from szviewer.errors import InputError, OutputExistsError
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.sky.tiles import Footprint
+from szviewer.workspace import CUTOUTS as STORE
 from szviewer.workspace import Workspace
-
-STORE = "cutouts.h5"
 
 
 def footprint_of(ws: Workspace) -> Footprint:
