@@ -18,8 +18,6 @@ NOT_BUILT = {
     "mf": "the multi-frequency matched filter (issue #3)",
     "train": "CNN training (issue #6)",
     "predict": "CNN inference (issue #6)",
-    "evaluate": "evaluation and ensembles (issue #4)",
-    "export": "the candidate-catalog exporter (issue #4)",
     "gui": "the desktop app (issue #5)",
 }
 
@@ -164,6 +162,33 @@ def cmd_cutouts(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from szviewer.jobs.evaluate import evaluate_workspace
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    rows, text = evaluate_workspace(ws, json_path=args.json, report_dir=args.report)
+    print(text)
+    if args.report:
+        print(f"\nreport: {Path(args.report) / 'report.html'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from szviewer.jobs.evaluate import export_candidates
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    try:
+        res = export_candidates(ws, args.method, args.out, fmt=args.format, thresholds=args.threshold,
+                                regions=args.regions, split=args.split, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as exc:
+        raise SzviewerError(str(exc)) from None
+    thr = ", ".join(f"{k} >= {v:.4g}" for k, v in res["thresholds"].items())
+    print(f"{res['rows']} candidates ({args.method}: {thr}) -> {args.out}")
+    return 0
+
+
 def cmd_not_built(args) -> int:
     print(f"szviewer {args.command}: not built yet: {NOT_BUILT[args.command]}.", file=sys.stderr)
     return 3
@@ -201,8 +226,17 @@ def cmd_main(args) -> int:
     print()
     print(describe_workspace(ws))
     print()
-    for step in ("mf", "predict", "evaluate"):
-        print(f"{step}: not built yet: {NOT_BUILT[step]}")
+    for step in ("mf", "predict"):
+        if step in NOT_BUILT:
+            print(f"{step}: not built yet: {NOT_BUILT[step]}")
+    if ws.scores():
+        from szviewer.jobs.evaluate import evaluate_workspace
+
+        _, text = evaluate_workspace(ws)
+        print("\nTable 1 (thresholds chosen on validation, counts on test):")
+        print(text)
+    else:
+        print("no finder has scored the cutouts yet, so there is no Table 1 to print")
     return 0
 
 
@@ -255,9 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_cutouts)
 
+    s = sub.add_parser("evaluate", help="the paper's Table 1 for a workspace, figures and an HTML report")
+    s.add_argument("workspace")
+    s.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
+    s.add_argument("--report", metavar="DIR", help="write report.html and the figures as PNG here")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export", help="export the candidate catalog of a method (and DS9 regions)")
+    s.add_argument("workspace")
+    s.add_argument("--method", required=True, choices=["mf", "cnn", "prod", "and", "or"])
+    s.add_argument("--threshold", type=float, nargs="+",
+                   help="threshold(s); AND/OR take CNN then MF S/N (default: the validation F1 optimum)")
+    s.add_argument("--format", choices=["ecsv", "fits", "csv", "votable"], help="default: from the file name")
+    s.add_argument("--regions", metavar="FILE.reg", help="also write a DS9 region file")
+    s.add_argument("--split", choices=["train", "val", "test"], help="only cutouts of this split")
+    s.add_argument("--out", required=True)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_export)
+
     for name, helptext in (("mf", "run the matched filter"), ("train", "train the CNN"),
-                           ("predict", "score cutouts with the CNN"), ("evaluate", "Table 1, figures, report"),
-                           ("export", "export a candidate catalog"), ("gui", "open the desktop app")):
+                           ("predict", "score cutouts with the CNN"), ("gui", "open the desktop app")):
         s = sub.add_parser(name, help=f"{helptext} [not built yet]")
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=cmd_not_built)

@@ -107,8 +107,11 @@ def evaluation_report(
     provenance: Mapping | None = None,
     levels: int = 200,
     overwrite: bool = False,
+    png_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Compute Table 1 and the paper's section 3 figures from score columns and write the HTML report.
+
+    With ``png_dir``, each figure is also written there as a PNG file (atomically).
 
     Figures: F1 vs threshold on validation (Fig. 5, plus PROD), AND heat map on validation (Fig. 6b), ROC on
     test (Fig. 8b), and, if ``halo`` holds ``m_vir`` (and ``z``) per cutout (NaN where none), completeness
@@ -162,6 +165,15 @@ def evaluation_report(
             figs["Completeness vs z, test positives (paper Fig. 11)"] = F.completeness_figure(
                 res, xlabel="z", log_x=False
             )
+    if png_dir is not None:
+        import re
+
+        from ._atomic import atomic_write_bytes
+
+        Path(png_dir).mkdir(parents=True, exist_ok=True)
+        for title, png in figs.items():
+            slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:60]
+            atomic_write_bytes(Path(png_dir) / f"{slug}.png", png, overwrite=True)
     notes = [
         f"{y.size} cutouts: "
         + ", ".join(

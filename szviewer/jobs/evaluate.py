@@ -1,0 +1,111 @@
+"""Jobs: evaluate a workspace (the paper's Table 1, figures, report) and export candidate catalogs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from szviewer.atomic import write_json
+from szviewer.errors import InputError
+from szviewer.workspace import Workspace
+
+EVALUATION = "evaluation.json"
+METHOD_COLUMNS = {"mf": ("mf_snr",), "cnn": ("cnn_prob",), "prod": ("cnn_prob", "mf_snr"),
+                  "and": ("cnn_prob", "mf_snr"), "or": ("cnn_prob", "mf_snr")}
+
+
+def _inputs(ws: Workspace):
+    with ws.cutout_store() as st:
+        table = st.table.copy()
+    scores = ws.scores(np.asarray(table["id"]))
+    if not scores:
+        raise InputError(ws.root, "no score columns yet: run `szviewer mf WS` and/or `szviewer predict WS`")
+    return table, scores
+
+
+def evaluate_workspace(ws: Workspace, json_path: str | os.PathLike | None = None,
+                       report_dir: str | os.PathLike | None = None) -> tuple[list, str]:
+    """Table 1 for the workspace (thresholds from validation, counts on test); stored as ``evaluation.json``."""
+    from szviewer.evaluate.table1 import format_table1, table1
+
+    table, scores = _inputs(ws)
+    labels = np.asarray(table["label"], dtype=bool)
+    split = np.asarray(table["split"]).astype(str)
+    rows = table1(scores, labels, split)
+    result = {"table1": [r.as_dict() for r in rows], "columns": sorted(scores),
+              "counts": {s: {"cutouts": int((split == s).sum()), "positives": int((labels & (split == s)).sum())}
+                         for s in ("train", "val", "test")}}
+    write_json(ws.path(EVALUATION), result)
+    if json_path is not None:
+        write_json(json_path, result)
+    files = [EVALUATION]
+    if report_dir is not None:
+        from szviewer.evaluate.report import evaluation_report
+
+        report_dir = Path(report_dir)
+        halo = {"m_vir": np.asarray(table["m_vir"], dtype=float), "z": np.asarray(table["z"], dtype=float)}
+        evaluation_report(report_dir / "report.html", scores, labels, split, halo=halo,
+                          provenance={"workspace": str(ws.root)}, overwrite=True, png_dir=report_dir)
+    ws.record("evaluation", files, summary={r.method: round(float(r.f1), 4) for r in rows})
+    return rows, format_table1(rows, style="paper")
+
+
+def export_candidates(ws: Workspace, method: str, out: str | os.PathLike, fmt: str | None = None,
+                      thresholds: list[float] | None = None, regions: str | os.PathLike | None = None,
+                      split: str | None = None, overwrite: bool = False) -> dict:
+    """Write the candidate catalog of one method; thresholds default to the validation F1 optimum."""
+    from szviewer.evaluate.curves import f1_curve
+    from szviewer.evaluate.ensembles import and_predict, or_predict, prod_score, two_score_grid
+    from szviewer.evaluate.export import build_catalog, write_catalog, write_ds9_regions
+
+    method = method.lower()
+    if method not in METHOD_COLUMNS:
+        raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHOD_COLUMNS)}")
+    table, scores = _inputs(ws)
+    need = [c for c in METHOD_COLUMNS[method] if c not in scores]
+    if need:
+        raise InputError(ws.path("scores.h5"), f"method {method} needs score column(s) {', '.join(need)}")
+    labels = np.asarray(table["label"], dtype=bool)
+    sp = np.asarray(table["split"]).astype(str)
+    val = sp == "val"
+    cols = {c: np.asarray(scores[c], dtype=float) for c in METHOD_COLUMNS[method]}
+    if method == "prod":
+        cols = {"cnn_prob": scores["cnn_prob"], "mf_snr": scores["mf_snr"],
+                "rank_product": prod_score(scores["cnn_prob"], scores["mf_snr"], groups=sp)}
+    single = {"mf": "mf_snr", "cnn": "cnn_prob", "prod": "rank_product"}
+    if method in single:
+        col = single[method]
+        if thresholds:
+            if len(thresholds) != 1:
+                raise InputError(None, f"--threshold: method {method} takes one threshold")
+            t = {col: float(thresholds[0])}
+        else:
+            t = {col: float(f1_curve(cols[col][val], labels[val]).best().threshold)}
+        decision = cols[col] >= t[col]
+    else:
+        if thresholds:
+            if len(thresholds) != 2:
+                raise InputError(None, f"--threshold: method {method} takes two thresholds (CNN, then MF S/N)")
+            t_cnn, t_mf = (float(v) for v in thresholds)
+        else:
+            g = two_score_grid(cols["cnn_prob"][val], cols["mf_snr"][val], labels[val], rule=method)
+            t_cnn, t_mf = (float(v) for v in g.best()[:2])
+        t = {"cnn_prob": t_cnn, "mf_snr": t_mf}
+        predict = and_predict if method == "and" else or_predict
+        decision = predict(cols["cnn_prob"], cols["mf_snr"], t_cnn, t_mf)
+    keep = np.ones(len(table), bool) if split is None else sp == split
+    halo = None
+    if "halo_id" in table.colnames:
+        halo = {k: np.asarray(table[k])[keep] for k in ("halo_id", "m_vir", "z") if k in table.colnames}
+    cat = build_catalog(np.asarray(table["ra"])[keep], np.asarray(table["dec"])[keep],
+                        {k: v[keep] for k, v in cols.items()}, decision[keep], halo=halo, method=method,
+                        thresholds=t, provenance={"workspace": str(ws.root), "split": split or "all",
+                                                  "threshold_source": "given" if thresholds else "validation F1"})
+    cat["cutout_id"] = np.asarray(table["id"])[keep][np.asarray(decision[keep])]
+    write_catalog(cat, out, format=fmt, overwrite=overwrite)
+    if regions is not None:
+        score_col = {"mf": "mf_snr", "cnn": "cnn_prob"}.get(method, "cnn_prob")
+        write_ds9_regions(regions, cat, score=score_col, overwrite=overwrite)
+    return {"rows": len(cat), "thresholds": t}
