@@ -127,7 +127,7 @@ def read_sehgal_halos(path) -> Table:
     Returns an astropy Table with canonical columns ``halo_id`` (int64, 0-based data row in the file),
     ``z``, ``ra``, ``dec`` [deg], ``m_vir`` [Msun], ``r_vir`` [proper Mpc], ``m500`` [Msun], ``r500``
     [Mpc; NaN for halo_sz], ``y_int_arcmin2`` [arcmin^2; NaN for halo_nbody], and ``meta`` with
-    ``source`` (the file), ``format`` and ``n_columns``. All halos are returned (see
+    ``source`` (the file), ``format`` and ``ncolumns``. All halos are returned (see
     :func:`restrict_to_octant`).
     """
     path = Path(path)
@@ -155,7 +155,7 @@ def read_sehgal_halos(path) -> Table:
     data = np.concatenate(parts, axis=0) if parts else np.empty((0, len(usecols)))
 
     n = data.shape[0]
-    t = Table(meta={"source": str(path), "format": fmt, "n_columns": ncol})
+    t = Table(meta={"source": str(path), "format": fmt, "ncolumns": ncol})
     t["halo_id"] = np.arange(n, dtype=np.int64)
     cols = dict(zip(names, data.T, strict=True))
     for name in CANONICAL_UNITS:
