@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"szviewer {__version__}")
     p.add_argument("--headless", action="store_true", help="run the main job without the app")
     p.add_argument("--workspace", help="workspace for the main job (default: $SZVIEWER_HOME/demo)")
-    p.add_argument("--area", type=float, default=25.0, help="demo sky area [deg^2] (default 25)")
+    p.add_argument("--area", type=float, default=100.0, help="demo sky area [deg^2] (default 100)")
     p.add_argument("--seed", type=int, default=0, help="demo sky seed (default 0)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -45,7 +45,7 @@ def simulate_workspace(out: str | os.PathLike, settings: SimulationSettings, ove
             files.append(name)
 
         timing = simulate_tiles(settings, halos, srcs, tiles, write, progress, cancelled)
-        card = skycard.make_card(measured, halos, fp.area_deg2, settings.bands)
+        card = skycard.make_card(measured, halos, fp.area_deg2, settings.bands, settings.m_vir_calibration)
         card["seconds"] = round(time.perf_counter() - t0, 2)
         card["seconds_per_100deg2"] = round(card["seconds"] / fp.area_deg2 * 100, 2)
         from szviewer.atomic import write_json

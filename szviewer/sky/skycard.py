@@ -73,7 +73,7 @@ def _band(terms, k: int) -> np.ndarray:
     return sum(float(s[k]) * d[min(k, d.shape[0] - 1)] for d, s in terms)
 
 
-def make_card(per_tile: list[dict], halos: Table, area_deg2: float, bands) -> dict:
+def make_card(per_tile: list[dict], halos: Table, area_deg2: float, bands, m_vir_calibration: float = 1.0) -> dict:
     """Average the tiles' measurements and count positive halos in the footprint."""
     comps = {}
     for name, ref in REFERENCE.items():
@@ -89,12 +89,17 @@ def make_card(per_tile: list[dict], halos: Table, area_deg2: float, bands) -> di
     inside = np.asarray(halos["in_footprint"]) if "in_footprint" in halos.colnames else np.ones(len(halos), bool)
     q = inside & (np.asarray(halos["m_vir"]) >= 2e14) & (np.asarray(halos["z"]) >= 0.25)
     dens = float(q.sum()) / area_deg2
+    from szviewer.sky.halos import expected_positive_density_per_deg2
+
+    model = expected_positive_density_per_deg2(m_vir_min=2e14 / m_vir_calibration)
     return {
         "ell_bin": list(ELL_BIN),
         "tiles_measured": len(per_tile),
         "components": comps,
         "positive_halos": {"count": int(q.sum()), "area_deg2": round(area_deg2, 3),
                            "per_deg2": round(dens, 3), "sehgal_per_deg2": round(POSITIVE_DENSITY_REF, 3),
+                           "poisson_error_per_deg2": round(float(np.sqrt(max(q.sum(), 1))) / area_deg2, 3),
+                           "model_expectation_per_deg2": round(model, 3),
                            "ratio": round(dens / POSITIVE_DENSITY_REF, 3),
                            "within_20pct": bool(abs(dens / POSITIVE_DENSITY_REF - 1) <= 0.2)},
         "halos_total": len(halos),
@@ -117,7 +122,10 @@ def format_card(card: dict) -> str:
     p = card["positive_halos"]
     chk = "ok (<=20%)" if p["within_20pct"] else "OFF by >20%"
     lines.append(f"positive halos (M_vir >= 2e14 Msun, z >= 0.25): {p['count']} in {p['area_deg2']:.1f} deg^2 = "
-                 f"{p['per_deg2']:.2f} per deg^2; Sehgal {p['sehgal_per_deg2']:.2f}; ratio {p['ratio']:.2f}  {chk}")
+                 f"{p['per_deg2']:.2f} +- {p['poisson_error_per_deg2']:.2f} (Poisson) per deg^2; "
+                 f"Sehgal {p['sehgal_per_deg2']:.2f}; ratio {p['ratio']:.2f}  {chk}")
+    lines.append(f"  (this generator's expectation: {p['model_expectation_per_deg2']:.2f} per deg^2; "
+                 f"small areas scatter by the Poisson error)")
     return "\n".join(lines)
 
 
