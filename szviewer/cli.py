@@ -15,7 +15,6 @@ from szviewer import __version__
 from szviewer.errors import Cancelled, SzviewerError
 
 NOT_BUILT = {
-    "mf": "the multi-frequency matched filter (issue #3)",
     "train": "CNN training (issue #6)",
     "predict": "CNN inference (issue #6)",
     "gui": "the desktop app (issue #5)",
@@ -189,6 +188,70 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _mf_settings(args):
+    from szviewer.mf.settings import MFSettings
+
+    beams = _band_values(args.beam_fwhm, "--beam-fwhm")
+    kw = {"noise_mode": args.noise, "snr_threshold": args.snr_threshold}
+    if beams:
+        kw["beam_fwhm_arcmin"] = tuple(beams.get(b, 0.0) for b in (90, 148, 219))
+    try:
+        return MFSettings(**kw)
+    except ValueError as exc:
+        raise SzviewerError(str(exc)) from None
+
+
+def cmd_mf(args) -> int:
+    settings = _mf_settings(args)
+    if args.map:
+        return _mf_on_maps(args, settings)
+    if not args.workspace:
+        raise SzviewerError("give a workspace (szviewer mf WS) or maps (--map 90=A --map 148=B --map 219=C --out F)")
+    from szviewer.jobs.mf import run_mf_on_workspace
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    bar = _progress("mf")
+    try:
+        s = run_mf_on_workspace(ws, settings, progress=bar)
+    finally:
+        bar.close()
+    print(f"{s['detections']} detections at S/N >= {settings.snr_threshold:g}; {s['cutouts_with_detection']} cutouts "
+          f"hold one; {s['positives_detected']} of {s['positives']} positive cutouts detected; {s['seconds']:.1f} s")
+    print(f"catalog: {ws.path('mf_catalog.fits')}; score column mf_snr in {ws.path('scores.h5')}")
+    return 0
+
+
+def _mf_on_maps(args, settings) -> int:
+    import numpy as np
+
+    from szviewer.atomic import atomic_path
+    from szviewer.errors import OutputExistsError
+    from szviewer.mf.runner import run_mf
+    from szviewer.sky.fits_maps import open_fits_maps
+
+    if not args.out:
+        raise SzviewerError("--map needs --out CATALOG (.ecsv or .fits)")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(out)
+    fmt = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}.get(out.suffix.lower())
+    if fmt is None:
+        raise SzviewerError(f"{out}: catalog must end in .ecsv or .fits")
+    sky = open_fits_maps(_band_paths(args.map))
+    maps = np.stack([sky._images[b].to_uk(np.asarray(sky._images[b].data)) for b in sky.bands])
+    bar = _progress("mf")
+    try:
+        cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings,
+                     progress=lambda d, t: bar(d, t, "tiles"))
+    finally:
+        bar.close()
+    with atomic_path(out) as tmp:
+        cat.write(tmp, format=fmt)
+    print(f"{len(cat)} candidates at S/N >= {settings.snr_threshold:g} -> {out}")
+    return 0
+
+
 def cmd_not_built(args) -> int:
     print(f"szviewer {args.command}: not built yet: {NOT_BUILT[args.command]}.", file=sys.stderr)
     return 3
@@ -226,7 +289,17 @@ def cmd_main(args) -> int:
     print()
     print(describe_workspace(ws))
     print()
-    for step in ("mf", "predict"):
+    if not ws.has("mf"):
+        from szviewer.jobs.mf import run_mf_on_workspace
+
+        bar = _progress("mf")
+        try:
+            s = run_mf_on_workspace(ws, progress=bar)
+        finally:
+            bar.close()
+        print(f"matched filter: {s['detections']} detections, {s['positives_detected']} of {s['positives']} "
+              f"positive cutouts detected ({s['seconds']:.1f} s)")
+    for step in ("predict",):
         if step in NOT_BUILT:
             print(f"{step}: not built yet: {NOT_BUILT[step]}")
     if ws.scores():
@@ -307,7 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_export)
 
-    for name, helptext in (("mf", "run the matched filter"), ("train", "train the CNN"),
+    s = sub.add_parser("mf", help="run the multi-frequency matched filter on a workspace or on FITS maps")
+    s.add_argument("workspace", nargs="?", help="workspace: writes mf_catalog.fits and the mf_snr scores")
+    s.add_argument("--map", action="append", metavar="BAND=FILE", help="flat-sky FITS map in uK_CMB (per band)")
+    s.add_argument("--out", metavar="CATALOG", help="with --map: the catalog to write (.ecsv or .fits)")
+    s.add_argument("--beam-fwhm", metavar="90=..,148=..,219=..", help="beams in arcmin (default: none, as the paper)")
+    s.add_argument("--noise", choices=["model", "data"], default="model",
+                   help="the paper's analytic noise model, or the maps' own smoothed cross-spectra")
+    s.add_argument("--snr-threshold", type=float, default=3.0, help="peak threshold (default 3)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_mf)
+
+    for name, helptext in (("train", "train the CNN"),
                            ("predict", "score cutouts with the CNN"), ("gui", "open the desktop app")):
         s = sub.add_parser(name, help=f"{helptext} [not built yet]")
         s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,0 +1,151 @@
+"""Cluster templates for the matched filter: projected beta model, beam and pixel window in Fourier space.
+
+The signal model of the DeepSZ paper (section 2.1, after Vanderlinde et al. 2010) is the projected isothermal
+beta model with beta = 1::
+
+    y(theta) = y0 (1 + theta^2 / theta_c^2)^((1 - 3 beta) / 2)  =  y0 / (1 + theta^2 / theta_c^2)
+
+For beta = 1 the profile falls as theta^-2 and its integral diverges logarithmically, so it is truncated at
+``truncate`` core radii (SPT truncates too). Its Fourier transform is computed numerically on the map grid
+(the FFT of the profile sampled at pixel centres, centred on pixel (0, 0) with periodic wrapping), so the
+template matches the pixelisation exactly; the pixel window (sinc in x and y) and the Gaussian beam are
+applied as Fourier multipliers.
+
+Conventions: Fourier arrays use the ``numpy.fft.rfft2`` layout, shape (ny, nx // 2 + 1), and the discrete
+transform ``T(k) = sum_x t(x) exp(-2 pi i k.x)`` without normalisation, so ``T(0)`` is the sum of the
+template's pixels. Angles in arcmin; a template band is in uK_CMB per unit y0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+
+from szviewer.sky.bands import tsz_uk_per_y
+from szviewer.sky.spectra import ARCMIN_RAD, ell_grid
+
+FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
+
+
+def beta_profile(theta_arcmin: np.ndarray | float, theta_c_arcmin: float, beta: float = 1.0,
+                 truncate: float = 5.0) -> np.ndarray:
+    """Projected beta-model profile normalised to 1 at the centre (dimensionless; multiply by y0).
+
+    ``(1 + theta^2/theta_c^2)^((1 - 3 beta)/2)`` for ``theta <= truncate * theta_c``, 0 beyond.
+    """
+    t = np.asarray(theta_arcmin, dtype=float) / theta_c_arcmin
+    out = (1.0 + t * t) ** ((1.0 - 3.0 * beta) / 2.0)
+    return np.where(t <= truncate, out, 0.0)
+
+
+def _periodic_offsets(n: int) -> np.ndarray:
+    """Signed pixel offsets 0, 1, ..., -2, -1 of a periodic axis of length n."""
+    return np.fft.fftfreq(n, d=1.0 / n)
+
+
+def profile_real(shape: tuple[int, int], pixel_arcmin: float, theta_c_arcmin: float, beta: float = 1.0,
+                 truncate: float = 5.0) -> np.ndarray:
+    """The beta profile sampled at pixel centres, centred on pixel (0, 0) with periodic wrapping."""
+    ny, nx = shape
+    dy = _periodic_offsets(ny)[:, None] * pixel_arcmin
+    dx = _periodic_offsets(nx)[None, :] * pixel_arcmin
+    return beta_profile(np.hypot(dy, dx), theta_c_arcmin, beta, truncate)
+
+
+@lru_cache(maxsize=64)
+def _profile_fourier_cached(shape: tuple[int, int], pixel_arcmin: float, theta_c_arcmin: float,
+                            beta: float, truncate: float) -> np.ndarray:
+    prof = profile_real(shape, pixel_arcmin, theta_c_arcmin, beta, truncate)
+    # the profile is even (t(x) = t(-x) on the periodic grid), so its DFT is real
+    out = scipy.fft.rfft2(prof).real
+    out.setflags(write=False)
+    return out
+
+
+def profile_fourier(shape: tuple[int, int], pixel_arcmin: float, theta_c_arcmin: float, beta: float = 1.0,
+                    truncate: float = 5.0) -> np.ndarray:
+    """DFT of :func:`profile_real` in rfft2 layout (real, float64, read-only, cached per grid)."""
+    return _profile_fourier_cached((int(shape[0]), int(shape[1])), float(pixel_arcmin),
+                                   float(theta_c_arcmin), float(beta), float(truncate))
+
+
+def beam_transfer(ell: np.ndarray, fwhm_arcmin: float) -> np.ndarray:
+    """Gaussian beam transfer ``exp(-ell (ell + 1) sigma_b^2 / 2)``; 1 everywhere for FWHM = 0."""
+    if fwhm_arcmin <= 0:
+        return np.ones_like(ell, dtype=float)
+    sig = fwhm_arcmin * FWHM_TO_SIGMA * ARCMIN_RAD
+    return np.exp(-0.5 * ell * (ell + 1.0) * sig * sig)
+
+
+def pixel_window(shape: tuple[int, int]) -> np.ndarray:
+    """Square-pixel window ``sinc(k_x) sinc(k_y)`` (k in cycles per pixel) in rfft2 layout."""
+    ny, nx = shape
+    return np.sinc(np.fft.fftfreq(ny))[:, None] * np.sinc(np.fft.rfftfreq(nx))[None, :]
+
+
+def band_transfer(shape: tuple[int, int], pixel_arcmin: float, fwhm_arcmin: float,
+                  with_pixel_window: bool = True) -> np.ndarray:
+    """What the sky goes through in one band: beam transfer times (optionally) the pixel window."""
+    ell = ell_grid(shape[0], shape[1], pixel_arcmin)
+    b = beam_transfer(ell, fwhm_arcmin)
+    if with_pixel_window:
+        b = b * pixel_window(shape)
+    return b
+
+
+def spectral_beams(shape: tuple[int, int], pixel_arcmin: float, bands_ghz: Sequence[float],
+                   beam_fwhm_arcmin: Sequence[float], with_pixel_window: bool = True) -> np.ndarray:
+    """``g_i(k) = f_i B_i(k) W(k)`` for every band, shape (nband, ny, nx//2+1), in uK per unit y.
+
+    The template of band i at core radius theta_c is ``tau_i(k) = g_i(k) P_theta_c(k)`` (Melin et al. 2006,
+    eq. 5), so the band-dependent and scale-dependent parts factorise. Cached per grid; read-only.
+    """
+    return _spectral_beams_cached((int(shape[0]), int(shape[1])), float(pixel_arcmin),
+                                  tuple(float(b) for b in bands_ghz),
+                                  tuple(float(b) for b in beam_fwhm_arcmin), bool(with_pixel_window))
+
+
+@lru_cache(maxsize=8)
+def _spectral_beams_cached(shape: tuple[int, int], pixel_arcmin: float, bands_ghz: tuple[float, ...],
+                           beam_fwhm_arcmin: tuple[float, ...], with_pixel_window: bool) -> np.ndarray:
+    out = np.empty((len(bands_ghz), shape[0], shape[1] // 2 + 1))
+    for i, (nu, fwhm) in enumerate(zip(bands_ghz, beam_fwhm_arcmin, strict=True)):
+        out[i] = float(tsz_uk_per_y(nu)) * band_transfer(shape, pixel_arcmin, fwhm, with_pixel_window)
+    out.setflags(write=False)
+    return out
+
+
+def template_fourier(shape: tuple[int, int], pixel_arcmin: float, theta_c_arcmin: float,
+                     bands_ghz: Sequence[float], beam_fwhm_arcmin: Sequence[float], beta: float = 1.0,
+                     truncate: float = 5.0, with_pixel_window: bool = True) -> np.ndarray:
+    """Band templates ``tau_i(k)`` [uK per unit y0], shape (nband, ny, nx//2+1), centred on pixel (0, 0)."""
+    g = spectral_beams(shape, pixel_arcmin, bands_ghz, beam_fwhm_arcmin, with_pixel_window)
+    return g * profile_fourier(shape, pixel_arcmin, theta_c_arcmin, beta, truncate)[None]
+
+
+def paint_clusters(shape: tuple[int, int], pixel_arcmin: float, x: Sequence[float], y: Sequence[float],
+                   y0: Sequence[float], theta_c_arcmin: Sequence[float], bands_ghz: Sequence[float],
+                   beam_fwhm_arcmin: Sequence[float], beta: float = 1.0, truncate: float = 5.0,
+                   with_pixel_window: bool = True) -> np.ndarray:
+    """Maps [uK] of beta-model clusters at (fractional) pixel positions, exactly as the filter models them.
+
+    Each cluster is the band template shifted in Fourier space (periodic), so sub-pixel positions are exact.
+    Meant for injection tests and simulations; shape (nband, ny, nx), float64.
+    """
+    ny, nx = shape
+    x, y, y0 = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (x, y, y0))
+    tcs = np.atleast_1d(np.asarray(theta_c_arcmin, dtype=float))
+    fy = np.fft.fftfreq(ny)
+    fx = np.fft.rfftfreq(nx)
+    g = spectral_beams(shape, pixel_arcmin, bands_ghz, beam_fwhm_arcmin, with_pixel_window)
+    acc = np.zeros((ny, nx // 2 + 1), dtype=complex)
+    for tc in np.unique(tcs):
+        j = tcs == tc
+        # the shift phases exp(-2 pi i (fy y + fx x)) are separable: sum over clusters as one matrix product
+        ey = np.exp(-2j * np.pi * fy[:, None] * y[j][None, :]) * y0[j][None, :]
+        ex = np.exp(-2j * np.pi * x[j][:, None] * fx[None, :])
+        acc += profile_fourier(shape, pixel_arcmin, tc, beta, truncate) * (ey @ ex)
+    return scipy.fft.irfft2(g * acc[None], s=shape, axes=(-2, -1))
