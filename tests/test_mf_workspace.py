@@ -3,7 +3,6 @@
 import shutil
 
 import numpy as np
-import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
