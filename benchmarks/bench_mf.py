@@ -8,8 +8,8 @@ Rows (``run() -> list[dict]``):
   workers, N^-1 reused across scales: 3 forward + 12 inverse real FFTs). Its ratio to the naive reference.
 * ``run_mf one tile`` -- the whole pipeline on a 4 x 4 deg map (masking, apodisation, filtering, peaks,
   catalog).
-* ``run_mf tiled`` -- a 16 x 16 deg map in 16 overlapping tiles, analytic noise model; and the same with the
-  data-based noise (``noise_mode='data'``).
+* ``run_mf tiled`` -- a 16 x 16 deg map in 16 overlapping tiles, analytic noise model; the same with the
+  data-based noise (``noise_mode='data'``), and with point sources found and subtracted in each tile.
 * ``filter bank build`` -- building the analytic-model filters for one tile shape (done once per run).
 
 Each row gives seconds, square degrees per second, peak memory (tracemalloc in a separate run: what the step
@@ -159,6 +159,10 @@ def run(big_deg: float = 16.0) -> list[dict]:
     run_data = lambda: run_mf(big, None, PIX, data)  # noqa: E731
     rows.append(_row(f"run_mf tiled, {big_deg:g}x{big_deg:g} deg, data noise", _timed(run_data), area_big,
                      None, n_candidates=len(run_data())))
+    finder = settings.replace(find_point_sources=True)
+    run_find = lambda: run_mf(big, None, PIX, finder)  # noqa: E731
+    rows.append(_row(f"run_mf tiled, {big_deg:g}x{big_deg:g} deg, + finding sources", _timed(run_find),
+                     area_big, None))
     rows.append(_subprocess_rss(big, area_big))
     return rows
 
@@ -166,18 +170,19 @@ def run(big_deg: float = 16.0) -> list[dict]:
 def _subprocess_rss(maps: np.ndarray, area_deg2: float) -> dict:
     """The tiled run in a fresh process reading the maps from a memory-mapped .npy: its maximum resident set
     (imports, filters, one tile at a time, the pages of the map it touched) is what an octant run would need
-    beyond its tile reader."""
+    beyond its tile reader. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "maps.npy")
         np.save(path, maps)
         code = (
-            "import json, resource, time, numpy as np\n"
+            "import json, time, numpy as np\n"
             "from szviewer.mf import MFSettings, run_mf\n"
             f"m = np.load({path!r}, mmap_mode='r')\n"
             "t0 = time.perf_counter()\n"
             "cat = run_mf(m, None, 0.25, MFSettings())\n"
             "dt = time.perf_counter() - t0\n"
-            "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+            "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
+            "rss = int(hwm[0].split()[1]) / 1024 if hwm else float('nan')\n"
             "print(json.dumps(dict(seconds=dt, rss=rss)))\n"
         )
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

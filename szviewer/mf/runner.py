@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -95,6 +96,14 @@ def filter_tile(data: np.ndarray, bad: np.ndarray, pixel_arcmin: float, settings
     return cands, bank, detect, found
 
 
+@lru_cache(maxsize=2)
+def _model_power(shape: tuple[int, int], pixel_arcmin: float, settings: MFSettings,
+                 nz: tuple[float, ...]) -> np.ndarray:
+    power = model_noise_power(shape, pixel_arcmin, settings, nz)
+    power.setflags(write=False)
+    return power
+
+
 def _find_and_subtract(prepared: np.ndarray, weight: np.ndarray, pixel_arcmin: float, settings: MFSettings,
                        nz: tuple[float, ...]) -> PointSources:
     """Find sources above the flux cut in an apodised tile and subtract them in place (tile pixels)."""
@@ -103,7 +112,7 @@ def _find_and_subtract(prepared: np.ndarray, weight: np.ndarray, pixel_arcmin: f
                                  settings.fft_workers, weight_applied=True,
                                  min_smooth_pix=settings.data_noise_min_smooth_pix)
     else:
-        power = model_noise_power(prepared.shape[1:], pixel_arcmin, settings, nz)
+        power = _model_power(prepared.shape[1:], float(pixel_arcmin), settings, nz)
     found = find_sources(prepared, pixel_arcmin, settings, power, settings.point_source_snr,
                          detect=weight > 0.2)
     if len(found):
