@@ -24,3 +24,13 @@ def small_ws(tmp_path_factory):
     ws = Workspace(path)
     summary = make_cutouts(ws, CutoutSettings())
     return {"path": path, "card": card, "cutouts": summary}
+
+
+@pytest.fixture
+def scratch_ws(small_ws, tmp_path):
+    """A private copy of the small workspace for tests that write to it (``small_ws`` is shared: read only)."""
+    import shutil
+
+    path = tmp_path / "scratch"
+    shutil.copytree(small_ws["path"], path)
+    return path

@@ -1,0 +1,7 @@
+"""The DeepSZ CNN (paper section 2.2): network, dynamic stratified training, Platt calibration, inference.
+
+Importing this package is cheap: torch is imported only by its submodules
+(:mod:`~szviewer.cnn.model`, :mod:`~szviewer.cnn.train`, :mod:`~szviewer.cnn.modelfile`,
+:mod:`~szviewer.cnn.predict`, :mod:`~szviewer.cnn.dense`). The workspace-level jobs are in
+:mod:`szviewer.jobs.cnn`.
+"""

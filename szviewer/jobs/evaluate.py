@@ -49,7 +49,7 @@ def evaluate_workspace(ws: Workspace, json_path: str | os.PathLike | None = None
         evaluation_report(report_dir / "report.html", scores, labels, split, halo=halo,
                           provenance={"workspace": str(ws.root)}, overwrite=True, png_dir=report_dir)
     ws.record("evaluation", files, summary={r.method: round(float(r.f1), 4) for r in rows})
-    return rows, format_table1(rows, style="paper")
+    return rows, format_table1(rows, style="rows") + "\n\n" + format_table1(rows, style="paper")
 
 
 def export_candidates(ws: Workspace, method: str, out: str | os.PathLike, fmt: str | None = None,
