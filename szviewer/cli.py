@@ -192,7 +192,8 @@ def _mf_settings(args):
     from szviewer.mf.settings import MFSettings
 
     beams = _band_values(args.beam_fwhm, "--beam-fwhm")
-    kw = {"noise_mode": args.noise, "snr_threshold": args.snr_threshold}
+    kw = {"noise_mode": args.noise, "snr_threshold": args.snr_threshold,
+          "find_point_sources": bool(args.map) if args.find_sources is None else args.find_sources}
     if beams:
         kw["beam_fwhm_arcmin"] = tuple(beams.get(b, 0.0) for b in (90, 148, 219))
     try:
@@ -238,11 +239,13 @@ def _mf_on_maps(args, settings) -> int:
     fmt = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}.get(out.suffix.lower())
     if fmt is None:
         raise SzviewerError(f"{out}: catalog must end in .ecsv or .fits")
+    depth = _band_values(args.noise_uk_arcmin, "--noise-uk-arcmin")
+    noise = [depth.get(b, v) for b, v in ((90, 2.8), (148, 2.6), (219, 6.6))]
     sky = open_fits_maps(_band_paths(args.map))
     maps = np.stack([sky._images[b].to_uk(np.asarray(sky._images[b].data)) for b in sky.bands])
     bar = _progress("mf")
     try:
-        cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings,
+        cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings, noise_uk_arcmin=noise,
                      progress=lambda d, t: bar(d, t, "tiles"))
     finally:
         bar.close()
@@ -388,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", choices=["model", "data"], default="model",
                    help="the paper's analytic noise model, or the maps' own smoothed cross-spectra")
     s.add_argument("--snr-threshold", type=float, default=3.0, help="peak threshold (default 3)")
+    s.add_argument("--noise-uk-arcmin", metavar="90=..,148=..,219=..",
+                   help="with --map: white-noise depth for the noise model (default the paper's 2.8, 2.6, 6.6)")
+    s.add_argument("--find-sources", action=argparse.BooleanOptionalAction, default=None,
+                   help="find point sources in the maps (beam-scale filter) and subtract them before the cluster "
+                        "filter (default: on with --map; a workspace subtracts its source catalogue)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_mf)
 

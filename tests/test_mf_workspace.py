@@ -38,7 +38,10 @@ def test_mf_on_a_workspace(small_ws, tmp_path, capsys):
     assert ws.has("mf")
     with ws.cutout_store() as st:
         t = st.table
-    snr = ws.scores(np.asarray(t["id"]))["mf_snr"]
+    scores = ws.scores(np.asarray(t["id"]))
+    snr = scores["mf_snr"]
+    # the flag column says which cutouts have no detection (their mf_snr is NaN)
+    assert np.array_equal(scores["mf_detected"] == 1, np.isfinite(snr))
     y = np.asarray(t["label"])
     # massive clusters are found: most positives have a detection, and their S/N beats the negatives'
     assert np.isfinite(snr[y]).mean() > 0.7

@@ -166,7 +166,7 @@ def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progr
     summary = {"detections": len(catalog), "cutouts_with_detection": int(np.isfinite(snr).sum()),
                "positives_detected": int((np.isfinite(snr) & labels).sum()), "positives": int(labels.sum()),
                "seconds": round(time.perf_counter() - t0, 2)}
-    ws.write_scores("mf", np.asarray(table["id"]), {"mf_snr": snr},
+    ws.write_scores("mf", np.asarray(table["id"]), {"mf_snr": snr, "mf_detected": np.isfinite(snr).astype(float)},
                     meta={"missing": "NaN: no detection assigned to this cutout", "match_radius_arcmin": 1.0},
                     settings=settings.to_dict() if hasattr(settings, "to_dict") else {}, summary=summary)
     ws.record("mf", ["scores.h5", CATALOG], settings=settings.to_dict() if hasattr(settings, "to_dict") else {},
