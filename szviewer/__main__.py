@@ -1,3 +1,3 @@
-from szviewer.cli import main
+from szviewer.launcher import main
 
 raise SystemExit(main())

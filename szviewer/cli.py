@@ -17,7 +17,6 @@ from szviewer.errors import Cancelled, SzviewerError
 NOT_BUILT = {
     "train": "CNN training (issue #6)",
     "predict": "CNN inference (issue #6)",
-    "gui": "the desktop app (issue #5)",
 }
 
 
@@ -255,6 +254,12 @@ def _mf_on_maps(args, settings) -> int:
     return 0
 
 
+def cmd_gui(args) -> int:
+    print("szviewer gui: start the app with the `szviewer` command (szviewer.launcher), which may load Qt",
+          file=sys.stderr)
+    return 2
+
+
 def cmd_not_built(args) -> int:
     print(f"szviewer {args.command}: not built yet: {NOT_BUILT[args.command]}.", file=sys.stderr)
     return 3
@@ -399,8 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_mf)
 
-    for name, helptext in (("train", "train the CNN"),
-                           ("predict", "score cutouts with the CNN"), ("gui", "open the desktop app")):
+    s = sub.add_parser("gui", help="open the desktop app (on WS, else the last workspace or the welcome view)")
+    s.add_argument("gui_workspace", nargs="?", metavar="WS", help="workspace to open")
+    s.set_defaults(func=cmd_gui)
+
+    for name, helptext in (("train", "train the CNN"), ("predict", "score cutouts with the CNN")):
         s = sub.add_parser(name, help=f"{helptext} [not built yet]")
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=cmd_not_built)

@@ -52,3 +52,14 @@ def test_simulate_info_cutouts(tmp_path, capsys):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "szviewer", "--version"], capture_output=True, text=True, check=True)
     assert r.stdout.startswith("szviewer ")
+
+
+def test_launcher_without_a_display_runs_the_cli(capsys, monkeypatch):
+    from szviewer import launcher
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert launcher._can_show_windows() is False
+    assert launcher.main(["train", "x"]) == 3
+    with pytest.raises(SystemExit):
+        launcher.main(["--version"])
+    assert "szviewer" in capsys.readouterr().out

@@ -1,0 +1,275 @@
+"""The jobs panel: start simulate / cutouts (and the MF, training and prediction when they exist) in the
+background, watch their progress and logs, cancel them. :class:`QtJobRunner` drives the Qt-free
+:class:`szviewer.gui.jobs.JobRunner` from a timer and turns its callbacks into Qt signals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt6 import QtCore, QtWidgets
+
+from szviewer.gui.jobs import JOB_KINDS, Job, JobRunner, JobSpec, available
+from szviewer.gui.state import ViewerState
+
+STATUS_TEXT = {"queued": "queued", "running": "running", "done": "done", "failed": "FAILED",
+               "cancelled": "cancelled"}
+
+
+class QtJobRunner(QtCore.QObject):
+    started = QtCore.pyqtSignal(object)
+    progress = QtCore.pyqtSignal(object)
+    log = QtCore.pyqtSignal(object, str)
+    finished = QtCore.pyqtSignal(object)
+
+    def __init__(self, parent=None, interval_ms: int = 50):
+        super().__init__(parent)
+        self.runner = JobRunner()
+        self.runner.on_started.append(self.started.emit)
+        self.runner.on_progress.append(self.progress.emit)
+        self.runner.on_log.append(self.log.emit)
+        self.runner.on_finished.append(self.finished.emit)
+        self.timer = QtCore.QTimer(self, interval=interval_ms)
+        self.timer.timeout.connect(self._poll)
+
+    def submit(self, spec: JobSpec) -> Job:
+        job = self.runner.submit(spec)
+        self.timer.start()
+        return job
+
+    def _poll(self) -> None:
+        self.runner.poll()
+        if not self.runner.active():
+            self.timer.stop()
+
+    def active(self) -> list[Job]:
+        return self.runner.active()
+
+    @property
+    def jobs(self) -> list[Job]:
+        return self.runner.jobs
+
+    def cancel_all(self) -> None:
+        self.runner.cancel_all()
+
+
+class SimulateDialog(QtWidgets.QDialog):
+    """Where and what to simulate."""
+
+    def __init__(self, parent=None, default_dir: str | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Simulate a synthetic sky")
+        f = QtWidgets.QFormLayout(self)
+        self.out = QtWidgets.QLineEdit(str(Path(default_dir or Path.home()) / "sky"))
+        browse = QtWidgets.QPushButton("…")
+        browse.clicked.connect(self._browse)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.out, 1)
+        row.addWidget(browse)
+        f.addRow("new workspace", row)
+        self.area = QtWidgets.QDoubleSpinBox(decimals=1, minimum=0.5, maximum=5157.0, value=25.0, suffix=" deg²")
+        self.seed = QtWidgets.QSpinBox(minimum=0, maximum=2 ** 31 - 1, value=0)
+        self.cut = QtWidgets.QCheckBox("then build the cutouts", checked=True)
+        f.addRow("area", self.area)
+        f.addRow("seed", self.seed)
+        f.addRow("", self.cut)
+        bb = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
+                                        | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+        bb.accepted.connect(self.accept)
+        bb.rejected.connect(self.reject)
+        f.addRow(bb)
+
+    def _browse(self) -> None:
+        d = QtWidgets.QFileDialog.getSaveFileName(self, "New workspace folder", self.out.text())[0]
+        if d:
+            self.out.setText(d)
+
+    def spec(self) -> JobSpec:
+        out = self.out.text().strip()
+        if self.cut.isChecked():
+            return JobSpec(f"simulate {self.area.value():g} deg² + cutouts → {out}", "szviewer.gui.jobs:demo",
+                           {"out": out, "area_deg2": self.area.value(), "seed": self.seed.value()},
+                           creates=out, open_when_done=True)
+        return JobSpec(f"simulate {self.area.value():g} deg² → {out}", "szviewer.gui.jobs:simulate",
+                       {"out": out, "area_deg2": self.area.value(), "seed": self.seed.value()},
+                       creates=out, open_when_done=True)
+
+
+class TrainDialog(QtWidgets.QDialog):
+    """Preset and device of a CNN training run."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Train the CNN")
+        f = QtWidgets.QFormLayout(self)
+        self.preset = QtWidgets.QComboBox()
+        self.preset.addItem("quick (about 30 min on 2 CPU cores for 100 deg²)", "quick")
+        self.preset.addItem("paper (the paper's schedule: hours)", "paper")
+        self.device = QtWidgets.QComboBox()
+        for d in ("auto", "cpu", "cuda", "mps"):
+            self.device.addItem(d)
+        f.addRow("preset", self.preset)
+        f.addRow("device", self.device)
+        f.addRow(QtWidgets.QLabel("Training runs in its own process: Cancel stops it at once, and the model is "
+                                  "only written when training completes."))
+        bb = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
+                                        | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+        bb.accepted.connect(self.accept)
+        bb.rejected.connect(self.reject)
+        f.addRow(bb)
+
+    def options(self) -> dict:
+        return {"preset": self.preset.currentData(), "device": self.device.currentText()}
+
+
+class JobsPanel(QtWidgets.QWidget):
+    """Buttons to start jobs, the list of jobs with progress, the selected job's log, Cancel."""
+
+    def __init__(self, state: ViewerState, runner: QtJobRunner, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.runner = runner
+        h = QtWidgets.QHBoxLayout(self)
+        h.setContentsMargins(4, 4, 4, 4)
+        left = QtWidgets.QGridLayout()
+        self.buttons: dict[str, QtWidgets.QPushButton] = {}
+        b = QtWidgets.QPushButton("Simulate a sky…")
+        b.clicked.connect(self.simulate_dialog)
+        self.buttons["simulate"] = b
+        left.addWidget(b, 0, 0)
+        for k, (kind, spec) in enumerate(JOB_KINDS.items(), start=1):
+            b = QtWidgets.QPushButton(spec["label"][0].upper() + spec["label"][1:])
+            b.clicked.connect(lambda _=False, kind=kind: self._clicked(kind))
+            self.buttons[kind] = b
+            left.addWidget(b, k // 2, k % 2)
+        left.setRowStretch(3, 1)
+        h.addLayout(left)
+        mid = QtWidgets.QVBoxLayout()
+        self.list = QtWidgets.QTreeWidget()
+        self.list.setHeaderLabels(["job", "status", "progress"])
+        self.list.setRootIsDecorated(False)
+        self.list.setColumnWidth(0, 320)
+        self.list.setColumnWidth(1, 80)
+        mid.addWidget(self.list, 1)
+        row = QtWidgets.QHBoxLayout()
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(self.cancel_selected)
+        self.status = QtWidgets.QLabel("")
+        row.addWidget(self.cancel_btn)
+        row.addWidget(self.status, 1)
+        mid.addLayout(row)
+        h.addLayout(mid, 2)
+        self.log_view = QtWidgets.QPlainTextEdit(readOnly=True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setPlaceholderText("the selected job's log")
+        h.addWidget(self.log_view, 2)
+        self.items: dict[int, tuple[QtWidgets.QTreeWidgetItem, QtWidgets.QProgressBar]] = {}
+        self.list.currentItemChanged.connect(lambda *_: self._show_log())
+        runner.started.connect(self._started)
+        runner.progress.connect(self._progress)
+        runner.log.connect(self._log)
+        runner.finished.connect(self._finished)
+        state.events.workspace.connect(self._update_buttons)
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ starting jobs
+    def _update_buttons(self, *_):
+        ws = self.state.workspace
+        for kind, spec in JOB_KINDS.items():
+            b = self.buttons[kind]
+            if not available(kind):
+                b.setEnabled(False)
+                b.setToolTip(f"{spec['label']}: not built yet")
+            elif ws is None:
+                b.setEnabled(False)
+                b.setToolTip("open a workspace first")
+            else:
+                b.setEnabled(True)
+                b.setToolTip(f"{spec['label']} on {ws.root}")
+
+    def simulate_dialog(self) -> Job | None:
+        base = str(self.state.path.parent) if self.state.path else None
+        dlg = SimulateDialog(self, base)
+        if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+            return None
+        return self.submit(dlg.spec())
+
+    def _clicked(self, kind: str) -> Job | None:
+        if kind == "train":
+            dlg = TrainDialog(self)
+            if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+                return None
+            return self.run_on_workspace(kind, **dlg.options())
+        return self.run_on_workspace(kind)
+
+    def run_on_workspace(self, kind: str, **kwargs) -> Job | None:
+        """Run a JOB_KINDS job on the open workspace; it is reloaded when the job is done (new scores appear)."""
+        ws = self.state.workspace
+        if ws is None:
+            return None
+        spec = JOB_KINDS[kind]
+        kw = {"workspace": str(ws.root)}
+        if kind == "cutouts" and ws.has("cutouts"):
+            kw["overwrite"] = True
+        extra = ", ".join(f"{k} {v}" for k, v in kwargs.items())
+        return self.submit(JobSpec(f"{spec['label']}: {ws.root.name}" + (f" ({extra})" if extra else ""),
+                                   spec["target"], kw | kwargs, reload_when_done=str(ws.root)))
+
+    def submit(self, spec: JobSpec) -> Job:
+        return self.runner.submit(spec)
+
+    # ------------------------------------------------------------------ runner -> view
+    def _started(self, job: Job) -> None:
+        item = QtWidgets.QTreeWidgetItem([job.spec.title, STATUS_TEXT[job.status], ""])
+        self.list.addTopLevelItem(item)
+        bar = QtWidgets.QProgressBar()
+        bar.setRange(0, 0)  # busy until the first progress message
+        bar.setMaximumHeight(16)
+        self.list.setItemWidget(item, 2, bar)
+        self.items[job.id] = (item, bar)
+        item.setData(0, QtCore.Qt.ItemDataRole.UserRole, job.id)
+        self.list.setCurrentItem(item)
+        self._show_log()
+
+    def _job(self, job_id: int) -> Job | None:
+        return next((j for j in self.runner.jobs if j.id == job_id), None)
+
+    def selected(self) -> Job | None:
+        item = self.list.currentItem()
+        return None if item is None else self._job(item.data(0, QtCore.Qt.ItemDataRole.UserRole))
+
+    def _progress(self, job: Job) -> None:
+        item, bar = self.items[job.id]
+        if job.total:
+            bar.setRange(0, job.total)
+            bar.setValue(job.done)
+        bar.setFormat(f"%p%  {job.message}")
+        item.setText(1, STATUS_TEXT[job.status])
+        if job is self.selected():
+            self.status.setText(f"{job.done}/{job.total} {job.message}")
+
+    def _log(self, job: Job, line: str) -> None:
+        if job is self.selected():
+            self.log_view.appendPlainText(line)
+
+    def _finished(self, job: Job) -> None:
+        item, bar = self.items[job.id]
+        item.setText(1, STATUS_TEXT[job.status])
+        bar.setRange(0, 1)
+        bar.setValue(1 if job.status == "done" else 0)
+        bar.setFormat(job.status)
+        if job is self.selected():
+            self._show_log()
+
+    def _show_log(self) -> None:
+        job = self.selected()
+        self.log_view.setPlainText("" if job is None else "\n".join(job.log))
+        self.log_view.verticalScrollBar().setValue(self.log_view.verticalScrollBar().maximum())
+        self.cancel_btn.setEnabled(job is not None and job.active)
+        self.status.setText("" if job is None else f"{job.status}" + (f": {job.error}" if job.error else ""))
+
+    def cancel_selected(self) -> None:
+        job = self.selected()
+        if job is not None:
+            job.cancel()
+            self._show_log()

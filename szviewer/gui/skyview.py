@@ -1,0 +1,217 @@
+"""The sky view: the footprint's cutout grid coloured by outcome, score, split or label, with the true halos,
+the matched-filter detections and the selected cutout; click to open the cutout there. RA increases to the
+left (as on the sky); the aspect ratio is 1 / cos(Dec) at the middle of the footprint so shapes are true.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtCore, QtWidgets
+
+from szviewer.gui.common import OUTCOME_RGB, lut
+from szviewer.gui.skymap import SkyRaster, sky_raster
+from szviewer.gui.state import METHODS, OUTCOMES, ViewerState
+
+SPLIT_RGB = {"train": (70, 90, 130), "val": (170, 140, 60), "test": (70, 150, 110)}
+
+
+class SkyView(QtWidgets.QWidget):
+    def __init__(self, state: ViewerState, parent=None):
+        super().__init__(parent)
+        self.state = state
+        v = QtWidgets.QVBoxLayout(self)
+        v.setContentsMargins(4, 4, 4, 4)
+        bar = QtWidgets.QHBoxLayout()
+        bar.addWidget(QtWidgets.QLabel("colour by"))
+        self.colour = QtWidgets.QComboBox()
+        self.colour.setMinimumContentsLength(12)
+        self.colour.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        bar.addWidget(self.colour, 1)
+        self.show_halos = QtWidgets.QCheckBox("halos", checked=True)
+        self.show_mf = QtWidgets.QCheckBox("MF detections", checked=True)
+        bar.addWidget(self.show_halos)
+        bar.addWidget(self.show_mf)
+        v.addLayout(bar)
+        self.legend = QtWidgets.QLabel("")
+        self.legend.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.legend.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        v.addWidget(self.legend)
+        self.plot = pg.PlotWidget()
+        pi = self.plot.getPlotItem()
+        pi.setMenuEnabled(False)
+        pi.setLabel("bottom", "RA [deg]")
+        pi.setLabel("left", "Dec [deg]")
+        pi.invertX(True)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        pi.addItem(self.image)
+        self.halos = pg.ScatterPlotItem(symbol="o", size=9, pen=pg.mkPen("#ffffff", width=1.2), brush=None)
+        self.mf = pg.ScatterPlotItem(symbol="t1", size=9, pen=pg.mkPen("#ffb347", width=1.2), brush=None)
+        self.current = pg.ScatterPlotItem(symbol="s", size=16, pen=pg.mkPen("#00e5ff", width=2), brush=None)
+        for item in (self.halos, self.mf, self.current):
+            pi.addItem(item)
+        v.addWidget(self.plot, 1)
+        self.raster: SkyRaster | None = None
+        self._timer = QtCore.QTimer(self, singleShot=True, interval=60)
+        self._timer.timeout.connect(self.recolour)
+        self._overlay_timer = QtCore.QTimer(self, singleShot=True, interval=60)
+        self._overlay_timer.timeout.connect(self._overlays)
+        self.plot.scene().sigMouseClicked.connect(self._clicked)
+        self.colour.currentIndexChanged.connect(self._colour_chosen)
+        self._user_colour: str | None = None
+        self.show_halos.toggled.connect(lambda *_: self._overlays())
+        self.show_mf.toggled.connect(lambda *_: self._overlays())
+        state.events.workspace.connect(self._on_workspace)
+        state.events.scores.connect(self._on_scores)
+        state.events.thresholds.connect(self._on_threshold)
+        state.events.selection.connect(self._on_selection)
+        self._on_workspace()
+
+    # ------------------------------------------------------------------ state -> view
+    def _fill_colour_modes(self) -> None:
+        s = self.state
+        keep = self._user_colour
+        self.colour.blockSignals(True)
+        self.colour.clear()
+        for m in METHODS:
+            if s.has_method(m):
+                self.colour.addItem(f"outcome: {m}", f"outcome:{m}")
+        for m in ("CNN", "MF", "PROD"):
+            if s.has_method(m):
+                self.colour.addItem(f"score: {m}", f"score:{m}")
+        self.colour.addItem("truth label", "label:")
+        self.colour.addItem("split", "split:")
+        k = self.colour.findData(keep) if keep else -1
+        self.colour.setCurrentIndex(k if k >= 0 else 0)
+        self.colour.blockSignals(False)
+
+    def _colour_chosen(self, *_):
+        self._user_colour = self.colour.currentData()
+        self.recolour()
+
+    def _on_workspace(self, *_):
+        s = self.state
+        self._fill_colour_modes()
+        if s.data is None:
+            self.raster = None
+            self.image.clear()
+            for item in (self.halos, self.mf, self.current):
+                item.clear()
+            self.legend.setText("no cutouts")
+            self.plot.getPlotItem().setRange(xRange=(0, 1), yRange=(0, 1))
+            return
+        c = s.data.columns
+        self.raster = sky_raster(c["ra"], c["dec"], c.get("row"))
+        r = self.raster
+        dec_mid = 0.5 * (r.dec_min + r.dec_max)
+        pi = self.plot.getPlotItem()
+        pi.setAspectLocked(True, ratio=1.0 / max(math.cos(math.radians(dec_mid)), 0.05))
+        pi.setRange(xRange=(r.ra_min, r.ra_max), yRange=(r.dec_min, r.dec_max), padding=0.02)
+        self.recolour()
+        self._overlays()
+        self._on_selection(s.current)
+
+    def _on_scores(self, *_):
+        self._fill_colour_modes()
+        self.recolour()
+        self._overlays()
+
+    def _on_threshold(self, method: str) -> None:
+        if method == "MF" and self.state.mf_catalog() is not None and self.show_mf.isChecked():
+            if not self._overlay_timer.isActive():
+                self._overlay_timer.start()
+        mode = self.colour.currentData() or ""
+        if mode == f"outcome:{method}" and not self._timer.isActive():
+            self._timer.start()
+
+    def _on_selection(self, row) -> None:
+        s = self.state
+        if row is None or s.data is None:
+            self.current.clear()
+            return
+        self.current.setData([float(s.data.columns["ra"][row])], [float(s.data.columns["dec"][row])])
+
+    def colours(self) -> np.ndarray:
+        """(n, 4) uint8 colour of each cutout for the current mode."""
+        s = self.state
+        kind, _, m = (self.colour.currentData() or "label:").partition(":")
+        n = s.n
+        if kind == "outcome" and s.has_method(m):
+            pal = np.array([OUTCOME_RGB[o] + (255,) for o in OUTCOMES], np.uint8)
+            codes = s.outcome(m)
+            self.legend.setText(" ".join(f"<span style='color: rgb{OUTCOME_RGB[o]}'>■ {o}</span>"
+                                         for o in ("TP", "FN", "FP", "TN")) + f" &nbsp; ({m} at its threshold)")
+            return pal.view(np.uint32).ravel().take(codes).view(np.uint8).reshape(-1, 4)
+        if kind == "score" and s.has_method(m):
+            sc = s.score(m)
+            ok = np.isfinite(sc)
+            table = lut("viridis")
+            if ok.any():
+                lo, hi = np.percentile(sc[ok], [1, 99.9]) if m == "MF" else (0.0, 1.0)
+                hi = hi if hi > lo else lo + 1
+                k = np.clip(((np.where(ok, sc, lo) - lo) / (hi - lo) * 255).astype(np.int64), 0, 255)
+            else:
+                lo, hi = 0.0, 1.0
+                k = np.zeros(n, np.int64)
+            out = np.empty((n, 4), np.uint8)
+            out[:, :3] = table[k]
+            out[:, 3] = 255
+            out[~ok] = (40, 42, 48, 255)
+            self.legend.setText(f"{m} score, viridis from {lo:.3g} to {hi:.3g}; grey: no score")
+            return out
+        if kind == "split":
+            out = np.empty((n, 4), np.uint8)
+            out[:, 3] = 255
+            for sp, rgb in SPLIT_RGB.items():
+                out[s.split_mask(sp), :3] = rgb
+            self.legend.setText(" ".join(f"<span style='color: rgb{rgb}'>■ {sp}</span>"
+                                         for sp, rgb in SPLIT_RGB.items()))
+            return out
+        out = np.empty((n, 4), np.uint8)
+        out[:] = (45, 48, 56, 255)
+        out[s.labels] = (230, 230, 230, 255)
+        self.legend.setText("white: cutouts whose central 6′ cell holds a cluster (M_vir ≥ 2e14, z ≥ 0.25)")
+        return out
+
+    def recolour(self) -> None:
+        self._timer.stop()
+        if self.raster is None or self.state.data is None:
+            return
+        r = self.raster
+        self.image.setImage(r.colour(self.colours()), autoLevels=False, levels=(0, 255))
+        self.image.setRect(QtCore.QRectF(r.ra_min, r.dec_min, r.ra_max - r.ra_min, r.dec_max - r.dec_min))
+
+    def _overlays(self) -> None:
+        s = self.state
+        if s.data is None:
+            return
+        if self.show_halos.isChecked():
+            ra, dec, _ = s.halo_positions()
+            self.halos.setData(ra, dec)
+        else:
+            self.halos.clear()
+        cat = s.mf_catalog() if self.show_mf.isChecked() else None
+        if cat is not None:
+            keep = cat["snr"] >= s.thresholds["MF"] if "MF" in s.thresholds else np.ones(cat["snr"].size, bool)
+            self.mf.setData(cat["ra"][keep], cat["dec"][keep])  # the detections above the MF threshold
+        else:
+            self.mf.clear()
+
+    # ------------------------------------------------------------------ view -> state
+    def _clicked(self, ev) -> None:
+        if self.raster is None or ev.button() != QtCore.Qt.MouseButton.LeftButton:
+            return
+        vb = self.plot.getPlotItem().vb
+        if not vb.sceneBoundingRect().contains(ev.scenePos()):
+            return
+        p = vb.mapSceneToView(ev.scenePos())
+        self.open_at(p.x(), p.y())
+
+    def open_at(self, ra: float, dec: float) -> int | None:
+        """Select the cutout at (ra, dec) [deg] (what a click does); returns its row."""
+        row = self.raster.at(ra, dec) if self.raster is not None else None
+        if row is not None:
+            self.state.select(row)
+        return row

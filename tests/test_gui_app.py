@@ -1,0 +1,385 @@
+"""The desktop app with pytest-qt (offscreen): open, thresholds, the false-negative walk, jobs, export, session."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PyQt6 import QtCore  # noqa: E402
+
+from szviewer.evaluate.curves import f1_curve  # noqa: E402
+from szviewer.workspace import Workspace  # noqa: E402
+
+
+def bare_copy(src, dst) -> Workspace:
+    """Copy a workspace without any finder's output (other tests may have run finders on the shared one)."""
+    shutil.copytree(src, dst)
+    ws = Workspace(dst)
+    for product in ("mf", "cnn", "cnn_dense", "cnn_model", "evaluation"):
+        ws.forget(product)
+    for name in ("scores.h5", "mf_catalog.fits", "annotations.json"):
+        (dst / name).unlink(missing_ok=True)
+    return ws
+
+
+def scored_copy(src, dst, mf: bool = True, cnn: bool = True, seed: int = 1):
+    """Copy a workspace and write realistic score columns through Workspace.write_scores (the finders' path):
+    CNN probabilities high for clusters, MF S/N growing with mass and NaN (no detection) below 3.5."""
+    ws = bare_copy(src, dst)
+    with ws.cutout_store() as st:
+        t = st.table
+        ids, y = np.asarray(t["id"]), np.asarray(t["label"])
+        m = np.nan_to_num(np.asarray(t["m_vir"]), nan=0.0)
+    rng = np.random.default_rng(seed)
+    n = ids.size
+    if cnn:
+        ws.write_scores("cnn", ids, {"cnn_prob": np.where(y, rng.beta(4, 1.5, n), rng.beta(0.3, 12, n))})
+    if mf:
+        snr = np.where(y, rng.normal(4.5, 2.5, n) + 2 * np.log10(np.maximum(m, 1e13) / 2e14 + 1),
+                       rng.normal(0, 1.5, n))
+        snr[snr < 3.5] = np.nan
+        ws.write_scores("mf", ids, {"mf_snr": snr})
+    return dst
+
+
+@pytest.fixture(autouse=True)
+def _settings(tmp_path, monkeypatch):
+    """Each test gets its own QSettings file and szviewer home."""
+    monkeypatch.setenv("SZVIEWER_SETTINGS", str(tmp_path / "settings.ini"))
+    monkeypatch.setenv("SZVIEWER_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def wsdir(small_ws, tmp_path_factory):
+    base = tmp_path_factory.mktemp("gui_app")
+    bare_copy(small_ws["path"], base / "bare")
+    return {"scored": scored_copy(small_ws["path"], base / "scored"),
+            "cnn_only": scored_copy(small_ws["path"], base / "cnn_only", mf=False),
+            "bare": base / "bare"}
+
+
+@pytest.fixture()
+def window(qtbot):
+    from szviewer.gui.mainwindow import MainWindow
+
+    w = MainWindow()
+    w.confirm_close = lambda: True
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    for job in w.runner.active():
+        job.cancel()
+        job.wait(10)
+
+
+def test_opens_a_workspace_with_scores(window, wsdir):
+    assert window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    assert window.central.currentWidget() is window.inspector
+    assert s.current is not None and window.inspector.grab_rgb().shape == (32, 32, 3)
+    assert window.gallery.model.rowCount() == s.n
+    assert set(window.f1.stats.rows) == {(m, sp) for m in ("MF", "CNN", "PROD", "AND") for sp in ("val", "test")}
+    assert "scores: cnn_prob, mf_snr" in window.status_label.text()
+
+
+def test_threshold_drag_shows_the_engines_f1(window, wsdir, qtbot):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    plot = window.f1.plots["CNN"]
+    window.f1.show_method("CNN")
+    sc, y, split = s.data.scores["cnn_prob"], s.labels, s.data.columns["split"]
+    for t in (0.2, 0.45, 0.8):
+        for x in np.linspace(t - 0.1, t, 6):  # a burst of drag events: only the last is applied
+            plot.line.setValue(float(x))
+        qtbot.waitUntil(lambda t=t: s.thresholds["CNN"] == pytest.approx(t), timeout=2000)
+        for sp in ("val", "test"):
+            c = f1_curve(sc[split == sp], y[split == sp]).counts_at(t)
+            shown = window.f1.stats.shown("CNN", sp, "F1")
+            assert shown == ("–" if not np.isfinite(c.f1) else f"{c.f1:.3f}" if c.f1 < 1 else f"{c.f1:.3g}")
+            assert window.f1.stats.shown("CNN", sp, "TP") == str(c.tp)
+            assert window.f1.stats.shown("CNN", sp, "FN") == str(c.fn)
+    window.f1.plots["CNN"].snap_btn.click()
+    best = f1_curve(sc[split == "val"], y[split == "val"]).best()
+    assert s.thresholds["CNN"] == pytest.approx(best.threshold)
+    assert plot.line.value() == pytest.approx(best.threshold)
+
+
+def test_and_point_drag(window, wsdir, qtbot):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    window.f1.split.setCurrentText("all")  # the small sky has few MF detections in val alone
+    andp = window.f1.plots["AND"]
+    g = andp.grid
+    assert g is s.and_grid("all") and g.t_b.size > 3
+    ka, kb = g.t_a.size // 2, 2
+    andp.target.setPos(ka + 0.5, kb + 0.5)
+    qtbot.waitUntil(lambda: s.thresholds["AND"] == pytest.approx((g.t_a[ka], g.t_b[kb])), timeout=2000)
+    c = s.counts("AND", "val")
+    assert window.f1.stats.shown("AND", "val", "TP") == str(c.tp)
+    assert window.f1.stats.shown("AND", "val", "FP") == str(c.fp)
+
+
+def test_walk_false_negatives_with_the_keyboard(window, wsdir, qtbot):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    s.set_threshold("CNN", 0.9)  # strict: several clusters are missed
+    window.gallery.set_outcome_filter("CNN", "FN")
+    fn = np.flatnonzero(s.labels & (s.data.scores["cnn_prob"] < 0.9))
+    assert fn.size >= 2
+    table = window.gallery.table
+    table.setFocus()
+    assert s.current == fn[0]
+    visited = [s.current]
+    for _ in range(fn.size - 1):
+        qtbot.keyClick(table, QtCore.Qt.Key.Key_J)
+        visited.append(s.current)
+    assert visited == list(fn)
+    assert all(s.outcome_of("CNN", r) == "FN" for r in visited)
+    qtbot.keyClick(table, QtCore.Qt.Key.Key_K)
+    assert s.current == fn[-2]
+    qtbot.keyClick(table, QtCore.Qt.Key.Key_Down)
+    assert s.current == fn[-1]
+    with qtbot.waitSignal(window.gallery.inspect) as sig:
+        qtbot.keyClick(table, QtCore.Qt.Key.Key_Return)
+    assert sig.args == [fn[-1]]
+    assert "FN" in window.inspector.info.text()
+    qtbot.keyClick(window.inspector, QtCore.Qt.Key.Key_K)  # the inspector walks the same list
+    assert s.current == fn[-2]
+    # the categories follow the threshold
+    s.set_threshold("CNN", 0.0)
+    qtbot.waitUntil(lambda: window.gallery.model.rowCount() == 0, timeout=2000)
+
+
+def test_gallery_sorts_by_header(window, wsdir):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    g = window.gallery
+    keys = [k for k, _ in g.model.cols]
+    g.table.horizontalHeader().sectionClicked.emit(keys.index("cnn_prob"))
+    p = s.data.scores["cnn_prob"][g.model.rows]
+    assert (np.diff(p) <= 0).all()  # scores: largest first
+    assert g.model.data(g.model.index(0, keys.index("cnn_prob"))) == f"{p[0]:.3f}"
+    g.table.horizontalHeader().sectionClicked.emit(keys.index("cnn_prob"))
+    assert (np.diff(s.data.scores["cnn_prob"][g.model.rows]) >= 0).all()
+    g.table.horizontalHeader().sectionClicked.emit(keys.index("m_vir"))
+    m = s.data.columns["m_vir"][g.model.rows]
+    assert (np.diff(m[np.isfinite(m)]) <= 0).all() and np.isfinite(m[: np.isfinite(m).sum()]).all()
+    g.split.setCurrentIndex(g.split.findData("val"))
+    assert set(s.data.columns["split"][g.model.rows]) == {"val"}
+    assert g.count.text().startswith(f"{(s.data.columns['split'] == 'val').sum():,} of")
+
+
+def test_flag_and_note_are_saved(window, wsdir, qtbot, tmp_path):
+    ws = shutil.copytree(wsdir["scored"], tmp_path / "ws")
+    window.open_workspace(str(ws))
+    s = window.state
+    row = s.current
+    qtbot.keyClick(window.gallery.table, QtCore.Qt.Key.Key_F)
+    window.inspector.note.setPlainText("ring-like residual")
+    qtbot.waitUntil(lambda: s.annotation(row).get("note") == "ring-like residual", timeout=3000)
+    doc = json.loads((ws / "annotations.json").read_text())
+    entry = doc["cutouts"][str(int(s.data.columns["id"][row]))]
+    assert entry["flag"] is True and entry["note"] == "ring-like residual"
+    assert window.inspector.flag.isChecked()
+
+
+def test_missing_scores_say_so(window, wsdir):
+    window.open_workspace(str(wsdir["bare"]))
+    assert not window.state.score_columns()
+    msg = window.f1.plots["MF"].message
+    assert window.f1.plots["MF"].stack.currentWidget() is msg
+    assert msg.text().startswith("no MF scores yet — run the matched filter")
+    assert window.gallery.model.rowCount() == window.state.n
+    assert window.inspector.grab_rgb() is not None
+    window.open_workspace(str(wsdir["cnn_only"]))
+    assert window.f1.plots["CNN"].stack.currentIndex() == 0
+    assert "needs MF and CNN scores" in window.f1.plots["AND"].message.text()
+    assert [window.gallery.show.itemText(i) for i in range(1, 5)] == ["CNN: FN", "CNN: FP", "CNN: TP", "CNN: TN"]
+
+
+def test_inspector_overlays(window, wsdir):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    row = int(np.flatnonzero(s.labels)[0])
+    s.select(row)
+    c = s.data.columns
+    x, y = window.inspector.panels[1].halo.getData()
+    assert x[0] == pytest.approx(16 - c["halo_dx_arcmin"][row] / 0.25)  # east is left
+    assert y[0] == pytest.approx(16 + c["halo_dy_arcmin"][row] / 0.25)  # north is up
+    r = window.inspector.panels[0].cell.rect()
+    assert (r.width(), r.x()) == (24, 4)  # the central 6' cell
+    for level in s.levels():
+        s.set_display(level=level, stretch="asinh")
+        assert window.inspector.level.currentData() == level
+    assert "M_vir" in window.inspector.info.text()
+
+
+def test_sky_click_opens_the_cutout(window, wsdir):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    c = s.data.columns
+    row = 42
+    assert window.sky.open_at(float(c["ra"][row]), float(c["dec"][row])) == row
+    assert s.current == row
+    for k in range(window.sky.colour.count()):
+        window.sky.colour.setCurrentIndex(k)
+        assert window.sky.image.image.shape[-1] == 4
+
+
+def test_export_and_read_back(window, wsdir, tmp_path):
+    from astropy.table import Table
+
+    from szviewer.gui.export_dialog import ExportDialog
+
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    s.set_threshold("MF", 4.0)
+    dlg = ExportDialog(s, "MF", window)
+    assert dlg.t1.value() == pytest.approx(4.0)
+    dlg.split.setCurrentText("all")
+    dlg.fmt.setCurrentText("votable")
+    dlg.path.setText(str(tmp_path / "mf.xml"))
+    dlg.regions_path.setText(str(tmp_path / "mf.reg"))
+    path, reg, _ = dlg.export()
+    t = Table.read(path, format="votable")
+    expected = np.flatnonzero(s.data.scores["mf_snr"] >= 4.0)
+    assert sorted(t["cutout_id"]) == sorted(s.data.columns["id"][expected])
+    assert np.all(np.asarray(t["mf_snr"]) >= 4.0)
+    assert reg.read_text().count("circle(") == len(t)
+    dlg2 = ExportDialog(s, "AND", window)
+    dlg2.path.setText(str(tmp_path / "and.ecsv"))
+    dlg2.regions.setChecked(False)
+    p2, r2, _ = dlg2.export()
+    t2 = Table.read(p2)
+    assert r2 is None and t2.meta["method"] == "AND"
+    assert t2.meta["thresholds"]["cnn_prob"] == pytest.approx(s.thresholds["AND"][0])
+
+
+def test_jobs_run_to_completion_and_cancel(window, qtbot, tmp_path):
+    from szviewer.gui.jobs import JobSpec
+
+    panel = window.jobs
+    out = tmp_path / "sim1"
+    job = panel.submit(JobSpec("simulate 1 deg²", "szviewer.gui.jobs:simulate",
+                               {"out": str(out), "area_deg2": 1.0, "seed": 3}, creates=str(out),
+                               open_when_done=True))
+    qtbot.waitUntil(lambda: job.status == "done", timeout=60000)
+    assert (out / "workspace.json").exists()
+    qtbot.waitUntil(lambda: window.state.path == out, timeout=5000)
+    assert window.central.currentWidget() is window.welcome  # a sky without cutouts yet
+    assert "no cutouts yet" in window.welcome.headline.text()
+    assert "1 deg^2" in "\n".join(job.log)
+    # build its cutouts from the jobs panel; the workspace reloads with them
+    cut = panel.run_on_workspace("cutouts")
+    qtbot.waitUntil(lambda: cut.status == "done", timeout=60000)
+    qtbot.waitUntil(lambda: window.state.n > 0, timeout=5000)
+    assert window.central.currentWidget() is window.inspector
+
+    out2 = tmp_path / "sim2"
+    job2 = panel.submit(JobSpec("simulate 1 deg²", "szviewer.gui.jobs:simulate",
+                                {"out": str(out2), "area_deg2": 1.0, "seed": 4}, creates=str(out2)))
+    panel.list.setCurrentItem(panel.items[job2.id][0])
+    assert panel.cancel_btn.isEnabled()
+    panel.cancel_btn.click()
+    qtbot.waitUntil(lambda: not job2.active, timeout=30000)
+    assert job2.status == "cancelled"
+    assert not out2.exists()
+    assert not list(tmp_path.glob(".sim2*"))
+
+
+def test_matched_filter_job_scores_appear(window, wsdir, qtbot, tmp_path):
+    """The real MF job from the jobs panel: when it is done the workspace reloads with its scores."""
+    from szviewer.gui.jobs import available
+
+    if not available("mf"):
+        pytest.skip("the matched filter job is not built")
+    ws = shutil.copytree(wsdir["bare"], tmp_path / "ws")
+    window.open_workspace(str(ws))
+    assert "mf_snr" not in window.state.score_columns()
+    assert window.f1.plots["MF"].stack.currentWidget() is window.f1.plots["MF"].message
+    job = window.jobs.run_on_workspace("mf")
+    qtbot.waitUntil(lambda: not job.active, timeout=120000)
+    assert job.status == "done", job.log
+    qtbot.waitUntil(lambda: "mf_snr" in window.state.score_columns(), timeout=5000)
+    s = window.state
+    assert window.f1.plots["MF"].stack.currentIndex() == 0
+    assert ("MF", "val") in window.f1.stats.rows
+    row = int(np.flatnonzero(s.labels & np.isfinite(s.data.scores["mf_snr"]))[0])
+    s.select(row)
+    assert s.detections_near(row) and "MF detections in the cutout" in window.inspector.info.text()
+    assert len(window.inspector.panels[0].mf.getData()[0]) == len(s.detections_near(row))
+
+
+def test_closing_during_a_job_asks_first(window, qtbot, tmp_path):
+    from szviewer.gui.jobs import JobSpec
+
+    out = tmp_path / "sim"
+    job = window.jobs.submit(JobSpec("simulate", "szviewer.gui.jobs:simulate", {"out": str(out), "area_deg2": 1.0},
+                                     creates=str(out)))
+    asked = []
+    window.confirm_close = lambda: asked.append(1) or False
+    window.close()
+    assert asked and window.isVisible() and job.active
+    window.confirm_close = lambda: True
+    window.close()
+    assert not window.isVisible()
+    assert job.status == "cancelled" and not out.exists()
+
+
+def test_welcome_builds_the_demo(qtbot, tmp_path):
+    from szviewer.gui.mainwindow import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    w.open_initial(None)
+    assert w.central.currentWidget() is w.welcome
+    w.welcome.area.setValue(1)
+    job = w.welcome.build_demo()
+    qtbot.waitUntil(lambda: not job.active, timeout=90000)
+    assert job.status == "done", job.log
+    qtbot.waitUntil(lambda: w.state.n > 0, timeout=5000)
+    assert w.state.path == tmp_path / "home" / "demo"
+    assert w.central.currentWidget() is w.inspector
+
+
+def test_session_is_restored(qtbot, wsdir):
+    from szviewer.gui.mainwindow import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    w.open_workspace(str(wsdir["scored"]))
+    w.state.set_threshold("MF", 5.5)
+    w.state.set_threshold("AND", (0.3, 4.2))
+    w.state.set_display(stretch="asinh", level="ksz", cmap="viridis")
+    w.docks["sky"].hide()
+    w.close()
+
+    w2 = MainWindow()
+    qtbot.addWidget(w2)
+    w2.show()
+    w2.open_initial(None)
+    assert w2.state.path == wsdir["scored"]
+    assert w2.state.thresholds["MF"] == 5.5 and w2.state.thresholds["AND"] == (0.3, 4.2)
+    assert (w2.state.display.stretch, w2.state.display.level, w2.state.display.cmap) == ("asinh", "ksz", "viridis")
+    assert w2.inspector.stretch.currentText() == "asinh"
+    assert not w2.docks["sky"].isVisible()
+    w2.close()
+
+
+def test_start_is_quick_and_without_torch(tmp_path):
+    env = dict(os.environ, SZVIEWER_GUI_SMOKE="1", QT_QPA_PLATFORM="offscreen",
+               SZVIEWER_SETTINGS=str(tmp_path / "s.ini"))
+    r = subprocess.run([sys.executable, "-m", "szviewer.gui.app"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "szviewer: first window torch=False" in r.stdout
