@@ -53,7 +53,9 @@ def test_evaluation_report_is_self_contained(tmp_path):
     evaluation_report(path, cols, y, split, halo=halo, provenance={"run": "<test>"}, levels=30)
     text = path.read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
-    assert len(images) == 5  # F1 curves, AND heat map, ROC, completeness vs mass and vs z
+    # F1 curves, AND heat map, ROC, completeness vs mass and vs z, and the true-positive fraction over (M_vir, z)
+    assert len(images) == 6
+    assert "Fig. 12" in text and "found by the CNN only" in text
     assert all(base64.b64decode(b).startswith(PNG) for b in images)
     rows = table1(cols, y, split, levels=30)
     for r in rows:

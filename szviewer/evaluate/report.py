@@ -95,6 +95,44 @@ def write_report(path: str | os.PathLike, *, overwrite: bool = False, **kwargs) 
     return atomic_write_text(path, render_report(**kwargs), overwrite=overwrite)
 
 
+def _science_figures(figs: dict, halo: Mapping, found: Mapping, scores: Mapping, sel, y, test) -> None:
+    """Paper Figs. 12 and 9c and the 'found by one method only' counts, for whatever halo columns exist."""
+    from . import figures as F
+    from .science import angular_radius_arcmin, exclusive_finds, score_vs_offset, tp_fraction_maps
+
+    m = np.asarray(halo["m_vir"], dtype=float).ravel()
+    props = {}
+    if "z" in halo:
+        props["z"] = np.asarray(halo["z"], dtype=float).ravel()
+    if "r_vir" in halo:
+        props["r_vir"] = np.asarray(halo["r_vir"], dtype=float).ravel()
+        if "z" in halo:
+            ok = np.isfinite(props["r_vir"]) & np.isfinite(props["z"]) & (props["z"] > 0)
+            theta = np.full(m.size, np.nan)
+            theta[ok] = angular_radius_arcmin(props["r_vir"][ok], props["z"][ok])
+            props["theta_vir"] = theta
+    labels = {"z": "z", "r_vir": "R_vir [Mpc]", "theta_vir": "angular R_vir [arcmin]"}
+    if props and sel.sum() >= 10:
+        maps = tp_fraction_maps(m, found, mask=sel, bins=8, **props)
+        for prop, lab in labels.items():
+            per = {name: d[prop] for name, d in maps.items() if prop in d}
+            if per:
+                figs[f"True-positive fraction over (M_vir, {lab}), test positives (paper Fig. 12)"] = (
+                    F.tp_fraction_figure(per, ylabel=lab)
+                )
+    if "offset_arcmin" in halo and sel.any():
+        off = np.asarray(halo["offset_arcmin"], dtype=float).ravel()
+        res = score_vs_offset(off, {k: v for k, v in scores.items() if k != "PROD"}, bins=8, mask=sel)
+        figs["Score vs offset of the cluster from the cutout centre, test positives (paper Fig. 9c)"] = (
+            F.binned_mean_figure(res)
+        )
+    if "CNN" in found and "MF" in found:
+        cnn_only, mf_only = exclusive_finds(found["CNN"] & test, found["MF"] & test, labels=y)
+        figs.setdefault("_notes", [])
+        figs["_notes"].append(f"test clusters found by the CNN only: {int(cnn_only.sum())}; "
+                              f"by the MF only: {int(mf_only.sum())} (at the validation thresholds)")
+
+
 def evaluation_report(
     path: str | os.PathLike,
     columns: Mapping[str, np.ndarray],
@@ -165,6 +203,8 @@ def evaluation_report(
             figs["Completeness vs z, test positives (paper Fig. 11)"] = F.completeness_figure(
                 res, xlabel="z", log_x=False
             )
+        _science_figures(figs, halo, found, scores, sel, y, test)
+    extra_notes = figs.pop("_notes", [])
     if png_dir is not None:
         import re
 
@@ -180,7 +220,7 @@ def evaluation_report(
             f"{s} {int((sp == s).sum())} ({int((y & (sp == s)).sum())} positive)"
             for s in ("train", "val", "test")
         )
-    ]
+    ] + extra_notes
     return write_report(
         path, rows=rows, figures=figs, notes=notes, provenance=provenance, overwrite=overwrite
     )

@@ -45,7 +45,8 @@ def evaluate_workspace(ws: Workspace, json_path: str | os.PathLike | None = None
         from szviewer.evaluate.report import evaluation_report
 
         report_dir = Path(report_dir)
-        halo = {"m_vir": np.asarray(table["m_vir"], dtype=float), "z": np.asarray(table["z"], dtype=float)}
+        halo = {k: np.asarray(table[k], dtype=float) for k in ("m_vir", "z", "r_vir", "offset_arcmin")
+                if k in table.colnames}
         evaluation_report(report_dir / "report.html", scores, labels, split, halo=halo,
                           provenance={"workspace": str(ws.root)}, overwrite=True, png_dir=report_dir)
     ws.record("evaluation", files, summary={r.method: round(float(r.f1), 4) for r in rows})
