@@ -1,7 +1,6 @@
 """``szviewer``: the desktop app, and every step of the pipeline headless.
 
-Exit status: 0 done; 2 bad input or refused output (one line naming the file and the problem);
-3 a step that is not built yet; 130 cancelled.
+Exit status: 0 done; 2 bad input or refused output (one line naming the file and the problem); 130 cancelled.
 """
 
 from __future__ import annotations
@@ -13,11 +12,6 @@ from pathlib import Path
 
 from szviewer import __version__
 from szviewer.errors import Cancelled, SzviewerError
-
-NOT_BUILT = {
-    "train": "CNN training (issue #6)",
-    "predict": "CNN inference (issue #6)",
-}
 
 
 def _band_values(text: str | None, what: str) -> dict[int, float]:
@@ -260,9 +254,37 @@ def cmd_gui(args) -> int:
     return 2
 
 
-def cmd_not_built(args) -> int:
-    print(f"szviewer {args.command}: not built yet: {NOT_BUILT[args.command]}.", file=sys.stderr)
-    return 3
+def cmd_train(args) -> int:
+    from szviewer.jobs.cnn import train_job
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    bar = _progress("train")
+    try:
+        s = train_job(ws, preset=args.preset, level=args.level, device=args.device, resume=args.resume,
+                      progress=bar, seed=args.seed)
+    finally:
+        bar.close()
+    print(", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from szviewer.jobs.cnn import dense_job, predict_job
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    bar = _progress("predict")
+    try:
+        s = predict_job(ws, model_path=args.model, level=args.level, device=args.device, progress=bar)
+        print(", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
+        if args.dense:
+            d = dense_job(ws, model_path=args.model, level=args.level, stride_arcmin=args.stride_arcmin,
+                          progress=bar)
+            print("dense: " + ", ".join(f"{k} {v}" for k, v in d.items() if not isinstance(v, (dict, list))))
+    finally:
+        bar.close()
+    return 0
 
 
 def demo_workspace_path() -> Path:
@@ -307,9 +329,15 @@ def cmd_main(args) -> int:
             bar.close()
         print(f"matched filter: {s['detections']} detections, {s['positives_detected']} of {s['positives']} "
               f"positive cutouts detected ({s['seconds']:.1f} s)")
-    for step in ("predict",):
-        if step in NOT_BUILT:
-            print(f"{step}: not built yet: {NOT_BUILT[step]}")
+    if not ws.has("cnn"):
+        from szviewer.jobs.cnn import predict_job
+
+        bar = _progress("predict")
+        try:
+            s = predict_job(ws, progress=bar)
+        finally:
+            bar.close()
+        print("CNN: " + ", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
     if ws.scores():
         from szviewer.jobs.evaluate import evaluate_workspace
 
@@ -408,10 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("gui_workspace", nargs="?", metavar="WS", help="workspace to open")
     s.set_defaults(func=cmd_gui)
 
-    for name, helptext in (("train", "train the CNN"), ("predict", "score cutouts with the CNN")):
-        s = sub.add_parser(name, help=f"{helptext} [not built yet]")
-        s.add_argument("rest", nargs=argparse.REMAINDER)
-        s.set_defaults(func=cmd_not_built)
+    s = sub.add_parser("train", help="train the DeepSZ CNN on a workspace's cutouts (checkpoints; --resume)")
+    s.add_argument("workspace")
+    s.add_argument("--preset", choices=["paper", "quick"], default="quick",
+                   help="paper: the paper's schedule exactly (hours on a CPU); quick: <= 30 min on 2 cores")
+    s.add_argument("--level", default="all", help="component level to train on (default all)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="score every cutout with the CNN (calibrated cnn_prob)")
+    s.add_argument("workspace")
+    s.add_argument("--model", metavar="PATH", help="model file (default: the workspace's own, else the shipped one)")
+    s.add_argument("--level", default="all")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--dense", action="store_true",
+                   help="also score overlapping windows on a finer grid and find CNN candidates (tiled skies)")
+    s.add_argument("--stride-arcmin", type=float, default=2.0, help="with --dense: window stride (default 2')")
+    s.set_defaults(func=cmd_predict)
     return p
 
 

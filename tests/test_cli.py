@@ -23,9 +23,10 @@ def test_version(capsys):
     assert __version__ in capsys.readouterr().out
 
 
-def test_unbuilt_steps_say_so_and_fail(capsys):
-    assert main(["train", "somewhere"]) == 3
-    assert "not built yet" in capsys.readouterr().err
+def test_missing_workspace_is_a_clear_error(capsys):
+    for cmd in ("train", "predict", "mf", "evaluate", "cutouts", "info"):
+        assert main([cmd, "/no/such/ws"]) == 2
+        assert "/no/such/ws: no such workspace folder" in capsys.readouterr().err
 
 
 def test_simulate_info_cutouts(tmp_path, capsys):
@@ -59,7 +60,7 @@ def test_launcher_without_a_display_runs_the_cli(capsys, monkeypatch):
 
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert launcher._can_show_windows() is False
-    assert launcher.main(["train", "x"]) == 3
+    assert launcher.main(["train", "x"]) == 2
     with pytest.raises(SystemExit):
         launcher.main(["--version"])
     assert "szviewer" in capsys.readouterr().out

@@ -1,0 +1,158 @@
+"""Benchmark of the DeepSZ CNN (issue 6; paper section 2.2): inference and training speed on this machine.
+
+Rows, all measured in the same process on the paper-sized network (ResNet-50 stages 1-3, 9.7 M parameters):
+
+- inference, plain eager fp32 PyTorch (the reference), cutouts/s;
+- inference, the fast path of :mod:`szviewer.cnn.predict` (BatchNorm folded, channels-last, bf16 weights and
+  activations with the first convolution and the head in fp32, ``torch.inference_mode``), cutouts/s,
+  target >= 2,500/s on 2 CPU cores, with the largest difference of the
+  Platt-calibrated probabilities from fp32 on the same cutouts (must be <= 0.01);
+- training, batches of 128 per second, eager fp32 vs bf16 autocast + channels-last;
+- peak resident memory of the process.
+
+The network is the shipped model when ``models/deepsz_quick.pt`` exists (realistic BatchNorm statistics and
+calibration), otherwise a freshly initialised one with Platt (1, 0). Cutouts are read from a synthetic sky when
+``--workspace WS`` is given, otherwise Gaussian 100 uK noise.
+
+Run: ``python benchmarks/bench_cnn.py [--n 4096] [--workspace WS] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def _best(fn, repeat: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _cutouts(n: int, workspace: str | None) -> np.ndarray:
+    if workspace:
+        from szviewer.workspace import Workspace
+
+        with Workspace(workspace).cutout_store() as store:
+            return store.images(np.arange(min(n, len(store))))
+    return (np.random.default_rng(0).standard_normal((n, 3, 32, 32)) * 100).astype(np.float32)
+
+
+def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> list[dict]:
+    import torch
+
+    from szviewer.cnn.model import DeepSZNet, NetConfig, raw_score
+    from szviewer.cnn.modelfile import CNNModel, Platt, load_model
+    from szviewer.cnn.predict import Scorer
+    from szviewer.jobs.cnn import default_model_path
+
+    rows: list[dict] = []
+    path = default_model_path()
+    if path.is_file():
+        model = load_model(path)
+        label = "shipped model"
+    else:
+        torch.manual_seed(0)
+        model = CNNModel(DeepSZNet(NetConfig()), Platt(1.0, 0.0))
+        label = "random init"
+    x = _cutouts(n, workspace)
+    n = len(x)
+
+    # reference: plain eager fp32, contiguous tensors, torch.no_grad, batches of 256; the fast path on the same
+    # cutouts and batches. The two are timed in alternating rounds (best of 3) so a busy neighbour hurts both alike.
+    ref_net = copy.deepcopy(model.net).eval()
+    fast = Scorer(model.net, fast=True, batch=256)
+
+    def eager():
+        out = []
+        with torch.no_grad():
+            for a in range(0, n, 256):
+                out.append(raw_score(ref_net(torch.from_numpy(x[a:a + 256]))).numpy())
+        return np.concatenate(out)
+
+    raw_ref = eager()
+    raw_fast = fast.raw(x)
+    t_ref = t_fast = np.inf
+    for _ in range(3):
+        t_ref = min(t_ref, _best(eager, 1))
+        t_fast = min(t_fast, _best(lambda: fast.raw(x), 1))
+    rows.append({"name": f"CNN inference, eager fp32 (reference, {label})", "seconds": t_ref,
+                 "throughput": n / t_ref, "unit": "cutouts/s", "target": None, "ratio_to_ref": 1.0})
+    diff = float(np.max(np.abs(model.calibrate(raw_fast) - model.calibrate(raw_ref))))
+    rows.append({"name": "CNN inference, fast (fused BN, channels-last, bf16)", "seconds": t_fast,
+                 "throughput": n / t_fast, "unit": "cutouts/s", "target": ">=2500", "ratio_to_ref": t_ref / t_fast,
+                 "max_calibrated_diff": diff, "note": f"max |p_fast - p_fp32| = {diff:.4f} (<= 0.01)"})
+
+    # training: batches of 128 per second, fp32 vs bf16 autocast + channels-last
+    def train_rate(fast_path: bool) -> float:
+        torch.manual_seed(0)
+        net = DeepSZNet(model.config)
+        if fast_path:
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=3e-3)
+        xb = torch.from_numpy(x[:128] if len(x) >= 128 else np.resize(x, (128,) + x.shape[1:]))
+        yb = torch.randint(0, 2, (128,))
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_path):
+                loss = torch.nn.functional.cross_entropy(net(xb).float(), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()
+        t0 = time.perf_counter()
+        for _ in range(train_batches):
+            step()
+        return (time.perf_counter() - t0) / train_batches
+
+    t32 = train_rate(False)
+    rows.append({"name": "CNN training, eager fp32, batch 128 (reference)", "seconds": t32, "throughput": 1 / t32,
+                 "unit": "batches/s", "target": None, "ratio_to_ref": 1.0})
+    tbf = train_rate(True)
+    rows.append({"name": "CNN training, bf16 autocast + channels-last, batch 128", "seconds": tbf,
+                 "throughput": 1 / tbf, "unit": "batches/s", "target": None, "ratio_to_ref": t32 / tbf})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rows.append({"name": "peak resident memory (this benchmark)", "seconds": None, "throughput": peak, "unit": "GB",
+                 "target": None, "ratio_to_ref": None})
+    if torch.cuda.is_available():  # a lent GPU: the same fast path on it
+        gpu = Scorer(model.net, fast=True, device="cuda", batch=2048)
+        gpu.raw(x)
+        torch.cuda.synchronize()
+        t_gpu = _best(lambda: gpu.raw(x), 3)
+        rows.append({"name": f"CNN inference, {torch.cuda.get_device_name()} bf16", "seconds": t_gpu,
+                     "throughput": n / t_gpu, "unit": "cutouts/s", "target": None, "ratio_to_ref": t_ref / t_gpu})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = f"{'benchmark':<58}{'seconds':>10}{'throughput':>12}  {'unit':<11}{'target':>8}{'x ref':>8}  note"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        sec = "-" if r["seconds"] is None else f"{r['seconds']:.3f}"
+        ratio = "" if r["ratio_to_ref"] is None else f"{r['ratio_to_ref']:.2f}"
+        lines.append(f"{r['name'][:57]:<58}{sec:>10}{r['throughput']:>12.4g}  {r['unit']:<11}{r['target'] or '':>8}"
+                     f"{ratio:>8}  {r.get('note', '')}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="DeepSZ CNN benchmark")
+    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--workspace")
+    ap.add_argument("--threads", type=int)
+    a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    print(format_rows(run(a.n, a.workspace)))
+    sys.exit(0)

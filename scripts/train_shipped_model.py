@@ -1,0 +1,173 @@
+"""Reproduce the shipped CNN model ``models/deepsz_quick.pt`` with one command (paper section 2.2).
+
+    python scripts/train_shipped_model.py [--work /tmp/szviewer-shipped] [--area 100] [--seed 1]
+                                          [--eval-seed 2] [--eval-area 100] [--out models/deepsz_quick.pt]
+                                          [--batch B] [--ratios 1,2,4] [--max-batches-per-ratio N]
+                                          [--max-seconds S] [--resume] [--edge-only]
+
+1. simulates a synthetic sky with the default generator (``--area`` deg^2, ``--seed``) and cuts it;
+2. trains with the 'quick' preset (``szviewer.jobs.cnn.train_job``), Platt-calibrates on its validation split and
+   measures validation/test F1 on it;
+3. simulates an independent sky (``--eval-seed``), scores all its cutouts and records F1 (at the training sky's
+   validation threshold, and the best F1) and AUC there in the model card;
+4. writes the model (float16 weights) to ``--out`` and a JSON summary beside it;
+5. scores the independent sky densely (2' stride, :func:`szviewer.jobs.cnn.dense_job`) and records in the card
+   the mean score vs the halo's offset from the cutout centre for grid and dense scoring (the edge effect,
+   paper section 3.4.2). ``--edge-only`` redoes just this step for the model at ``--out``.
+
+Takes about 15-30 minutes on 2 CPU cores (most of it training). ``--resume`` continues an interrupted training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_sky(path: Path, area: float, seed: int) -> None:
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.sky.synthetic import SimulationSettings
+    from szviewer.workspace import Workspace
+
+    if (path / "workspace.json").is_file() and Workspace(path).has("cutouts"):
+        print(f"reusing {path}", flush=True)
+        return
+    simulate_workspace(path, SimulationSettings(area_deg2=area, seed=seed), overwrite=True)
+    make_cutouts(Workspace(path), CutoutSettings(), overwrite=True)
+
+
+def other_sky_metrics(ws_path: Path, model, threshold: float) -> dict:
+    import numpy as np
+
+    from szviewer.cnn.predict import predict
+    from szviewer.evaluate.curves import f1_curve, roc_curve
+    from szviewer.workspace import Workspace
+
+    with Workspace(ws_path).cutout_store() as store:
+        out = predict(store, model)
+        labels = np.asarray(store.table["label"], dtype=bool)
+        split = np.asarray(store.table["split"])
+    res = {}
+    for name, sel in (("all", np.ones(labels.size, bool)), ("val", split == "val"), ("test", split == "test")):
+        c = f1_curve(out["cnn_prob"][sel], labels[sel])
+        at = c.counts_at(threshold)
+        res[name] = {"cutouts": int(sel.sum()), "positives": int(labels[sel].sum()),
+                     "f1_at_val_threshold": float(at.f1), "purity": float(at.purity),
+                     "completeness": float(at.completeness), "best_f1": float(c.best().f1),
+                     "auc": float(roc_curve(out["cnn_prob"][sel], labels[sel]).auc)}
+    return res
+
+
+def measure_edge(eval_ws: Path, model_path: Path) -> dict:
+    """Score the independent sky on the DeepSZ grid and densely (2' stride); the edge effect of both (Fig. 9c)."""
+    from szviewer.jobs.cnn import dense_job, predict_job
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(eval_ws)
+    pred = predict_job(ws, model_path=model_path, device="cpu")
+    dense = dense_job(ws, model_path=model_path, stride_arcmin=2.0, threshold=0.5, device="cpu")
+    return {"grid_scoring": {k: pred[k] for k in ("cutouts_per_s", "val_best_f1", "test_best_f1") if k in pred},
+            "dense": {k: dense[k] for k in ("stride_arcmin", "threshold", "candidates", "seconds")},
+            "edge_effect": dense.get("edge_effect")}
+
+
+def add_to_card(path: Path, extra: dict) -> None:
+    from szviewer.cnn.modelfile import load_model, save_model
+
+    model = load_model(path)
+    card = dict(model.card)
+    card.update(card_safe(extra))
+    save_model(path, model.net, model.platt, card)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/szviewer-shipped"))
+    ap.add_argument("--area", type=float, default=100.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--eval-area", type=float, default=100.0)
+    ap.add_argument("--eval-seed", type=int, default=2)
+    ap.add_argument("--train-seed", type=int, default=0, help="seed of the network initialisation and sampler")
+    ap.add_argument("--out", type=Path, default=ROOT / "models" / "deepsz_quick.pt")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--batch", type=int, help="override the quick preset's batch size (128)")
+    ap.add_argument("--ratios", help="override the quick preset's ratios, e.g. 1,2,4")
+    ap.add_argument("--max-batches-per-ratio", type=int, help="override the quick preset's cap (500)")
+    ap.add_argument("--max-seconds", type=float, help="training time budget: stop after the ratio that exceeds it")
+    ap.add_argument("--edge-only", action="store_true",
+                    help="only (re)measure the edge effect of the model at --out on the evaluation sky")
+    a = ap.parse_args(argv)
+
+    from szviewer.cnn.modelfile import load_model, save_model
+    from szviewer.jobs.cnn import train_job
+    from szviewer.progress import TqdmProgress
+    from szviewer.workspace import Workspace
+
+    t0 = time.perf_counter()
+    train_ws = a.work / f"train_{a.area:g}deg2_seed{a.seed}"
+    eval_ws = a.work / f"eval_{a.eval_area:g}deg2_seed{a.eval_seed}"
+    if a.edge_only:
+        make_sky(eval_ws, a.eval_area, a.eval_seed)
+        edge = measure_edge(eval_ws, a.out)
+        add_to_card(a.out, {"edge_effect_other_sky": edge})
+        print(json.dumps(edge, indent=1, default=str))
+        return 0
+    make_sky(train_ws, a.area, a.seed)
+    print(f"training sky ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    last = [0.0]
+
+    def progress(done, total, msg):
+        now = time.perf_counter()
+        if now - last[0] > 30:
+            last[0] = now
+            print(f"[{now - t0:7.0f} s] {done}/{total} {msg}", flush=True)
+
+    overrides = {}
+    if a.batch:
+        overrides["batch"] = a.batch
+    if a.ratios:
+        overrides["ratios"] = tuple(int(r) for r in a.ratios.split(","))
+    if a.max_batches_per_ratio:
+        overrides["max_batches_per_ratio"] = a.max_batches_per_ratio
+    if a.max_seconds:
+        overrides["max_seconds"] = a.max_seconds
+    summary = train_job(Workspace(train_ws), preset="quick", device="cpu", resume=a.resume, seed=a.train_seed,
+                        overrides=overrides,
+                        progress=progress if not sys.stderr.isatty() else TqdmProgress("train"))
+    print(json.dumps(summary, indent=1), flush=True)
+
+    make_sky(eval_ws, a.eval_area, a.eval_seed)
+    model = load_model(summary["model"])
+    other = other_sky_metrics(eval_ws, model, summary["val_threshold"])
+    card = dict(model.card)
+    card["other_sky"] = {"area_deg2": a.eval_area, "seed": a.eval_seed, "generator": "szviewer.sky.synthetic",
+                         "threshold": summary["val_threshold"], "metrics": card_safe(other)}
+    card["other_sky_f1"] = other["all"]["f1_at_val_threshold"]
+    card["reproduce"] = " ".join(["python scripts/train_shipped_model.py"] + list(sys.argv[1:] if argv is None
+                                                                                  else argv))
+    card.pop("workspace", None)
+    save_model(a.out, model.net, model.platt, card)
+    edge = measure_edge(eval_ws, a.out)
+    add_to_card(a.out, {"edge_effect_other_sky": edge})
+    total = time.perf_counter() - t0
+    out = {"model": str(a.out), "bytes": a.out.stat().st_size, "seconds": round(total, 1), "train": summary,
+           "other_sky": other, "edge_effect_other_sky": edge}
+    (a.out.parent / (a.out.stem + ".summary.json")).write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+def card_safe(obj):
+    return json.loads(json.dumps(obj, default=float).replace("NaN", "null"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""Platt calibration and the model file: weights plus a model card (paper section 2.2.2, last paragraph).
+
+Platt scaling (Platt 1999, as in the paper): a logistic regression of the label on the raw CNN output
+(the logit difference z1 - z0), fit on the validation set: ``p = 1 / (1 + exp(-(a * raw + b)))``. With a > 0 the
+calibrated probability is a strictly increasing function of the raw score, so rankings are unchanged.
+
+The model file is ``torch.save`` of a plain dict, written atomically::
+
+    {"format": "szviewer-cnn-model", "format_version": 1,
+     "arch": {"name": "deepsz-resnet50-32", "version": 1, "config": NetConfig.to_dict()},
+     "state_dict": {name: tensor (float16 or float32; integer buffers unchanged)},
+     "card": {...JSON-able: architecture, input scaling, platt {a, b}, training sky, preset, F1s, versions}}
+
+It is read with ``torch.load(weights_only=True)``; :func:`load_model` refuses, with an
+:class:`~szviewer.errors.InputError` naming the file, anything that is not such a file, is truncated, or
+whose architecture (name, version, state-dict keys and shapes) differs from this szviewer's network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from szviewer.atomic import atomic_path
+from szviewer.cnn.model import ARCH_NAME, ARCH_VERSION, DeepSZNet, NetConfig, raw_score
+from szviewer.errors import InputError
+
+MODEL_FORMAT = "szviewer-cnn-model"
+MODEL_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Platt:
+    """p = sigmoid(a * raw + b)."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    def __call__(self, raw) -> np.ndarray:
+        z = self.a * np.asarray(raw, dtype=np.float64) + self.b
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # = sigmoid(z), without overflow warnings
+
+    def to_dict(self) -> dict:
+        return {"a": float(self.a), "b": float(self.b)}
+
+
+def fit_platt(raw, labels) -> Platt:
+    """Fit Platt's sigmoid on (raw score, label) pairs with scikit-learn (no regularisation)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(raw, dtype=np.float64).reshape(-1, 1)
+    y = np.asarray(labels, dtype=bool).ravel()
+    if y.all() or not y.any():
+        raise ValueError("Platt scaling needs both positive and negative validation cutouts")
+    lr = LogisticRegression(C=1e10, max_iter=1000)  # effectively unregularised, on every scikit-learn version
+    lr.fit(x, y)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if not a > 0:  # a network no better than chance: keep the ranking (never invert it)
+        a = 1e-6
+    return Platt(a, b)
+
+
+def library_versions() -> dict:
+    import sklearn
+
+    from szviewer import __version__
+
+    return {"szviewer": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+class CNNModel:
+    """A loaded model: the network (eval mode, fp32), its Platt calibration and card."""
+
+    def __init__(self, net: DeepSZNet, platt: Platt, card: dict | None = None, path: Path | None = None):
+        self.net = net.eval()
+        self.platt = platt
+        self.card = card or {}
+        self.path = path
+
+    @property
+    def config(self) -> NetConfig:
+        return self.net.config
+
+    def calibrate(self, raw) -> np.ndarray:
+        return self.platt(raw)
+
+    @torch.inference_mode()
+    def raw(self, images: np.ndarray, fast: bool = True) -> np.ndarray:
+        """Raw scores of (n, 3, 32, 32) uK cutouts in one forward pass (see :mod:`szviewer.cnn.predict`)."""
+        dev = next(self.net.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=fast):
+            return raw_score(self.net(x)).cpu().numpy()
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def save_model(path: str | os.PathLike, net: DeepSZNet, platt: Platt, card: dict, half: bool = True) -> Path:
+    """Write the model file atomically; ``half`` stores floating-point tensors as float16 (about 19 MB)."""
+    path = Path(path)
+    sd = {}
+    for k, v in net.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point():
+            v = v.to(torch.float16)
+        sd[k] = v.clone()
+    card = dict(card)
+    card.update({"architecture": {"name": ARCH_NAME, "version": ARCH_VERSION, "config": net.config.to_dict()},
+                 "input_scaling": net.config.scaling, "platt": platt.to_dict(),
+                 "weights_dtype": "float16" if half else "float32"})
+    card.setdefault("versions", library_versions())
+    obj = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
+           "arch": {"name": ARCH_NAME, "version": ARCH_VERSION, "config": net.config.to_dict()},
+           "state_dict": sd, "card": _jsonable(card)}
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The model card of a model file (loads the file, so it is checked as well)."""
+    return load_model(path).card
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> CNNModel:
+    """Load and check a model file; InputError naming the file when it is missing, corrupt or mismatching."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "model file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, a pickle with foreign objects ...
+        raise InputError(path, f"not a readable szviewer CNN model file ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
+        raise InputError(path, "not an szviewer CNN model file (no 'szviewer-cnn-model' format tag)")
+    if int(obj.get("format_version", -1)) > MODEL_FORMAT_VERSION:
+        raise InputError(path, f"model file format version {obj.get('format_version')} is newer than this "
+                               f"szviewer reads ({MODEL_FORMAT_VERSION})")
+    arch = obj.get("arch") or {}
+    if arch.get("name") != ARCH_NAME or arch.get("version") != ARCH_VERSION:
+        raise InputError(path, f"architecture {arch.get('name')!r} v{arch.get('version')} does not match this "
+                               f"szviewer's {ARCH_NAME!r} v{ARCH_VERSION}")
+    try:
+        config = NetConfig.from_dict(arch["config"])
+        net = DeepSZNet(config)
+    except Exception as exc:
+        raise InputError(path, f"bad network configuration in the model file: {exc}") from None
+    sd = obj.get("state_dict")
+    if not isinstance(sd, dict):
+        raise InputError(path, "model file has no state_dict")
+    want = net.state_dict()
+    missing = sorted(set(want) - set(sd))
+    extra = sorted(set(sd) - set(want))
+    if missing or extra:
+        raise InputError(path, f"weights do not match the architecture: missing {missing[:3]}, unexpected "
+                               f"{extra[:3]} ({len(missing)} missing, {len(extra)} unexpected)")
+    for k, v in want.items():
+        if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(v.shape):
+            shape = tuple(sd[k].shape) if isinstance(sd[k], torch.Tensor) else type(sd[k]).__name__
+            raise InputError(path, f"weight {k} has shape {shape}, the architecture wants {tuple(v.shape)}")
+        if sd[k].is_floating_point() and not torch.isfinite(sd[k]).all():
+            raise InputError(path, f"weight {k} holds NaN or inf values")
+    net.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()})
+    card = obj.get("card") or {}
+    p = card.get("platt") or {}
+    try:
+        platt = Platt(float(p["a"]), float(p["b"]))
+    except (KeyError, TypeError, ValueError):
+        raise InputError(path, "model card has no Platt calibration (platt.a, platt.b)") from None
+    if not (math.isfinite(platt.a) and math.isfinite(platt.b)):
+        raise InputError(path, "model card's Platt coefficients are not finite")
+    net = net.to(device).eval()
+    return CNNModel(net, platt, card, path)

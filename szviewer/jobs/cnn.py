@@ -1,0 +1,360 @@
+"""Jobs: train the DeepSZ CNN on a workspace, and score a workspace's cutouts with a model (paper section 2.2).
+
+torch is never imported at module load: the ``szviewer.cnn`` modules are imported inside the functions.
+
+Files a training run writes in the workspace (folder ``cnn/``)::
+
+    cnn/checkpoint.pt    the latest training checkpoint (atomic; ``resume=True`` continues from it)
+    cnn/train_log.csv    step, ratio, step_in_ratio, lr, loss, val_loss (atomic rewrites)
+    cnn/model.pt         the trained, Platt-calibrated model with its card (product ``cnn_model``)
+
+``predict_job`` writes the columns ``cnn_prob`` (calibrated) and ``cnn_raw`` (logit difference) of the
+workspace score table and records the product ``cnn``. Its default model is the workspace's own trained model
+when it has one, else the shipped model (:func:`default_model_path`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from szviewer.errors import InputError
+from szviewer.progress import CancelFn, ProgressFn
+from szviewer.workspace import Workspace, now_iso
+
+CNN_DIR = "cnn"
+CHECKPOINT = "cnn/checkpoint.pt"
+TRAIN_LOG = "cnn/train_log.csv"
+MODEL = "cnn/model.pt"
+SHIPPED_MODEL = "deepsz_quick.pt"
+MODEL_ENV = "SZVIEWER_MODEL"
+
+
+def default_model_path() -> Path:
+    """The shipped model file ``deepsz_quick.pt``.
+
+    Looked up, in order: the ``SZVIEWER_MODEL`` environment variable (a file); the package data
+    ``szviewer.models`` (the top-level ``models/`` folder, installed with the package by ``pyproject.toml``);
+    ``models/`` at the repository root, three levels above this file; ``<sys.prefix>/share/szviewer/models/``.
+    Returns the first existing candidate, else the repository path (so error messages name it).
+    """
+    import sys
+    from importlib import resources
+
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2] / "models" / SHIPPED_MODEL
+    try:
+        packaged = Path(str(resources.files("szviewer.models").joinpath(SHIPPED_MODEL)))
+    except (ModuleNotFoundError, TypeError):
+        packaged = repo
+    for cand in (packaged, repo, Path(sys.prefix) / "share" / "szviewer" / "models" / SHIPPED_MODEL):
+        if cand.is_file():
+            return cand
+    return repo
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a CUDA GPU is usable, else 'cpu'."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda: no CUDA GPU is available to torch here")
+    return device
+
+
+def best_f1(scores, labels) -> float:
+    """The F1-maximising threshold's F1 (paper section 3.2); 0 when undefined."""
+    from szviewer.evaluate.curves import f1_curve
+
+    f1 = f1_curve(scores, labels).best().f1
+    return float(f1) if f1 == f1 else 0.0
+
+
+def evaluate_model(store, model, level: str = "all", progress: ProgressFn | None = None,
+                   cancelled: CancelFn | None = None) -> dict:
+    """Score the store's 'val' and 'test' rows: validation F1 and threshold, test F1 at it, best test F1, AUCs.
+
+    The threshold is the one maximising F1 on the validation set, then applied to the test set (paper 3.2).
+    """
+    from szviewer.cnn.predict import predict
+    from szviewer.evaluate.curves import f1_curve, roc_curve
+
+    t = store.table
+    split = np.asarray(t["split"])
+    labels = np.asarray(t["label"], dtype=bool)
+    out: dict = {}
+    rows = np.nonzero(np.isin(split, ("val", "test")))[0]
+    prob = np.full(len(t), np.nan)
+    prob[rows] = predict(store, model, level=level, rows=rows, progress=progress, cancelled=cancelled)["cnn_prob"]
+    best = f1_curve(prob[split == "val"], labels[split == "val"]).best()
+    out["val_f1"] = float(best.f1)
+    out["val_threshold"] = float(best.threshold)
+    out["val_positives"] = int(labels[split == "val"].sum())
+    out["val_cutouts"] = int((split == "val").sum())
+    tc = f1_curve(prob[split == "test"], labels[split == "test"])
+    c = tc.counts_at(best.threshold)
+    out["test_f1"] = float(c.f1) if c.f1 == c.f1 else 0.0
+    out["test_counts"] = {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn}
+    out["test_best_f1"] = float(tc.best().f1)
+    out["test_positives"] = int(labels[split == "test"].sum())
+    out["test_cutouts"] = int((split == "test").sum())
+    for name in ("val", "test"):
+        sel = split == name
+        if labels[sel].any() and (~labels[sel]).any():
+            out[f"{name}_auc"] = float(roc_curve(prob[sel], labels[sel]).auc)
+    return out
+
+
+def training_sky(ws: Workspace) -> dict:
+    """What the model card says about the sky a model was trained on."""
+    sky = ws.products.get("sky", {})
+    prov = sky.get("provenance", {})
+    return {"kind": ws.kind, "area_deg2": ws.geometry.get("area_deg2"), "seed": prov.get("seed"),
+            "generator": prov.get("generator"), "footprint": ws.geometry.get("footprint"),
+            "cutouts": ws.products.get("cutouts", {}).get("summary", {}).get("splits")}
+
+
+def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: str = "auto", resume: bool = False,
+              progress: ProgressFn | None = None, cancelled: CancelFn | None = None, seed: int = 0,
+              model_out: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
+    """Train on the workspace's 'train' cutouts, calibrate on 'val', evaluate on 'val'/'test', save the model.
+
+    ``preset``: 'paper' (paper section 2.2.2 exactly; hours on a CPU) or 'quick' (about 30 min on 2 CPU cores for
+    100 deg^2). ``resume``: continue from ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests).
+    Writes ``cnn/model.pt`` (or ``model_out``) and records the product ``cnn_model``; returns a summary.
+    """
+    from szviewer.cnn.modelfile import CNNModel, fit_platt, save_model
+    from szviewer.cnn.train import TrainSettings, train
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    store = ws.cutout_store()
+    try:
+        if level not in store.levels:
+            raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
+        split = np.asarray(store.table["split"])
+        labels = np.asarray(store.table["label"], dtype=bool)
+        for name in ("train", "val"):
+            if not labels[split == name].any():
+                raise InputError(store.path, f"the {name!r} split has no positive cutouts, so the CNN cannot be "
+                                             f"{'trained' if name == 'train' else 'calibrated'}; use a larger sky")
+        settings = TrainSettings.preset_named(preset, level=level, seed=seed, **(overrides or {}))
+        ws.path(CNN_DIR).mkdir(exist_ok=True)
+        res = train(store, settings, checkpoint_path=ws.path(CHECKPOINT), log_path=ws.path(TRAIN_LOG),
+                    resume=resume, select=best_f1, device=dev, progress=progress, cancelled=cancelled)
+        import torch
+
+        net = res.net.cpu().to(memory_format=torch.contiguous_format).eval()
+        platt = fit_platt(res.val_raw, res.val_labels)
+        model = CNNModel(net, platt)
+        metrics = evaluate_model(store, model, level, cancelled=cancelled)
+        card = {
+            "preset": preset, "level": level, "training_sky": training_sky(ws), "workspace": str(ws.root),
+            "train_settings": settings.to_dict(), "best_ratio": res.best_ratio, "per_ratio": res.per_ratio,
+            "steps": res.steps, "train_seconds": round(res.seconds, 1), "device": dev,
+            "metrics_same_sky": metrics,
+            "val_f1": metrics["val_f1"], "test_f1": metrics["test_f1"],
+            "created": now_iso(),
+        }
+        out = Path(model_out) if model_out is not None else ws.path(MODEL)
+        save_model(out, net, platt, card)
+    finally:
+        store.close()
+    summary = {"model": str(out), "preset": preset, "best_ratio": res.best_ratio, "steps": res.steps,
+               "val_f1": metrics["val_f1"], "val_threshold": metrics["val_threshold"],
+               "test_f1": metrics["test_f1"], "platt": platt.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
+    files = [CHECKPOINT, TRAIN_LOG]
+    if model_out is None:
+        files.insert(0, MODEL)
+    ws.record("cnn_model", files, settings=settings.to_dict(), provenance={"device": dev}, summary=summary)
+    return summary
+
+
+def model_for(ws: Workspace, model_path: str | os.PathLike | None = None) -> Path:
+    """The model ``predict_job`` uses: ``model_path``, else the workspace's trained model, else the shipped one."""
+    if model_path is not None:
+        return Path(model_path)
+    if ws.has("cnn_model") and ws.path(MODEL).is_file():
+        return ws.path(MODEL)
+    return default_model_path()
+
+
+def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
+                device: str = "auto", progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
+                batch: int = 256) -> dict:
+    """Score every cutout of the workspace; writes ``cnn_prob`` and ``cnn_raw`` and records the product 'cnn'."""
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.cnn.predict import predict
+
+    t0 = time.perf_counter()
+    path = model_for(ws, model_path)
+    dev = resolve_device(device)
+    model = load_model(path, device=dev)
+    store = ws.cutout_store()
+    try:
+        if level not in store.levels:
+            raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
+        out = predict(store, model, level=level, batch=batch, device=dev, progress=progress, cancelled=cancelled)
+        ids = np.asarray(store.table["id"])
+        labels = np.asarray(store.table["label"], dtype=bool)
+        split = np.asarray(store.table["split"])
+    finally:
+        store.close()
+    seconds = time.perf_counter() - t0
+    card = model.card
+    meta = {"model": str(path), "architecture": card.get("architecture", {}).get("name"), "level": level,
+            "platt": model.platt.to_dict(), "preset": card.get("preset"),
+            "training_sky": card.get("training_sky")}
+    summary = {"model": str(path), "cutouts": int(ids.size), "level": level, "seconds": round(seconds, 2),
+               "cutouts_per_s": round(ids.size / max(seconds, 1e-9), 1),
+               "mean_prob": float(np.mean(out["cnn_prob"])) if ids.size else None}
+    for name in ("val", "test"):
+        sel = split == name
+        if labels[sel].any():
+            summary[f"{name}_best_f1"] = best_f1(out["cnn_prob"][sel], labels[sel])
+    ws.write_scores("cnn", ids, {"cnn_prob": out["cnn_prob"], "cnn_raw": out["cnn_raw"]},
+                    meta=meta, settings={"model": str(path), "level": level, "device": dev}, summary=summary)
+    return summary
+
+
+DENSE_CANDIDATES = "cnn/dense_candidates.fits"
+
+
+def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
+              stride_arcmin: float = 2.0, threshold: float = 0.5, tiles: list[int] | None = None,
+              device: str = "auto", progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> dict:
+    """Dense CNN scoring of a synthetic (tiled) workspace (paper section 3.4.2's suggestion; SCIENCE.md section 4).
+
+    For each tile (or the listed ``tiles``): sum the level's components, add white noise like the cutout
+    store's, score every 32 x 32 window on a ``stride_arcmin`` grid, Platt-calibrate, and find peaks >=
+    ``threshold``. Writes ``cnn/dense_candidates.fits`` (ra, dec, prob, tile; the CNN catalogue) and the score
+    column ``cnn_dense_prob`` (per cutout: the largest dense probability among windows centred in its central
+    cell; NaN for cutouts of tiles not scored), records the product ``cnn_dense`` and returns a summary with the
+    edge-effect measurement (:func:`edge_effect`) when ``cnn_prob`` is already in the score table.
+    """
+    from astropy.table import Table
+
+    from szviewer.atomic import atomic_path
+    from szviewer.cnn.dense import cell_max, score_tile
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.progress import check_cancel
+    from szviewer.sky.bands import noise_sigma_uk
+    from szviewer.sky.tilestore import TileReader
+
+    if ws.kind != "synthetic":
+        raise InputError(ws.root, "dense scoring works on tiled (synthetic) workspaces only")
+    t0 = time.perf_counter()
+    path = model_for(ws, model_path)
+    dev = resolve_device(device)
+    model = load_model(path, device=dev)
+    sky = ws.sky()
+    store = ws.cutout_store()
+    try:
+        table = store.table
+        comps = store.levels[level]
+        sigma = np.array([noise_sigma_uk(b, store.pixel_arcmin, store.noise_uk_arcmin[b]) for b in store.bands],
+                         dtype=np.float32)
+        stride_pix = max(1, int(round(stride_arcmin / store.pixel_arcmin)))
+        half_cell = 0.5 * float(store.attrs().get("stride_arcmin", 6.0)) / store.pixel_arcmin
+        add_noise, noise_seed = store.add_noise, store.noise_seed
+        ids = np.asarray(table["id"])
+    finally:
+        store.close()
+    dense_prob = np.full(len(table), np.nan)
+    cand = {"ra": [], "dec": [], "prob": [], "tile": []}
+    todo = list(range(len(sky.tiles))) if tiles is None else list(tiles)
+    tile_of = np.asarray(table["tile"])
+    for n_done, k in enumerate(todo):
+        check_cancel(cancelled, "dense CNN scoring")
+        tile = sky.tiles[k]
+        with TileReader(sky.paths[k]) as r:
+            maps = sum(r.component(c) for c in comps)
+        if add_noise:
+            rng = np.random.default_rng([noise_seed, 1_000_003, k])
+            maps = maps + rng.standard_normal(maps.shape, dtype=np.float32) * sigma[:, None, None]
+
+        def tile_progress(done, total, msg, n_done=n_done, k=k):
+            if progress is not None:
+                progress(n_done * total + done, len(todo) * total, f"tile {k}: {msg}")
+
+        res = score_tile(maps, model, stride_pix=stride_pix, threshold=threshold, progress=tile_progress,
+                         cancelled=cancelled)
+        del maps
+        ra, dec = tile.pix_to_world(res["peaks_x"], res["peaks_y"])
+        own = tile.owned.contains(ra, dec)  # a peak in the margin belongs to the neighbouring tile
+        cand["ra"].extend(np.asarray(ra)[own])
+        cand["dec"].extend(np.asarray(dec)[own])
+        cand["prob"].extend(res["peaks_prob"][own])
+        cand["tile"].extend([k] * int(own.sum()))
+        sel = np.nonzero(tile_of == k)[0]
+        if sel.size:
+            cx, cy = tile.world_to_pix(np.asarray(table["ra"])[sel], np.asarray(table["dec"])[sel])
+            dense_prob[sel] = cell_max(res["prob"], res["xs"], res["ys"], cx, cy, half_cell)
+    cat = Table({"ra": np.asarray(cand["ra"], float), "dec": np.asarray(cand["dec"], float),
+                 "prob": np.asarray(cand["prob"], float), "tile": np.asarray(cand["tile"], np.int32)})
+    cat.meta["MODEL"] = str(path)[-60:]
+    cat.meta["STRIDE"] = stride_arcmin
+    cat.meta["THRESH"] = threshold
+    with atomic_path(ws.path(DENSE_CANDIDATES)) as tmp:
+        cat.write(tmp, format="fits")
+    summary = {"model": str(path), "tiles": todo, "stride_arcmin": stride_arcmin, "threshold": threshold,
+               "candidates": len(cat), "seconds": round(time.perf_counter() - t0, 1)}
+    scores = ws.scores(ids)
+    if "cnn_prob" in scores:
+        summary["edge_effect"] = edge_effect(table, {"cnn_prob (DeepSZ grid)": scores["cnn_prob"],
+                                                     "cnn_dense_prob (2' dense, cell max)": dense_prob})
+    ws.write_scores("cnn_dense", ids, {"cnn_dense_prob": dense_prob},
+                    meta={"model": str(path), "stride_arcmin": stride_arcmin, "level": level,
+                          "missing": "NaN: the cutout's tile was not scored"},
+                    settings={"model": str(path), "level": level, "stride_arcmin": stride_arcmin,
+                              "threshold": threshold, "tiles": todo}, summary=summary)
+    ws.record("cnn_dense", ["scores.h5", DENSE_CANDIDATES], settings={"stride_arcmin": stride_arcmin, "level": level},
+              summary=summary)
+    return summary
+
+
+def edge_effect(table, scores: dict, bins=(0.0, 1.0, 2.0, 3.0, 4.25)) -> dict:
+    """Mean score vs the halo's offset from the cutout centre over positive cutouts (paper Fig. 9c).
+
+    Uses :func:`szviewer.evaluate.science.score_vs_offset`. Offsets run from 0 to 3 sqrt(2) = 4.24' (corner of the
+    central 6' cell). Returns per score {bin edges, counts, means, sems, the drop (mean in the last bin over the
+    first; 1 = no edge effect), best F1 and AUC over all cutouts, and per bin the completeness at the best-F1
+    threshold}.
+    """
+    from szviewer.evaluate.curves import f1_curve, roc_curve
+    from szviewer.evaluate.science import score_vs_offset
+
+    pos = np.asarray(table["label"], dtype=bool)
+    off = np.asarray(table["offset_arcmin"], dtype=float)
+    out = {}
+    valid = pos.copy()
+    for v in scores.values():
+        valid &= np.isfinite(np.asarray(v, dtype=float))
+    res = score_vs_offset(off, scores, np.asarray(bins), mask=valid)
+    for name, bm in res.items():
+        means = [float(m) for m in bm.mean]
+        out[name] = {"edges": [float(e) for e in bm.edges], "count": [int(c) for c in bm.n], "mean": means,
+                     "sem": [float(s) for s in bm.sem],
+                     "last_over_first": means[-1] / means[0] if means[0] and means[0] == means[0] else None}
+        v = np.asarray(scores[name], dtype=float)
+        best = f1_curve(v, pos).best()
+        edges = out[name]["edges"]
+        out[name].update({
+            "best_f1": float(best.f1), "best_threshold": float(best.threshold),
+            "auc": float(roc_curve(v, pos).auc),
+            "completeness_at_best_threshold": [
+                float(np.mean(v[valid & (off >= lo) & (off < hi)] >= best.threshold))
+                if np.any(valid & (off >= lo) & (off < hi)) else None
+                for lo, hi in zip(edges[:-1], edges[1:], strict=True)],
+        })
+    out["positives"] = int(valid.sum())
+    return out

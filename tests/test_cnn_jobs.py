@@ -1,0 +1,116 @@
+"""The CNN jobs on a workspace: train (tiny settings), predict writes ``cnn_prob``, default model lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from szviewer.cnn.model import NetConfig  # noqa: E402
+from szviewer.errors import Cancelled, InputError  # noqa: E402
+from szviewer.workspace import Workspace  # noqa: E402
+
+TINY = dict(ratios=(1, 2), batch=32, warmup_batches=4, lr_steps=(20,), eval_every=4, patience=8,
+            max_batches_per_ratio=8, checkpoint_every=4, max_seconds=None,
+            net=NetConfig(width=8, blocks=(1, 1, 1), head=32, scaling="fixed"))
+
+
+@pytest.fixture(scope="module")
+def trained(small_ws, tmp_path_factory):
+    """A tiny CNN trained on a private copy of the shared small workspace (other tests see no CNN products)."""
+    import shutil
+
+    from szviewer.jobs.cnn import train_job
+
+    copy = tmp_path_factory.mktemp("cnnws") / "small"
+    shutil.copytree(small_ws["path"], copy)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ws = Workspace(copy)
+        summary = train_job(ws, preset="quick", device="cpu", overrides=TINY)
+    finally:
+        torch.set_num_threads(n)
+    return ws, summary
+
+
+def test_train_job_writes_model_log_and_checkpoint(trained):
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.jobs.cnn import CHECKPOINT, MODEL, TRAIN_LOG
+
+    ws, summary = trained
+    ws = Workspace(ws.root)
+    assert ws.has("cnn_model")
+    for f in (MODEL, CHECKPOINT, TRAIN_LOG):
+        assert ws.path(f).is_file()
+    card = load_model(ws.path(MODEL)).card
+    assert card["preset"] == "quick" and card["training_sky"]["seed"] == 7
+    assert card["training_sky"]["area_deg2"] == pytest.approx(4.0, rel=0.05)
+    for key in ("val_f1", "test_f1", "platt", "architecture", "input_scaling", "versions"):
+        assert key in card
+    assert summary["steps"] > 0 and summary["platt"]["a"] > 0
+
+
+def test_predict_job_writes_scores(trained):
+    from szviewer.jobs.cnn import predict_job
+
+    ws, _ = trained
+    summary = predict_job(ws, device="cpu")  # the workspace's own trained model
+    ws = Workspace(ws.root)
+    assert ws.has("cnn")
+    with ws.cutout_store() as store:
+        ids = np.asarray(store.table["id"])
+    cols = ws.scores(ids)
+    assert cols["cnn_prob"].shape == ids.shape and np.all((cols["cnn_prob"] >= 0) & (cols["cnn_prob"] <= 1))
+    order = np.argsort(cols["cnn_raw"])
+    assert np.all(np.diff(cols["cnn_prob"][order]) >= -1e-12)  # calibration keeps the ranking
+    assert summary["cutouts"] == ids.size
+
+
+def test_resume_and_cancel_job(trained):
+    from szviewer.jobs.cnn import train_job
+
+    ws, first = trained
+    with pytest.raises(Cancelled):
+        train_job(ws, preset="quick", device="cpu", overrides=TINY, cancelled=lambda: True)
+    again = train_job(ws, preset="quick", device="cpu", overrides=TINY, resume=True)  # resumes the finished run
+    assert again["steps"] == first["steps"]
+
+
+def test_predict_job_refuses_bad_model(trained, tmp_path):
+    from szviewer.jobs.cnn import predict_job
+
+    ws, _ = trained
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(InputError, match="bad.pt"):
+        predict_job(ws, model_path=bad, device="cpu")
+
+
+def test_default_model_path(monkeypatch, tmp_path):
+    from szviewer.jobs.cnn import default_model_path
+
+    p = default_model_path()
+    assert p.name == "deepsz_quick.pt" and p.parent.name == "models"
+    monkeypatch.setenv("SZVIEWER_MODEL", str(tmp_path / "x.pt"))
+    assert default_model_path() == tmp_path / "x.pt"
+
+
+def test_shipped_model_loads_and_scores(small_ws):
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.jobs.cnn import default_model_path
+
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip("no shipped model in models/")
+    assert path.stat().st_size <= 40 * 2**20
+    model = load_model(path)
+    card = model.card
+    assert card["architecture"]["config"]["blocks"] == [3, 4, 6] and card["preset"] == "quick"
+    for key in ("val_f1", "test_f1", "training_sky", "platt"):
+        assert key in card
+    with Workspace(small_ws["path"]).cutout_store() as store:
+        x = store.images(np.arange(16))
+    p = model.calibrate(model.raw(x))
+    assert p.shape == (16,) and np.all(np.isfinite(p))
