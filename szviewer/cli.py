@@ -276,8 +276,13 @@ def cmd_predict(args) -> int:
     ws = Workspace(args.workspace)
     bar = _progress("predict")
     try:
-        s = predict_job(ws, model_path=args.model, level=args.level, device=args.device, progress=bar)
-        print(", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
+        levels = [args.level]
+        if args.all_levels:
+            with ws.cutout_store() as st:
+                levels = list(st.levels)
+        for level in levels:
+            s = predict_job(ws, model_path=args.model, level=level, device=args.device, progress=bar)
+            print(", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
         if args.dense:
             d = dense_job(ws, model_path=args.model, level=args.level, stride_arcmin=args.stride_arcmin,
                           progress=bar)
@@ -451,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", metavar="PATH", help="model file (default: the workspace's own, else the shipped one)")
     s.add_argument("--level", default="all")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--all-levels", action="store_true",
+                   help="score every component level (columns cnn_prob_<level>; paper Fig. 8 in the report)")
     s.add_argument("--dense", action="store_true",
                    help="also score overlapping windows on a finer grid and find CNN candidates (tiled skies)")
     s.add_argument("--stride-arcmin", type=float, default=2.0, help="with --dense: window stride (default 2')")

@@ -80,3 +80,24 @@ def test_export_formats_and_regions(scored_ws, tmp_path, capsys):
 def test_evaluate_without_scores_says_what_to_run(small_ws, capsys):
     assert main(["evaluate", str(small_ws["path"])]) == 2
     assert "szviewer mf" in capsys.readouterr().err
+
+
+def test_cnn_per_component_level(scored_ws, tmp_path, capsys):
+    from szviewer.evaluate.curves import confusion, f1_curve
+
+    path, t, snr, cnn = scored_ws
+    ws = Workspace(path)
+    rng = np.random.default_rng(5)
+    y = np.asarray(t["label"])
+    easy = 1 / (1 + np.exp(-(np.where(y, 4.0, -4.0) + rng.normal(0, 1.0, y.size))))
+    ws.write_scores("cnn_cmb_tsz", t["id"], {"cnn_prob_cmb_tsz": easy})
+    assert main(["evaluate", str(path), "--json", str(tmp_path / "e.json"), "--report", str(tmp_path / "r")]) == 0
+    assert "per component level" in capsys.readouterr().out
+    per = {d["level"]: d for d in json.loads((tmp_path / "e.json").read_text())["cnn_per_level"]}
+    assert [d["level"] for d in json.loads((tmp_path / "e.json").read_text())["cnn_per_level"]] == ["cmb_tsz", "all"]
+    sp = np.asarray(t["split"])
+    val, test = sp == "val", sp == "test"
+    thr = f1_curve(easy[val], y[val]).best().threshold
+    assert per["cmb_tsz"]["test_f1"] == pytest.approx(confusion(easy[test] >= thr, y[test]).f1)
+    assert per["cmb_tsz"]["test_auc"] > per["all"]["test_auc"]  # the cleaner level separates better here
+    assert list((tmp_path / "r").glob("roc_of_the_cnn_per_component_level*.png"))

@@ -204,6 +204,22 @@ def evaluation_report(
                 res, xlabel="z", log_x=False
             )
         _science_figures(figs, halo, found, scores, sel, y, test)
+    level_order = ("cmb_tsz", "ksz", "ir", "radio")
+    level_cols = {f"cnn_prob_{lv}": np.asarray(columns[f"cnn_prob_{lv}"], dtype=float).ravel()
+                  for lv in level_order if f"cnn_prob_{lv}" in columns}
+    if level_cols and val.any() and test.any():
+        from .science import per_level_summary
+
+        if cnn in columns:
+            level_cols["cnn_prob_all"] = np.asarray(columns[cnn], dtype=float).ravel()
+        per_level = per_level_summary(level_cols, y, val, test)
+        figs["ROC of the CNN per component level, test split (paper Fig. 8)"] = F.roc_figure(
+            {lv: roc_curve(v[test], y[test]) for lv, v in zip(per_level, level_cols.values(), strict=True)}
+        )
+        figs.setdefault("_notes", []).append(
+            "CNN per component level (threshold from validation, test F1 / AUC): "
+            + "; ".join(f"{lv} {d['test_f1']:.3f} / {d['test_auc']:.3f}" for lv, d in per_level.items())
+        )
     extra_notes = figs.pop("_notes", [])
     if png_dir is not None:
         import re

@@ -284,3 +284,22 @@ def exclusive_finds(found_a, found_b, labels=None) -> tuple[np.ndarray, np.ndarr
         raise ValueError(f"the two decision arrays differ in shape ({a.shape} and {b.shape})")
     truth = np.ones(a.shape, dtype=bool) if labels is None else np.asarray(labels, dtype=bool)
     return a & ~b & truth, b & ~a & truth
+
+
+def per_level_summary(columns: Mapping[str, np.ndarray], labels, fit, apply) -> dict[str, dict[str, float]]:
+    """F1 and AUC of one score per component level (paper Fig. 8): the threshold maximises F1 on ``fit``
+    and is applied to ``apply``. ``columns`` maps ``cnn_prob_<level>`` (or any name) to scores."""
+    from .curves import confusion, f1_curve, roc_curve
+
+    y = np.asarray(labels, dtype=bool).ravel()
+    fit = np.asarray(fit, dtype=bool).ravel()
+    apply = np.asarray(apply, dtype=bool).ravel()
+    out = {}
+    for name, s in columns.items():
+        s = np.asarray(s, dtype=float).ravel()
+        t = f1_curve(s[fit], y[fit]).best().threshold
+        c = confusion(s[apply] >= t, y[apply])
+        level = name[len("cnn_prob_"):] if name.startswith("cnn_prob_") else name
+        auc = float(roc_curve(s[apply], y[apply]).auc)
+        out[level] = {"threshold": float(t), "test_f1": float(c.f1), "test_auc": auc}
+    return out

@@ -191,7 +191,11 @@ def model_for(ws: Workspace, model_path: str | os.PathLike | None = None) -> Pat
 def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
                 device: str = "auto", progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
                 batch: int = 256) -> dict:
-    """Score every cutout of the workspace; writes ``cnn_prob`` and ``cnn_raw`` and records the product 'cnn'."""
+    """Score every cutout of the workspace; writes ``cnn_prob`` and ``cnn_raw`` and records the product 'cnn'.
+
+    At a component level other than 'all' the columns are ``cnn_prob_<level>`` and ``cnn_raw_<level>`` and the
+    product ``cnn_<level>``, so the noise study (paper Fig. 8) can compare levels side by side.
+    """
     from szviewer.cnn.modelfile import load_model
     from szviewer.cnn.predict import predict
 
@@ -221,7 +225,8 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
         sel = split == name
         if labels[sel].any():
             summary[f"{name}_best_f1"] = best_f1(out["cnn_prob"][sel], labels[sel])
-    ws.write_scores("cnn", ids, {"cnn_prob": out["cnn_prob"], "cnn_raw": out["cnn_raw"]},
+    suffix = "" if level == "all" else f"_{level}"
+    ws.write_scores(f"cnn{suffix}", ids, {f"cnn_prob{suffix}": out["cnn_prob"], f"cnn_raw{suffix}": out["cnn_raw"]},
                     meta=meta, settings={"model": str(path), "level": level, "device": dev}, summary=summary)
     return summary
 

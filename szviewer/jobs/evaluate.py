@@ -34,7 +34,16 @@ def evaluate_workspace(ws: Workspace, json_path: str | os.PathLike | None = None
     labels = np.asarray(table["label"], dtype=bool)
     split = np.asarray(table["split"]).astype(str)
     rows = table1(scores, labels, split)
+    from szviewer.cutouts.levels import LEVELS
+
+    levels = {f"cnn_prob_{lv}": scores[f"cnn_prob_{lv}"] for lv, _ in LEVELS if f"cnn_prob_{lv}" in scores}
+    if levels and "cnn_prob" in scores:
+        levels["cnn_prob_all"] = scores["cnn_prob"]
+    from szviewer.evaluate.science import per_level_summary
+
+    per_level = per_level_summary(levels, labels, split == "val", split == "test") if levels else {}
     result = {"table1": [r.as_dict() for r in rows], "columns": sorted(scores),
+              "cnn_per_level": [dict(level=lv, **d) for lv, d in per_level.items()],
               "counts": {s: {"cutouts": int((split == s).sum()), "positives": int((labels & (split == s)).sum())}
                          for s in ("train", "val", "test")}}
     write_json(ws.path(EVALUATION), result)
@@ -50,7 +59,11 @@ def evaluate_workspace(ws: Workspace, json_path: str | os.PathLike | None = None
         evaluation_report(report_dir / "report.html", scores, labels, split, halo=halo,
                           provenance={"workspace": str(ws.root)}, overwrite=True, png_dir=report_dir)
     ws.record("evaluation", files, summary={r.method: round(float(r.f1), 4) for r in rows})
-    return rows, format_table1(rows, style="rows") + "\n\n" + format_table1(rows, style="paper")
+    text = format_table1(rows, style="rows") + "\n\n" + format_table1(rows, style="paper")
+    if per_level:
+        text += "\n\nCNN per component level (paper Fig. 8): level, test F1, test AUC\n" + "\n".join(
+            f"  {lv:<8} {d['test_f1']:.3f}  {d['test_auc']:.3f}" for lv, d in per_level.items())
+    return rows, text
 
 
 def export_candidates(ws: Workspace, method: str, out: str | os.PathLike, fmt: str | None = None,
