@@ -71,11 +71,13 @@ def test_fused_fast_scorer_matches_fp32():
         ref = raw_score(net(torch.from_numpy(x))).numpy()
         fused = raw_score(fuse_for_inference(net)(torch.from_numpy(x))).numpy()
     np.testing.assert_allclose(fused, ref, rtol=1e-4, atol=1e-4)
-    fast = Scorer(net, fast=True, batch=16).raw(x)
+    fast = Scorer(net, fast=True, batch=16, precision="bf16").raw(x)
     slow = Scorer(net, fast=False, batch=16).raw(x)
     np.testing.assert_allclose(slow, ref, rtol=1e-5, atol=1e-5)
     sig = lambda r: 1 / (1 + np.exp(-r))  # noqa: E731
     assert np.max(np.abs(sig(fast) - sig(slow))) < 0.01
+    # the default fast path (fused, channels-last, fp32) equals the eager network
+    np.testing.assert_allclose(Scorer(net, fast=True, batch=16).raw(x), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_importing_cnn_package_and_job_is_cheap():
