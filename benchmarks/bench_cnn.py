@@ -26,15 +26,7 @@ import sys
 import time
 
 import numpy as np
-
-
-def _best(fn, repeat: int = 3) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from timing import best_time
 
 
 def _cutouts(n: int, workspace: str | None) -> np.ndarray:
@@ -84,9 +76,9 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
     raw_bf16 = bf16.raw(x)
     t_ref = t_fast = t_bf16 = np.inf
     for _ in range(3):
-        t_ref = min(t_ref, _best(eager, 1))
-        t_fast = min(t_fast, _best(lambda: fast.raw(x), 1))
-        t_bf16 = min(t_bf16, _best(lambda: bf16.raw(x), 1))
+        t_ref = min(t_ref, best_time(eager, 1))
+        t_fast = min(t_fast, best_time(lambda: fast.raw(x), 1))
+        t_bf16 = min(t_bf16, best_time(lambda: bf16.raw(x), 1))
     rows.append({"name": f"CNN inference, eager fp32 (reference, {label})", "seconds": t_ref,
                  "throughput": n / t_ref, "unit": "cutouts/s", "target": None, "ratio_to_ref": 1.0})
     for name, raw, t in (("fast default (fused BN, channels-last, fp32)", raw_fast, t_fast),
@@ -132,7 +124,7 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
         gpu = Scorer(model.net, fast=True, device="cuda", batch=2048)
         gpu.raw(x)
         torch.cuda.synchronize()
-        t_gpu = _best(lambda: gpu.raw(x), 3)
+        t_gpu = best_time(lambda: gpu.raw(x), 3)
         rows.append({"name": f"CNN inference, {torch.cuda.get_device_name()} bf16", "seconds": t_gpu,
                      "throughput": n / t_gpu, "unit": "cutouts/s", "target": None, "ratio_to_ref": t_ref / t_gpu})
     return rows

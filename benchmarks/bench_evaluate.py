@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+from timing import best_time
 
 from szviewer.evaluate.curves import confusion, f1_curve, roc_curve
 from szviewer.evaluate.ensembles import and_grid, and_predict, prod_score
@@ -35,13 +36,6 @@ def synthetic_scores(n: int = N_PAPER, seed: int = 0) -> tuple[dict[str, np.ndar
     return {"cnn_prob": cnn, "mf_snr": mf}, y, split
 
 
-def _best_time(fn, repeat: int = 3) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def run(n: int = N_PAPER, seed: int = 0) -> list[dict]:
@@ -65,11 +59,11 @@ def run(n: int = N_PAPER, seed: int = 0) -> list[dict]:
             }
         )
 
-    t_sk = _best_time(lambda: precision_recall_curve(y, cnn, drop_intermediate=False))
+    t_sk = best_time(lambda: precision_recall_curve(y, cnn, drop_intermediate=False))
     add("sklearn precision_recall_curve (reference)", t_sk, n, "cutouts/s")
-    t_f1 = _best_time(lambda: f1_curve(cnn, y))
+    t_f1 = best_time(lambda: f1_curve(cnn, y))
     add(f"f1_curve, {n:,} cutouts", t_f1, n, "cutouts/s", 0.5, "sklearn PR curve", t_sk)
-    t_mf = _best_time(lambda: f1_curve(mf, y))
+    t_mf = best_time(lambda: f1_curve(mf, y))
     add(f"f1_curve on MF S/N ({np.isnan(mf).mean():.0%} NaN)", t_mf, n, "cutouts/s", 0.5)
 
     curve = f1_curve(cnn, y)
@@ -87,15 +81,15 @@ def run(n: int = N_PAPER, seed: int = 0) -> list[dict]:
     add("direct numpy recount per threshold (reference)", direct, 1, "calls/s")
     add("counts_at, one threshold change", per_call, 1, "calls/s", 1e-3, "direct recount", direct)
 
-    t_auc_sk = _best_time(lambda: roc_auc_score(y, cnn))
+    t_auc_sk = best_time(lambda: roc_auc_score(y, cnn))
     add("sklearn roc_auc_score (reference)", t_auc_sk, n, "cutouts/s")
-    t_roc = _best_time(lambda: roc_curve(cnn, y))
+    t_roc = best_time(lambda: roc_curve(cnn, y))
     add("roc_curve + AUC", t_roc, n, "cutouts/s", None, "sklearn roc_auc_score", t_auc_sk)
 
-    t_prod = _best_time(lambda: prod_score(cnn, mf, split))
+    t_prod = best_time(lambda: prod_score(cnn, mf, split))
     add("prod_score (ranks within each split)", t_prod, n, "cutouts/s")
 
-    t_and = _best_time(lambda: and_grid(cnn, mf, y, levels=200))
+    t_and = best_time(lambda: and_grid(cnn, mf, y, levels=200))
     g = and_grid(cnn, mf, y, levels=200)
     cells = g.tp.size
     sample = [(k, l) for k in range(0, g.t_a.size, 40) for l in range(0, g.t_b.size, 40)][:20]
@@ -106,7 +100,7 @@ def run(n: int = N_PAPER, seed: int = 0) -> list[dict]:
     add(f"brute-force AND grid, {cells} cells (extrapolated, reference)", brute, cells, "cells/s")
     add(f"and_grid {g.t_a.size}x{g.t_b.size}", t_and, cells, "cells/s", 1.0, "brute force", brute)
 
-    t_tab = _best_time(lambda: table1(cols, y, split), repeat=1)
+    t_tab = best_time(lambda: table1(cols, y, split), repeat=1)
     add("table1, all 5 methods (val -> test)", t_tab, n, "cutouts/s")
     return rows
 

@@ -26,10 +26,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 
 import numpy as np
+from timing import best_time
 
 from szviewer.mf import MFSettings, paint_clusters, run_mf
 from szviewer.mf.filter import model_filter_bank
@@ -83,13 +83,6 @@ def naive_snr_maps(maps: np.ndarray, settings: MFSettings) -> np.ndarray:
     return out
 
 
-def _timed(fn, repeat: int = 1) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _peak_mb(fn) -> float:
@@ -122,17 +115,17 @@ def run(big_deg: float = 16.0) -> list[dict]:
     def build():
         model_filter_bank.cache_clear()
         model_filter_bank((tile_n, tile_n), PIX, settings, DEPTH)
-    rows.append(_row("filter bank build (960^2, 12 scales)", _timed(build), area_tile, _peak_mb(build)))
+    rows.append(_row("filter bank build (960^2, 12 scales)", best_time(build, 1), area_tile, _peak_mb(build)))
 
     bank = model_filter_bank((tile_n, tile_n), PIX, settings, DEPTH)
-    t_naive = _timed(lambda: naive_snr_maps(tile_maps, settings))
+    t_naive = best_time(lambda: naive_snr_maps(tile_maps, settings), 1)
     rows.append(_row("naive per-scale reference, 4x4 deg", t_naive, area_tile,
                      _peak_mb(lambda: naive_snr_maps(tile_maps, settings))))
 
     def fast():
         for _s, _m in bank.iter_snr(tile_maps):
             pass
-    t_fast = _timed(fast, repeat=3)
+    t_fast = best_time(fast, repeat=3)
     # same answer as the reference
     ref = naive_snr_maps(tile_maps, settings)
     _, _, snr = bank.apply(tile_maps)
@@ -142,7 +135,7 @@ def run(big_deg: float = 16.0) -> list[dict]:
 
     run_one = lambda: run_mf(tile_maps, None, PIX, settings)  # noqa: E731
     run_one()  # warm the filter-bank cache for the padded tile shape
-    rows.append(_row("run_mf one tile, 4x4 deg (1 tile)", _timed(run_one, repeat=2), area_tile,
+    rows.append(_row("run_mf one tile, 4x4 deg (1 tile)", best_time(run_one, repeat=2), area_tile,
                      _peak_mb(run_one), n_candidates=len(run_one())))
 
     big_n = int(round(big_deg * 60 / PIX))
@@ -150,18 +143,18 @@ def run(big_deg: float = 16.0) -> list[dict]:
     area_big = (big_n * PIX / 60) ** 2
     model_filter_bank.cache_clear()
     run_big = lambda: run_mf(big, None, PIX, settings)  # noqa: E731
-    t_big = _timed(run_big)  # cold: includes building the filters once
+    t_big = best_time(run_big, 1)  # cold: includes building the filters once
     cat = run_big()
     rows.append(_row(f"run_mf tiled, {big_deg:g}x{big_deg:g} deg, model noise", t_big, area_big,
                      _peak_mb(run_big), n_tiles=cat.meta["n_tiles"], tile_shape=cat.meta["tile_shape"],
                      map_mb=big.nbytes / 2**20, n_candidates=len(cat)))
     data = settings.replace(noise_mode="data")
     run_data = lambda: run_mf(big, None, PIX, data)  # noqa: E731
-    rows.append(_row(f"run_mf tiled, {big_deg:g}x{big_deg:g} deg, data noise", _timed(run_data), area_big,
+    rows.append(_row(f"run_mf tiled, {big_deg:g}x{big_deg:g} deg, data noise", best_time(run_data, 1), area_big,
                      None, n_candidates=len(run_data())))
     finder = settings.replace(find_point_sources=True)
     run_find = lambda: run_mf(big, None, PIX, finder)  # noqa: E731
-    rows.append(_row(f"run_mf tiled, {big_deg:g}x{big_deg:g} deg, + finding sources", _timed(run_find),
+    rows.append(_row(f"run_mf tiled, {big_deg:g}x{big_deg:g} deg, + finding sources", best_time(run_find, 1),
                      area_big, None))
     rows.append(_subprocess_rss(big, area_big))
     return rows
