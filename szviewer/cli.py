@@ -35,7 +35,7 @@ def _band_paths(items: list[str] | None) -> dict[int, str]:
             band, path = item.split("=", 1)
             out[int(band)] = path
         except ValueError:
-            raise SzviewerError(f"--fits {item!r}: expected BAND=PATH, e.g. 90=map_090.fits") from None
+            raise SzviewerError(f"{item!r}: expected BAND=PATH, e.g. 90=map_090.fits") from None
     return out
 
 
@@ -235,7 +235,7 @@ def _mf_on_maps(args, settings) -> int:
     depth = _band_values(args.noise_uk_arcmin, "--noise-uk-arcmin")
     noise = [depth.get(b, v) for b, v in ((90, 2.8), (148, 2.6), (219, 6.6))]
     sky = open_fits_maps(_band_paths(args.map))
-    maps = np.stack([sky._images[b].to_uk(np.asarray(sky._images[b].data)) for b in sky.bands])
+    maps = sky.band_maps()
     bar = _progress("mf")
     try:
         cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings, noise_uk_arcmin=noise,

@@ -128,7 +128,7 @@ def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progr
             if progress is not None:
                 progress(k + 1, len(sky.tiles), f"tile {tile.index}: {len(cat)} detections")
     elif ws.kind == "fits":
-        maps = np.stack([img.to_uk(np.asarray(img.data)) for img in (sky._images[b] for b in sky.bands)])
+        maps = sky.band_maps()
         try:
             cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings,
                          noise_uk_arcmin=[noise[b] for b in sky.bands], cancel=cancelled,

@@ -189,6 +189,11 @@ class FlatFitsSky:
             self._nan_mask = mask
         return self._nan_mask
 
+    def band_maps(self) -> np.ndarray:
+        """All bands as one (nband, ny, nx) float32 array in uK_CMB (NaN where the maps are blank)."""
+        return np.stack([self._images[b].to_uk(np.asarray(self._images[b].data)).astype(np.float32, copy=False)
+                         for b in self.bands])
+
     def footprint(self) -> tuple[float, float, float, float]:
         """(ra_min, ra_max, dec_min, dec_max) in deg of the bounding box of the valid (non-NaN) pixels,
         out to the pixel edges. ra_min is in [0, 360); when the map straddles RA 0, ra_max runs past 360
