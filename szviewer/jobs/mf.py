@@ -14,6 +14,7 @@ them. Then (paper section 2.3):
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -157,9 +158,8 @@ def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progr
         snr = cutout_snr(cells, np.asarray(catalog["snr"], float), np.asarray(table["id"]))
     else:
         snr = np.full(len(table), np.nan)
-    catalog.meta["settings"] = settings.to_dict() if hasattr(settings, "to_dict") else {}
-    catalog.meta = {k.upper()[:8] if len(k) > 8 else k: v for k, v in catalog.meta.items()
-                    if isinstance(v, (str, int, float))}
+    # FITS headers take short keys; the settings travel as one JSON string (astropy writes CONTINUE cards)
+    catalog.meta = {"MATCHRAD": MATCH_RADIUS_ARCMIN, "MFSET": json.dumps(settings.to_dict())}
     with atomic_path(ws.path(CATALOG)) as tmp:
         catalog.write(tmp, format="fits")
     labels = np.asarray(table["label"], bool)
