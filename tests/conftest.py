@@ -9,6 +9,21 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+#: A tiny DeepSZ network for tests (szviewer.cnn.model.NetConfig keyword arguments); the paper's is width 64,
+#: blocks (3, 4, 6), head 256.
+TINY_NET = {"width": 8, "blocks": (1, 1, 1), "head": 32, "scaling": "fixed"}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks run fastest (and are not hurt by busy neighbours) on one intra-op thread."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 @pytest.fixture(scope="session")
 def small_ws(tmp_path_factory):

@@ -10,19 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import TINY_NET  # noqa: E402
+
 from szviewer.cnn.model import DeepSZNet, NetConfig, count_parameters, raw_score  # noqa: E402
 from szviewer.cnn.predict import Scorer, fuse_for_inference  # noqa: E402
 
-TINY = NetConfig(width=8, blocks=(1, 1, 1), head=32, scaling="fixed")
+TINY = NetConfig(**TINY_NET)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest (and are not hurt by busy neighbours) on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_paper_network_shapes_and_size():

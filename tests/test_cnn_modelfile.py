@@ -7,20 +7,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import TINY_NET  # noqa: E402
+
 from szviewer.cnn.model import DeepSZNet, NetConfig  # noqa: E402
 from szviewer.cnn.modelfile import Platt, fit_platt, load_model, save_model  # noqa: E402
 from szviewer.errors import InputError  # noqa: E402
 
-TINY = NetConfig(width=8, blocks=(1, 1, 1), head=32, scaling="fixed")
+TINY = NetConfig(**TINY_NET)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest (and are not hurt by busy neighbours) on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -14,40 +14,9 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from PyQt6 import QtCore  # noqa: E402
+from scored_workspaces import bare_copy, scored_copy  # noqa: E402
 
 from szviewer.evaluate.curves import f1_curve  # noqa: E402
-from szviewer.workspace import Workspace  # noqa: E402
-
-
-def bare_copy(src, dst) -> Workspace:
-    """Copy a workspace without any finder's output (other tests may have run finders on the shared one)."""
-    shutil.copytree(src, dst)
-    ws = Workspace(dst)
-    for product in ("mf", "cnn", "cnn_dense", "cnn_model", "evaluation"):
-        ws.forget(product)
-    for name in ("scores.h5", "mf_catalog.fits", "annotations.json"):
-        (dst / name).unlink(missing_ok=True)
-    return ws
-
-
-def scored_copy(src, dst, mf: bool = True, cnn: bool = True, seed: int = 1):
-    """Copy a workspace and write realistic score columns through Workspace.write_scores (the finders' path):
-    CNN probabilities high for clusters, MF S/N growing with mass and NaN (no detection) below 3.5."""
-    ws = bare_copy(src, dst)
-    with ws.cutout_store() as st:
-        t = st.table
-        ids, y = np.asarray(t["id"]), np.asarray(t["label"])
-        m = np.nan_to_num(np.asarray(t["m_vir"]), nan=0.0)
-    rng = np.random.default_rng(seed)
-    n = ids.size
-    if cnn:
-        ws.write_scores("cnn", ids, {"cnn_prob": np.where(y, rng.beta(4, 1.5, n), rng.beta(0.3, 12, n))})
-    if mf:
-        snr = np.where(y, rng.normal(4.5, 2.5, n) + 2 * np.log10(np.maximum(m, 1e13) / 2e14 + 1),
-                       rng.normal(0, 1.5, n))
-        snr[snr < 3.5] = np.nan
-        ws.write_scores("mf", ids, {"mf_snr": snr})
-    return dst
 
 
 @pytest.fixture(autouse=True)
@@ -61,8 +30,8 @@ def _settings(tmp_path, monkeypatch):
 def wsdir(small_ws, tmp_path_factory):
     base = tmp_path_factory.mktemp("gui_app")
     bare_copy(small_ws["path"], base / "bare")
-    return {"scored": scored_copy(small_ws["path"], base / "scored"),
-            "cnn_only": scored_copy(small_ws["path"], base / "cnn_only", mf=False),
+    return {"scored": scored_copy(small_ws["path"], base / "scored", seed=1),
+            "cnn_only": scored_copy(small_ws["path"], base / "cnn_only", mf=False, seed=1),
             "bare": base / "bare"}
 
 
