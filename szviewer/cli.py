@@ -403,24 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_cutouts)
 
-    s = sub.add_parser("evaluate", help="the paper's Table 1 for a workspace, figures and an HTML report")
-    s.add_argument("workspace")
-    s.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    s.add_argument("--report", metavar="DIR", help="write report.html and the figures as PNG here")
-    s.set_defaults(func=cmd_evaluate)
-
-    s = sub.add_parser("export", help="export the candidate catalog of a method (and DS9 regions)")
-    s.add_argument("workspace")
-    s.add_argument("--method", required=True, choices=["mf", "cnn", "prod", "and", "or"])
-    s.add_argument("--threshold", type=float, nargs="+",
-                   help="threshold(s); AND/OR take CNN then MF S/N (default: the validation F1 optimum)")
-    s.add_argument("--format", choices=["ecsv", "fits", "csv", "votable"], help="default: from the file name")
-    s.add_argument("--regions", metavar="FILE.reg", help="also write a DS9 region file")
-    s.add_argument("--split", choices=["train", "val", "test"], help="only cutouts of this split")
-    s.add_argument("--out", required=True)
-    s.add_argument("--overwrite", action="store_true")
-    s.set_defaults(func=cmd_export)
-
     s = sub.add_parser("mf", help="run the multi-frequency matched filter on a workspace or on FITS maps")
     s.add_argument("workspace", nargs="?", help="workspace: writes mf_catalog.fits and the mf_snr scores")
     s.add_argument("--map", action="append", metavar="BAND=FILE", help="flat-sky FITS map in uK_CMB (per band)")
@@ -436,10 +418,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "filter (default: on with --map; a workspace subtracts its source catalogue)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_mf)
-
-    s = sub.add_parser("gui", help="open the desktop app (on WS, else the last workspace or the welcome view)")
-    s.add_argument("gui_workspace", nargs="?", metavar="WS", help="workspace to open")
-    s.set_defaults(func=cmd_gui)
 
     s = sub.add_parser("train", help="train the DeepSZ CNN on a workspace's cutouts (checkpoints; --resume)")
     s.add_argument("workspace")
@@ -462,6 +440,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score overlapping windows on a finer grid and find CNN candidates (tiled skies)")
     s.add_argument("--stride-arcmin", type=float, default=2.0, help="with --dense: window stride (default 2')")
     s.set_defaults(func=cmd_predict)
+    s = sub.add_parser("evaluate", help="the paper's Table 1 for a workspace, figures and an HTML report")
+    s.add_argument("workspace")
+    s.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
+    s.add_argument("--report", metavar="DIR", help="write report.html and the figures as PNG here")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export", help="export the candidate catalog of a method (and DS9 regions)")
+    s.add_argument("workspace")
+    s.add_argument("--method", required=True, choices=["mf", "cnn", "prod", "and", "or"])
+    s.add_argument("--threshold", type=float, nargs="+",
+                   help="threshold(s); AND/OR take CNN then MF S/N (default: the validation F1 optimum)")
+    s.add_argument("--format", choices=["ecsv", "fits", "csv", "votable"], help="default: from the file name")
+    s.add_argument("--regions", metavar="FILE.reg", help="also write a DS9 region file")
+    s.add_argument("--split", choices=["train", "val", "test"], help="only cutouts of this split")
+    s.add_argument("--out", required=True)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("gui", help="open the desktop app (on WS, else the last workspace or the welcome view)")
+    s.add_argument("gui_workspace", nargs="?", metavar="WS", help="workspace to open")
+    s.set_defaults(func=cmd_gui)
+
     return p
 
 
