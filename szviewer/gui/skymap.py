@@ -99,3 +99,117 @@ def sky_raster(ra: np.ndarray, dec: np.ndarray, grid_row: np.ndarray | None = No
     dec_min = float(row_dec[0]) - step_deg / 2
     dec_max = dec_min + nrow * step_deg
     return SkyRaster(index, ra_min, ra_max, dec_min, dec_max)
+
+
+@dataclass(frozen=True)
+class SkyBackground:
+    """A low-resolution band map on the sky view's RA/Dec axes: ``image[i, j]`` is the mean sky [uK_CMB] over
+    Dec row ``i`` (from ``dec_min`` up) and RA column ``j`` (from ``ra_min`` up); NaN outside every tile."""
+
+    image: np.ndarray  # (ny, nx) float32
+    ra_min: float
+    ra_max: float
+    dec_min: float
+    dec_max: float
+    band: int
+
+    def levels(self, lo: float = 1.0, hi: float = 99.0) -> tuple[float, float]:
+        ok = np.isfinite(self.image)
+        if not ok.any():
+            return (0.0, 1.0)
+        a, b = (float(v) for v in np.percentile(self.image[ok], [lo, hi]))
+        return (a, b if b > a else a + 1.0)
+
+    def at(self, ra: float, dec: float) -> float:
+        """The value of the pixel holding (ra, dec) (NaN outside)."""
+        ny, nx = self.image.shape
+        i = int(np.floor((dec - self.dec_min) / (self.dec_max - self.dec_min) * ny))
+        j = int(np.floor((ra - self.ra_min) / (self.ra_max - self.ra_min) * nx))
+        if not (0 <= i < ny and 0 <= j < nx):
+            return float("nan")
+        return float(self.image[i, j])
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Mean over f x f blocks of the last two axes (the ragged edge is dropped)."""
+    if f <= 1:
+        return a
+    *lead, ny, nx = a.shape
+    ny, nx = ny // f * f, nx // f * f
+    return a[..., :ny, :nx].reshape(*lead, ny // f, f, nx // f, f).mean(axis=(-3, -1))
+
+
+def band_backgrounds(tile_paths, pixel_arcmin: float = 1.5) -> dict[int, SkyBackground]:
+    """Band maps (all stored components summed; noise is not stored) of tiled-sky files, block-averaged onto a
+    RA/Dec grid of about ``pixel_arcmin`` (Dec; RA steps are that over cos of the middle Dec), one per band.
+
+    Each tile is first averaged over blocks of about half an output pixel; each block centre that its tile owns
+    is then binned into the output pixel it falls in, and an output pixel is the mean of its blocks. Output
+    pixels that no block centre reached (narrow RA pixels at high Dec) take the nearest block of their owner.
+    """
+    from szviewer.sky.tilestore import TileReader
+
+    readers = [TileReader(p) for p in tile_paths]
+    try:
+        tiles = [r.tile for r in readers]
+        if not tiles:
+            return {}
+        bands = readers[0].bands
+        ra_min = min(t.ra_min for t in tiles)
+        ra_max = max(t.ra_max for t in tiles)
+        dec_min = min(t.dec_min for t in tiles)
+        dec_max = max(t.dec_max for t in tiles)
+        step = pixel_arcmin / 60.0
+        cos_mid = max(np.cos(np.radians(0.5 * (dec_min + dec_max))), 0.05)
+        ny = max(1, int(round((dec_max - dec_min) / step)))
+        nx = max(1, int(round((ra_max - ra_min) * cos_mid / step)))
+        dra = (ra_max - ra_min) / nx
+        ddec = (dec_max - dec_min) / ny
+        sums = np.zeros((len(bands), ny * nx), np.float64)
+        counts = np.zeros(ny * nx, np.float64)
+        owner = np.full(ny * nx, -1, np.int64)
+        centres_ra = ra_min + (np.arange(nx) + 0.5) * dra
+        centres_dec = dec_min + (np.arange(ny) + 0.5) * ddec
+        gra, gdec = np.meshgrid(centres_ra, centres_dec)
+        gra, gdec = gra.ravel(), gdec.ravel()
+        coarse_maps = []
+        for k, (r, t) in enumerate(zip(readers, tiles, strict=True)):
+            owner[(owner < 0) & t.owned.contains(gra, gdec)] = k
+            f = max(1, int(round(pixel_arcmin / 2 / t.pixel_arcmin)))
+            total = None
+            for c in r.components:
+                m = r.component(c)
+                total = m if total is None else total + m
+            coarse = _block_mean(total, f).astype(np.float32)  # (nband, cy, cx)
+            del total
+            coarse_maps.append((coarse, f))
+            cy, cx = coarse.shape[1:]
+            yy, xx = np.mgrid[0:cy, 0:cx]
+            bra, bdec = t.pix_to_world(xx.ravel() * f + (f - 1) / 2.0, yy.ravel() * f + (f - 1) / 2.0)
+            bra = np.asarray(bra, float)
+            bdec = np.asarray(bdec, float)
+            own = t.owned.contains(bra, bdec)
+            j = np.floor(((bra - ra_min) % 360.0) / dra).astype(np.int64)
+            i = np.floor((bdec - dec_min) / ddec).astype(np.int64)
+            keep = own & (i >= 0) & (i < ny) & (j >= 0) & (j < nx)
+            pix = i[keep] * nx + j[keep]
+            counts += np.bincount(pix, minlength=ny * nx)
+            flat = coarse.reshape(len(bands), -1)[:, keep]
+            for b in range(len(bands)):
+                sums[b] += np.bincount(pix, weights=flat[b], minlength=ny * nx)
+        out = np.full((len(bands), ny * nx), np.nan, np.float32)
+        hit = counts > 0
+        out[:, hit] = (sums[:, hit] / counts[hit]).astype(np.float32)
+        for k, (coarse, f) in enumerate(coarse_maps):
+            fill = np.nonzero(~hit & (owner == k))[0]
+            if fill.size == 0:
+                continue
+            x, y = tiles[k].world_to_pix(gra[fill], gdec[fill])
+            cx = np.clip(np.rint((np.asarray(x) - (f - 1) / 2.0) / f), 0, coarse.shape[2] - 1).astype(np.int64)
+            cy = np.clip(np.rint((np.asarray(y) - (f - 1) / 2.0) / f), 0, coarse.shape[1] - 1).astype(np.int64)
+            out[:, fill] = coarse[:, cy, cx]
+    finally:
+        for r in readers:
+            r.close()
+    return {int(b): SkyBackground(out[n].reshape(ny, nx), float(ra_min), float(ra_max), float(dec_min),
+                                  float(dec_max), int(b)) for n, b in enumerate(bands)}

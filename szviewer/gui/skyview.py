@@ -1,21 +1,38 @@
 """The sky view: the footprint's cutout grid coloured by outcome, score, split or label, with the true halos,
 the matched-filter detections and the selected cutout; click to open the cutout there. RA increases to the
 left (as on the sky); the aspect ratio is 1 / cos(Dec) at the middle of the footprint so shapes are true.
+
+Behind the cutouts the view can show a band map of the sky (90, 148 or 219 GHz, every stored component summed,
+no noise), block-averaged to 1.5' pixels from the tile files of a synthetic workspace. It is built on a worker
+thread the first time it is asked for (all bands at once) and kept until another workspace is opened; while it
+shows, the cutout colours are drawn translucent over it.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
 from szviewer.gui.common import OUTCOME_RGB, lut
-from szviewer.gui.skymap import SkyRaster, sky_raster
+from szviewer.gui.skymap import SkyBackground, SkyRaster, band_backgrounds, sky_raster
 from szviewer.gui.state import METHODS, OUTCOMES, ViewerState
 
 SPLIT_RGB = {"train": (70, 90, 130), "val": (170, 140, 60), "test": (70, 150, 110)}
+BACKGROUND_BANDS = (90, 148, 219)
+#: opacity of the cutout colours over a background map
+OVERLAY_OPACITY = 0.35
+NO_BACKGROUND_TIP = ("a band map behind the cutouts needs the sky tiles of a synthetic workspace; "
+                     "this workspace's sky ({kind}) is read from elsewhere")
+
+
+class _Loaded(QtCore.QObject):
+    """Carries a worker thread's background maps to the GUI thread (a queued signal)."""
+
+    done = QtCore.pyqtSignal(object, object)  # (token, {band: SkyBackground} or an error message)
 
 
 class SkyView(QtWidgets.QWidget):
@@ -30,6 +47,12 @@ class SkyView(QtWidgets.QWidget):
         self.colour.setMinimumContentsLength(12)
         self.colour.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         bar.addWidget(self.colour, 1)
+        bar.addWidget(QtWidgets.QLabel("background"))
+        self.background_mode = QtWidgets.QComboBox()
+        self.background_mode.addItem("none", None)
+        for b in BACKGROUND_BANDS:
+            self.background_mode.addItem(f"{b} GHz", b)
+        bar.addWidget(self.background_mode)
         self.show_halos = QtWidgets.QCheckBox("halos", checked=True)
         self.show_mf = QtWidgets.QCheckBox("MF detections", checked=True)
         bar.addWidget(self.show_halos)
@@ -45,6 +68,10 @@ class SkyView(QtWidgets.QWidget):
         pi.setLabel("bottom", "RA [deg]")
         pi.setLabel("left", "Dec [deg]")
         pi.invertX(True)
+        self.background = pg.ImageItem(axisOrder="row-major")
+        self.background.setZValue(-10)
+        self.background.setLookupTable(lut("grey"))
+        pi.addItem(self.background)
         self.image = pg.ImageItem(axisOrder="row-major")
         pi.addItem(self.image)
         self.halos = pg.ScatterPlotItem(symbol="o", size=9, pen=pg.mkPen("#ffffff", width=1.2), brush=None)
@@ -54,6 +81,15 @@ class SkyView(QtWidgets.QWidget):
             pi.addItem(item)
         v.addWidget(self.plot, 1)
         self.raster: SkyRaster | None = None
+        self.backgrounds: dict[int, SkyBackground] | None = None  # the cached maps of the open workspace
+        self.shown_background: SkyBackground | None = None
+        self._bg_token = 0
+        self._bg_loading = False
+        self._bg_status = ""
+        self._bg_error = ""
+        self._loaded = _Loaded(self)
+        self._loaded.done.connect(self._backgrounds_loaded)
+        self.background_mode.currentIndexChanged.connect(lambda *_: self.show_background())
         self._timer = QtCore.QTimer(self, singleShot=True, interval=60)
         self._timer.timeout.connect(self.recolour)
         self._overlay_timer = QtCore.QTimer(self, singleShot=True, interval=60)
@@ -101,6 +137,7 @@ class SkyView(QtWidgets.QWidget):
                 item.clear()
             self.legend.setText("no cutouts")
             self.plot.getPlotItem().setRange(xRange=(0, 1), yRange=(0, 1))
+            self._reset_background()
             return
         c = s.data.columns
         self.raster = sky_raster(c["ra"], c["dec"], c.get("row"))
@@ -109,6 +146,7 @@ class SkyView(QtWidgets.QWidget):
         pi = self.plot.getPlotItem()
         pi.setAspectLocked(True, ratio=1.0 / max(math.cos(math.radians(dec_mid)), 0.05))
         pi.setRange(xRange=(r.ra_min, r.ra_max), yRange=(r.dec_min, r.dec_max), padding=0.02)
+        self._reset_background()
         self.recolour()
         self._overlays()
         self._on_selection(s.current)
@@ -181,6 +219,8 @@ class SkyView(QtWidgets.QWidget):
             return
         r = self.raster
         self.image.setImage(r.colour(self.colours()), autoLevels=False, levels=(0, 255))
+        if self._bg_status:
+            self.legend.setText(self.legend.text() + f" &nbsp; | {self._bg_status}")
         self.image.setRect(QtCore.QRectF(r.ra_min, r.dec_min, r.ra_max - r.ra_min, r.dec_max - r.dec_min))
 
     def _overlays(self) -> None:
@@ -198,6 +238,104 @@ class SkyView(QtWidgets.QWidget):
             self.mf.setData(cat["ra"][keep], cat["dec"][keep])  # the detections above the MF threshold
         else:
             self.mf.clear()
+
+    # ------------------------------------------------------------------ background map
+    def _tile_paths(self) -> list | None:
+        """The workspace's tile files, or None where its sky is not tiled (then there is no background)."""
+        ws = self.state.workspace
+        if ws is None or getattr(ws, "kind", None) != "synthetic":
+            return None
+        files = ws.products.get("sky", {}).get("files") or []
+        return [ws.path(f) for f in files] or None
+
+    def _reset_background(self) -> None:
+        self._bg_token += 1  # a map still being built for the previous workspace is dropped when it arrives
+        self._bg_loading = False
+        self.backgrounds = None
+        self._bg_error = ""
+        ws = self.state.workspace
+        usable = self._tile_paths() is not None
+        self.background_mode.setEnabled(usable)
+        if usable or ws is None:
+            self.background_mode.setToolTip("a band map of the sky (all components, no noise) behind the cutouts")
+        else:
+            self.background_mode.setToolTip(NO_BACKGROUND_TIP.format(kind=getattr(ws, "kind", "?")))
+        if not usable:
+            self.background_mode.blockSignals(True)
+            self.background_mode.setCurrentIndex(0)
+            self.background_mode.blockSignals(False)
+        self.show_background()
+
+    def background_band(self) -> int | None:
+        return self.background_mode.currentData() if self.background_mode.isEnabled() else None
+
+    def show_background(self) -> None:
+        """Show the chosen band map (building the maps on a worker thread the first time)."""
+        band = self.background_band()
+        self.shown_background = None
+        if band is None or self.state.data is None:
+            self.background.clear()
+            self.image.setOpacity(1.0)
+            self._set_bg_status("")
+            return
+        if self.backgrounds is None:
+            self.background.clear()
+            self.image.setOpacity(1.0)
+            self._start_background()
+            return
+        bg = self.backgrounds.get(int(band))
+        if bg is None:
+            self.background.clear()
+            self.image.setOpacity(1.0)
+            self._set_bg_status(self._bg_error or f"no {band} GHz map in the tiles "
+                                f"(bands: {', '.join(map(str, self.backgrounds))})")
+            return
+        lo, hi = bg.levels(1, 99)
+        self.background.setImage(bg.image, autoLevels=False, levels=(lo, hi))
+        self.background.setRect(QtCore.QRectF(bg.ra_min, bg.dec_min, bg.ra_max - bg.ra_min, bg.dec_max - bg.dec_min))
+        self.image.setOpacity(OVERLAY_OPACITY)
+        self.shown_background = bg
+        self._set_bg_status(f"background {band} GHz, grey from {lo:.0f} to {hi:.0f} µK")
+
+    def _set_bg_status(self, text: str) -> None:
+        self._bg_status = text
+        self.recolour()
+
+    def _start_background(self) -> None:
+        if self._bg_loading:
+            return
+        paths = self._tile_paths()
+        if paths is None:
+            return
+        self._bg_loading = True
+        token = self._bg_token
+        self._set_bg_status("building the background map…")
+        done = self._loaded.done
+
+        def work():
+            try:
+                result = band_backgrounds(paths)
+            except Exception as exc:  # a damaged tile: say so in the legend
+                result = f"no background map: {exc}"
+            try:
+                done.emit(token, result)
+            except RuntimeError:  # the view was closed meanwhile
+                pass
+
+        threading.Thread(target=work, name="sky-background", daemon=True).start()
+
+    def _backgrounds_loaded(self, token, result) -> None:
+        if token != self._bg_token:
+            return
+        self._bg_loading = False
+        if isinstance(result, str):
+            self.backgrounds = {}
+            self._bg_error = result
+            self.background.clear()
+            self._set_bg_status(result)
+            return
+        self.backgrounds = result
+        self.show_background()
 
     # ------------------------------------------------------------------ view -> state
     def _clicked(self, ev) -> None:
