@@ -1,7 +1,9 @@
 """Atomic writes: write to a temporary file beside the target, then rename it into place.
 
 A crash or a cancel never leaves a half-written file under the final name, and an existing file
-is only replaced once the new one is complete.
+is only replaced once the new one is complete. :func:`atomic_path` hands a temporary name to a library
+that writes files itself (h5py, astropy); :func:`atomic_write` also refuses to clobber a file that exists
+unless ``overwrite`` (a hard link makes that check race-free), flushes to disk and sets the usual permissions.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -42,12 +44,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+    """Write (or replace) a text file atomically, making its folder if needed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text, overwrite=True)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -65,3 +64,56 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# The process umask, read once (os.umask can only be read by setting it), so that a finished file gets the
+# usual permissions rather than mkstemp's private 0600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Call ``write(tmp_path)`` to fill a temporary file, then move it atomically to ``path``.
+
+    Raises FileExistsError if ``path`` exists and ``overwrite`` is False (checked before writing, and again
+    when the file is put in place). The temporary file is removed on any failure.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{path}: directory {directory} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails with FileExistsError if path appeared meanwhile
+            except FileExistsError:
+                raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it") from None
+            except OSError:  # file systems without hard links: best effort
+                if path.exists():
+                    raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it") from None
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)

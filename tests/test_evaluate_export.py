@@ -7,7 +7,7 @@ import pytest
 from astropy.table import Table
 from regions import CircleSkyRegion, Regions
 
-from szviewer.evaluate._atomic import atomic_write
+from szviewer.atomic import atomic_write
 from szviewer.evaluate.ensembles import rank_percentile
 from szviewer.evaluate.export import (
     build_catalog,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write, atomic_write_text
+from szviewer.atomic import atomic_write, atomic_write_text
+
 from .ensembles import rank_percentile
 
 __all__ = ["FORMATS", "build_catalog", "write_catalog", "read_catalog", "write_ds9_regions", "catalog_format"]

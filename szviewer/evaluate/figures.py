@@ -2,7 +2,7 @@
 
 matplotlib is imported inside the functions and only through ``matplotlib.figure.Figure`` with the Agg
 canvas, so no pyplot state or GUI backend is touched. Each function returns the PNG bytes and, if ``path``
-is given, also writes them atomically (``overwrite`` as in :func:`szviewer.evaluate._atomic.atomic_write`).
+is given, also writes them atomically (``overwrite`` as in :func:`szviewer.atomic.atomic_write`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._atomic import atomic_write_bytes
+from szviewer.atomic import atomic_write_bytes
+
 from .curves import F1Curve, RocCurve
 from .ensembles import TwoScoreGrid
 from .science import BinnedFraction, BinnedFraction2D, BinnedMean

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write_text
+from szviewer.atomic import atomic_write_text
+
 from .table1 import Table1Row, format_table1
 
 __all__ = ["render_report", "write_report", "evaluation_report"]
@@ -224,7 +225,7 @@ def evaluation_report(
     if png_dir is not None:
         import re
 
-        from ._atomic import atomic_write_bytes
+        from szviewer.atomic import atomic_write_bytes
 
         Path(png_dir).mkdir(parents=True, exist_ok=True)
         for title, png in figs.items():
