@@ -6,6 +6,7 @@ Exit status: 0 done; 2 bad input or refused output (one line naming the file and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -39,10 +40,21 @@ def _band_paths(items: list[str] | None) -> dict[int, str]:
     return out
 
 
+@contextlib.contextmanager
 def _progress(desc: str):
+    """A tqdm progress callback for one job, closed when the job ends (or fails)."""
     from szviewer.progress import TqdmProgress
 
-    return TqdmProgress(desc, disable=False)
+    bar = TqdmProgress(desc, disable=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _summary_line(summary: dict) -> str:
+    """A job summary's scalar entries as 'key value, ...'."""
+    return ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -56,11 +68,8 @@ def cmd_simulate(args) -> int:
         raise SzviewerError(f"--area {args.area}: must be positive (deg^2)")
     settings = SimulationSettings(seed=args.seed, area_deg2=args.area or 100.0, octant=args.octant,
                                   beam_fwhm_arcmin=_band_values(args.beam_fwhm, "--beam-fwhm"))
-    bar = _progress("simulate")
-    try:
+    with _progress("simulate") as bar:
         card = simulate_workspace(args.out, settings, overwrite=args.overwrite, progress=bar)
-    finally:
-        bar.close()
     print(format_card(card))
     print(f"\nworkspace {args.out}: {card['seconds']:.1f} s ({card['seconds_per_100deg2']:.1f} s per 100 deg^2)")
     return 0
@@ -138,13 +147,11 @@ def cmd_cutouts(args) -> int:
     levels = tuple(v.strip() for v in args.levels.split(",") if v.strip())
     settings = CutoutSettings(grid=GridSettings(stride_arcmin=args.stride_arcmin), levels=levels,
                               noise_seed=args.noise_seed)
-    bar = _progress("cutouts")
     try:
-        s = make_cutouts(ws, settings, overwrite=args.overwrite, progress=bar)
+        with _progress("cutouts") as bar:
+            s = make_cutouts(ws, settings, overwrite=args.overwrite, progress=bar)
     except ValueError as exc:
         raise SzviewerError(str(exc)) from None
-    finally:
-        bar.close()
     print(f"{s['cutouts']} cutouts ({s['grid_size']} in the grid, {s['removed_train_neighbours']} training "
           f"negatives next to a positive removed), {s['positives']} positive, in {s['seconds']:.1f} s")
     for name, c in s["splits"].items():
@@ -205,11 +212,8 @@ def cmd_mf(args) -> int:
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
-    bar = _progress("mf")
-    try:
+    with _progress("mf") as bar:
         s = run_mf_on_workspace(ws, settings, progress=bar)
-    finally:
-        bar.close()
     print(f"{s['detections']} detections at S/N >= {settings.snr_threshold:g}; {s['cutouts_with_detection']} cutouts "
           f"hold one; {s['positives_detected']} of {s['positives']} positive cutouts detected; {s['seconds']:.1f} s")
     print(f"catalog: {ws.path('mf_catalog.fits')}; score column mf_snr in {ws.path('scores.h5')}")
@@ -236,12 +240,9 @@ def _mf_on_maps(args, settings) -> int:
     noise = [depth.get(b, v) for b, v in ((90, 2.8), (148, 2.6), (219, 6.6))]
     sky = open_fits_maps(_band_paths(args.map))
     maps = sky.band_maps()
-    bar = _progress("mf")
-    try:
+    with _progress("mf") as bar:
         cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings, noise_uk_arcmin=noise,
                      progress=lambda d, t: bar(d, t, "tiles"))
-    finally:
-        bar.close()
     with atomic_path(out) as tmp:
         cat.write(tmp, format=fmt)
     print(f"{len(cat)} candidates at S/N >= {settings.snr_threshold:g} -> {out}")
@@ -259,13 +260,10 @@ def cmd_train(args) -> int:
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
-    bar = _progress("train")
-    try:
+    with _progress("train") as bar:
         s = train_job(ws, preset=args.preset, level=args.level, device=args.device, resume=args.resume,
                       progress=bar, seed=args.seed)
-    finally:
-        bar.close()
-    print(", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
+    print(_summary_line(s))
     return 0
 
 
@@ -274,21 +272,18 @@ def cmd_predict(args) -> int:
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
-    bar = _progress("predict")
-    try:
+    with _progress("predict") as bar:
         levels = [args.level]
         if args.all_levels:
             with ws.cutout_store() as st:
                 levels = list(st.levels)
         for level in levels:
             s = predict_job(ws, model_path=args.model, level=level, device=args.device, progress=bar)
-            print(", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
+            print(_summary_line(s))
         if args.dense:
             d = dense_job(ws, model_path=args.model, level=args.level, stride_arcmin=args.stride_arcmin,
                           progress=bar)
-            print("dense: " + ", ".join(f"{k} {v}" for k, v in d.items() if not isinstance(v, (dict, list))))
-    finally:
-        bar.close()
+            print("dense: " + _summary_line(d))
     return 0
 
 
@@ -308,41 +303,29 @@ def cmd_main(args) -> int:
     path = Path(args.workspace) if args.workspace else demo_workspace_path()
     if not (path / "workspace.json").exists():
         print(f"building the demo workspace at {path} ({args.area:g} deg^2 synthetic sky, seed {args.seed})")
-        bar = _progress("simulate")
-        try:
+        with _progress("simulate") as bar:
             card = simulate_workspace(path, SimulationSettings(seed=args.seed, area_deg2=args.area), progress=bar)
-        finally:
-            bar.close()
         print(format_card(card))
     ws = Workspace(path)
     if not ws.has("cutouts"):
-        bar = _progress("cutouts")
-        try:
+        with _progress("cutouts") as bar:
             make_cutouts(ws, CutoutSettings(), progress=bar)
-        finally:
-            bar.close()
     print()
     print(describe_workspace(ws))
     print()
     if not ws.has("mf"):
         from szviewer.jobs.mf import run_mf_on_workspace
 
-        bar = _progress("mf")
-        try:
+        with _progress("mf") as bar:
             s = run_mf_on_workspace(ws, progress=bar)
-        finally:
-            bar.close()
         print(f"matched filter: {s['detections']} detections, {s['positives_detected']} of {s['positives']} "
               f"positive cutouts detected ({s['seconds']:.1f} s)")
     if not ws.has("cnn"):
         from szviewer.jobs.cnn import predict_job
 
-        bar = _progress("predict")
-        try:
+        with _progress("predict") as bar:
             s = predict_job(ws, progress=bar)
-        finally:
-            bar.close()
-        print("CNN: " + ", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
+        print("CNN: " + _summary_line(s))
     if ws.scores():
         from szviewer.jobs.evaluate import evaluate_workspace
 
