@@ -189,15 +189,13 @@ class Workspace:
         return read_scores(self.path(SCORES), ids)
 
     def write_scores(self, product: str, ids, columns: dict, meta: dict | None = None,
-                     settings: dict | None = None, summary: dict | None = None) -> None:
-        """Write score columns for a finder and record the product (e.g. 'mf' with column 'mf_snr')."""
-        from szviewer.cutouts.scores import write_score_column
+                     settings: dict | None = None, summary: dict | None = None, files: list[str] = ()) -> None:
+        """Write score columns for a finder and record the product (e.g. 'mf' with column 'mf_snr'), whose
+        files are the score table plus ``files`` (e.g. the finder's catalogue)."""
+        from szviewer.cutouts.scores import write_score_columns
 
-        for name, values in columns.items():
-            write_score_column(self.path(SCORES), ids, name, values, meta)
-        extra = self.products.get(product, {}).get("files", [])
-        files = [SCORES] + [f for f in extra if f != SCORES]
-        self.record(product, files, settings=settings, summary=summary)
+        write_score_columns(self.path(SCORES), ids, columns, meta)
+        self.record(product, [SCORES, *files], settings=settings, summary=summary)
 
     def sky(self):
         """The maps of this workspace as an object with ``cut(ra, dec, npix, pixel_arcmin, components)``."""

@@ -49,22 +49,30 @@ def score_attrs(path: str | os.PathLike) -> dict[str, dict]:
 
 def write_score_column(path: str | os.PathLike, ids: np.ndarray, name: str, values: np.ndarray,
                        meta: dict | None = None) -> None:
-    """Add or replace one column, atomically. ``values`` align with ``ids`` (the store's row order)."""
+    """Add or replace one column, atomically (see :func:`write_score_columns`)."""
+    write_score_columns(path, ids, {name: values}, meta)
+
+
+def write_score_columns(path: str | os.PathLike, ids: np.ndarray, columns: dict, meta: dict | None = None) -> None:
+    """Add or replace columns in one atomic rewrite. ``values`` align with ``ids`` (the store's row order)."""
     path = Path(path)
     ids = np.asarray(ids)
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != ids.shape:
-        raise ValueError(f"{name}: {values.size} values for {ids.size} cutouts")
-    if name == "id":
-        raise ValueError("'id' is reserved")
+    new = {}
+    for name, values in columns.items():
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != ids.shape:
+            raise ValueError(f"{name}: {values.size} values for {ids.size} cutouts")
+        if name == "id":
+            raise ValueError("'id' is reserved")
+        new[name] = values
     old = read_scores(path) if path.exists() else {}
     old_meta = score_attrs(path)
     if old:
         with h5py.File(path, "r") as f:
             if not np.array_equal(f["id"][...], ids):
                 old, old_meta = {}, {}  # the cutouts were rebuilt: old scores no longer apply
-    old[name] = values
-    old_meta[name] = meta or {}
+    old.update(new)
+    old_meta.update({name: meta or {} for name in new})
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT

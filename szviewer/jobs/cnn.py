@@ -321,9 +321,7 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
                     meta={"model": str(path), "stride_arcmin": stride_arcmin, "level": level,
                           "missing": "NaN: the cutout's tile was not scored"},
                     settings={"model": str(path), "level": level, "stride_arcmin": stride_arcmin,
-                              "threshold": threshold, "tiles": todo}, summary=summary)
-    ws.record("cnn_dense", ["scores.h5", DENSE_CANDIDATES], settings={"stride_arcmin": stride_arcmin, "level": level},
-              summary=summary)
+                              "threshold": threshold, "tiles": todo}, summary=summary, files=[DENSE_CANDIDATES])
     return summary
 
 

@@ -67,16 +67,17 @@ def assign_to_cutouts(catalog: Table, halos: Table | None, grid: CutoutGrid) -> 
 
 def cutout_snr(cells: np.ndarray, snr: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Largest S/N assigned to each cutout id (NaN where none)."""
-    out = np.full(len(ids), np.nan)
-    pos = {int(i): k for k, i in enumerate(ids)}
-    for c, s in zip(cells, snr, strict=True):
-        k = pos.get(int(c))
-        if k is not None and not (out[k] >= s):
-            out[k] = s
-    return out
+    ids = np.asarray(ids)
+    best = np.full(ids.size, -np.inf)
+    if ids.size:
+        order = np.argsort(ids)
+        k = order[np.minimum(np.searchsorted(ids[order], cells), ids.size - 1)]
+        hit = ids[k] == np.asarray(cells)
+        np.maximum.at(best, k[hit], np.asarray(snr, dtype=float)[hit])
+    return np.where(np.isfinite(best), best, np.nan)
 
 
-def _tile_maps(ws: Workspace, sky, k: int, noise_seed: int, noise: dict) -> np.ndarray:
+def _tile_maps(sky, k: int, noise_seed: int, noise: dict) -> np.ndarray:
     from szviewer.sky.tilestore import TileReader
 
     with TileReader(sky.paths[k]) as r:
@@ -111,7 +112,7 @@ def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progr
         for k, tile in enumerate(sky.tiles):
             if cancelled is not None and cancelled():
                 raise Cancelled("matched filter cancelled")
-            maps = _tile_maps(ws, sky, k, noise_seed, noise)
+            maps = _tile_maps(sky, k, noise_seed, noise)
             ps = None
             if srcs is not None:
                 x, y = tile.world_to_pix(np.asarray(srcs["ra"]), np.asarray(srcs["dec"]))
@@ -168,7 +169,5 @@ def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progr
                "seconds": round(time.perf_counter() - t0, 2)}
     ws.write_scores("mf", np.asarray(table["id"]), {"mf_snr": snr, "mf_detected": np.isfinite(snr).astype(float)},
                     meta={"missing": "NaN: no detection assigned to this cutout", "match_radius_arcmin": 1.0},
-                    settings=settings.to_dict() if hasattr(settings, "to_dict") else {}, summary=summary)
-    ws.record("mf", ["scores.h5", CATALOG], settings=settings.to_dict() if hasattr(settings, "to_dict") else {},
-              summary=summary)
+                    settings=settings.to_dict(), summary=summary, files=[CATALOG])
     return summary
