@@ -43,8 +43,9 @@ class _MessagePage(QtWidgets.QLabel):
         self.setStyleSheet("color: #9aa0aa; font-size: 13px; padding: 20px")
 
 
-class MethodPlot(QtWidgets.QWidget):
-    """F1 / purity / completeness vs threshold for one score, over its histograms, with a draggable line."""
+class _PlotCard(QtWidgets.QWidget):
+    """A plot with a row of controls under it (``self.page_layout``), or a message in its place when the
+    method has no scores to draw."""
 
     def __init__(self, state: ViewerState, method: str, coalescer: Coalescer, parent=None):
         super().__init__(parent)
@@ -56,15 +57,36 @@ class MethodPlot(QtWidgets.QWidget):
         self.stack = QtWidgets.QStackedWidget()
         self.message = _MessagePage()
         page = QtWidgets.QWidget()
-        pv = QtWidgets.QVBoxLayout(page)
-        pv.setContentsMargins(0, 0, 0, 0)
+        self.page_layout = QtWidgets.QVBoxLayout(page)
+        self.page_layout.setContentsMargins(0, 0, 0, 0)
         self.plot = pg.PlotWidget()
         self.plot.setMinimumHeight(200)
+        self.plot.getPlotItem().setMenuEnabled(False)
+        self.page_layout.addWidget(self.plot, 1)
+        self.stack.addWidget(page)
+        self.stack.addWidget(self.message)
+        v.addWidget(self.stack)
+
+    def _show_missing(self) -> bool:
+        """Show the state's message in place of the plot when the method cannot be drawn; True if so."""
+        msg = self.state.missing_message(self.method)
+        if msg:
+            self.message.setText(msg)
+            self.stack.setCurrentWidget(self.message)
+            return True
+        self.stack.setCurrentIndex(0)
+        return False
+
+
+class MethodPlot(_PlotCard):
+    """F1 / purity / completeness vs threshold for one score, over its histograms, with a draggable line."""
+
+    def __init__(self, state: ViewerState, method: str, coalescer: Coalescer, parent=None):
+        super().__init__(state, method, coalescer, parent)
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", XLABEL[method])
         pi.setLabel("left", "F1, purity, completeness")
         pi.showGrid(x=True, y=True, alpha=0.15)
-        pi.setMenuEnabled(False)
         self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="8pt", brush=(22, 24, 29, 190),
                                    pen=(90, 94, 104))
         # histograms on a second view box with a log count axis on the right
@@ -96,7 +118,6 @@ class MethodPlot(QtWidgets.QWidget):
                                                                    "fill": (0, 0, 0, 140)})
         pi.addItem(self.line)
         self.line.sigPositionChanged.connect(self._line_moved)
-        pv.addWidget(self.plot, 1)
         row = QtWidgets.QHBoxLayout()
         self.spin = QtWidgets.QDoubleSpinBox(decimals=4, keyboardTracking=False)
         self.spin.setRange(-1e9, 1e9)
@@ -109,10 +130,7 @@ class MethodPlot(QtWidgets.QWidget):
         row.addWidget(self.spin)
         row.addWidget(self.snap_btn)
         row.addWidget(self.summary, 1)
-        pv.addLayout(row)
-        self.stack.addWidget(page)
-        self.stack.addWidget(self.message)
-        v.addWidget(self.stack)
+        self.page_layout.addLayout(row)
         self._setting = False
 
     def _sync_hist_geometry(self) -> None:
@@ -123,12 +141,8 @@ class MethodPlot(QtWidgets.QWidget):
     # ------------------------------------------------------------------ state -> view
     def rebuild(self) -> None:
         s = self.state
-        msg = s.missing_message(self.method)
-        if msg:
-            self.message.setText(msg)
-            self.stack.setCurrentWidget(self.message)
+        if self._show_missing():
             return
-        self.stack.setCurrentIndex(0)
         split = s.curve_split
         curve = s.curve(self.method, split)
         scores = s.score(self.method)[s.split_mask(split)]
@@ -202,24 +216,12 @@ class MethodPlot(QtWidgets.QWidget):
             self.coalescer.request(self.method, float(self.line.value()))
 
 
-class AndPlot(QtWidgets.QWidget):
+class AndPlot(_PlotCard):
     """The EnsembleAND F1 heat map over (CNN, MF) threshold pairs, with a draggable operating point."""
 
     def __init__(self, state: ViewerState, coalescer: Coalescer, parent=None):
-        super().__init__(parent)
-        self.state = state
-        self.coalescer = coalescer
-        v = QtWidgets.QVBoxLayout(self)
-        v.setContentsMargins(0, 0, 0, 0)
-        self.stack = QtWidgets.QStackedWidget()
-        self.message = _MessagePage()
-        page = QtWidgets.QWidget()
-        pv = QtWidgets.QVBoxLayout(page)
-        pv.setContentsMargins(0, 0, 0, 0)
-        self.plot = pg.PlotWidget()
-        self.plot.setMinimumHeight(200)
+        super().__init__(state, "AND", coalescer, parent)
         pi = self.plot.getPlotItem()
-        pi.setMenuEnabled(False)
         pi.setLabel("bottom", "CNN threshold")
         pi.setLabel("left", "MF S/N threshold")
         self.image = pg.ImageItem(axisOrder="row-major")
@@ -231,7 +233,6 @@ class AndPlot(QtWidgets.QWidget):
                                     brush=pg.mkBrush(95, 215, 160, 80))
         pi.addItem(self.target)
         self.target.sigPositionChanged.connect(self._moved)
-        pv.addWidget(self.plot, 1)
         row = QtWidgets.QHBoxLayout()
         self.spin_cnn = QtWidgets.QDoubleSpinBox(decimals=4, keyboardTracking=False, singleStep=0.01)
         self.spin_mf = QtWidgets.QDoubleSpinBox(decimals=3, keyboardTracking=False, singleStep=0.1)
@@ -247,21 +248,14 @@ class AndPlot(QtWidgets.QWidget):
         row.addWidget(self.spin_mf)
         row.addWidget(self.snap_btn)
         row.addWidget(self.summary, 1)
-        pv.addLayout(row)
-        self.stack.addWidget(page)
-        self.stack.addWidget(self.message)
-        v.addWidget(self.stack)
+        self.page_layout.addLayout(row)
         self._setting = False
         self.grid = None
 
     def rebuild(self) -> None:
         s = self.state
-        msg = s.missing_message("AND")
-        if msg:
-            self.message.setText(msg)
-            self.stack.setCurrentWidget(self.message)
+        if self._show_missing():
             return
-        self.stack.setCurrentIndex(0)
         g = s.and_grid(s.curve_split)
         self.grid = g
         f1 = np.nan_to_num(g.f1, nan=0.0).T.astype(np.float32)  # rows: MF index, columns: CNN index
