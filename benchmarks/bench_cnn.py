@@ -3,16 +3,18 @@
 Rows, all measured in the same process on the paper-sized network (ResNet-50 stages 1-3, 9.7 M parameters):
 
 - inference, plain eager fp32 PyTorch (the reference), cutouts/s;
-- inference, the fast path of :mod:`szviewer.cnn.predict` (BatchNorm folded, channels-last, bf16 weights and
-  activations with the first convolution and the head in fp32, ``torch.inference_mode``), cutouts/s,
-  target >= 2,500/s on 2 CPU cores, with the largest difference of the
-  Platt-calibrated probabilities from fp32 on the same cutouts (must be <= 0.01);
+- inference at each precision of :class:`szviewer.cnn.predict.Scorer` (fused oneDNN plan of
+  :mod:`szviewer.cnn.fused`): 'fp32', 'bf16' (unchecked) and 'checked' (bf16, with an fp32 re-score of every
+  cutout whose calibrated probability the bf16 error could move by more than 0.01; what 'auto' picks on a CPU with
+  native bf16), each with the largest difference of its Platt-calibrated probabilities from the eager fp32 ones
+  on the same cutouts (must be <= 0.01) and, for 'checked', the fraction re-scored; target >= 2,500 cutouts/s on
+  2 CPU cores;
 - training, batches of 128 per second, eager fp32 vs bf16 autocast + channels-last;
 - peak resident memory of the process.
 
-The network is the shipped model when ``models/deepsz_quick.pt`` exists (realistic BatchNorm statistics and
-calibration), otherwise a freshly initialised one with Platt (1, 0). Cutouts are read from a synthetic sky when
-``--workspace WS`` is given, otherwise Gaussian 100 uK noise.
+The network is the shipped model (realistic BatchNorm statistics and calibration) when it exists, otherwise a
+freshly initialised one with Platt (1, 0). Cutouts are read from ``--workspace WS``, otherwise from a 60 deg^2
+synthetic sky (seed 2, the default generator) simulated into a temporary folder first (~15 s).
 
 Run: ``python benchmarks/bench_cnn.py [--n 4096] [--workspace WS] [--threads 2]``.
 """
@@ -23,19 +25,31 @@ import argparse
 import copy
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from timing import best_time
 
 
 def _cutouts(n: int, workspace: str | None) -> np.ndarray:
-    if workspace:
-        from szviewer.workspace import Workspace
+    from szviewer.workspace import Workspace
 
+    if workspace:
         with Workspace(workspace).cutout_store() as store:
             return store.images(np.arange(min(n, len(store))))
-    return (np.random.default_rng(0).standard_normal((n, 3, 32, 32)) * 100).astype(np.float32)
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.sky.synthetic import SimulationSettings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sky"
+        simulate_workspace(path, SimulationSettings(area_deg2=60.0, seed=2))
+        make_cutouts(Workspace(path), CutoutSettings())
+        with Workspace(path).cutout_store() as store:
+            return store.images(np.arange(min(n, len(store))))
 
 
 def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> list[dict]:
@@ -58,11 +72,9 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
     x = _cutouts(n, workspace)
     n = len(x)
 
-    # reference: plain eager fp32, contiguous tensors, torch.no_grad, batches of 256; the fast path on the same
-    # cutouts and batches. The two are timed in alternating rounds (best of 3) so a busy neighbour hurts both alike.
+    # reference: plain eager fp32, contiguous tensors, torch.no_grad, batches of 256; each precision on the same
+    # cutouts. All are timed in alternating rounds (best of 3) so a busy neighbour hurts them alike.
     ref_net = copy.deepcopy(model.net).eval()
-    fast = Scorer(model.net, fast=True, batch=256)  # the default: fused, channels-last, fp32
-    bf16 = Scorer(model.net, fast=True, batch=256, precision="bf16")
 
     def eager():
         out = []
@@ -71,22 +83,28 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
                 out.append(raw_score(ref_net(torch.from_numpy(x[a:a + 256]))).numpy())
         return np.concatenate(out)
 
+    scorers = {p: Scorer(model.net, precision=p, platt=model.platt) for p in ("fp32", "bf16", "checked")}
     raw_ref = eager()
-    raw_fast = fast.raw(x)
-    raw_bf16 = bf16.raw(x)
-    t_ref = t_fast = t_bf16 = np.inf
+    p_ref = model.calibrate(raw_ref)
+    raws = {p: s.raw(x) for p, s in scorers.items()}
+    refined = scorers["checked"].stats["refined"] / scorers["checked"].stats["cutouts"]
+    t_ref, times = np.inf, dict.fromkeys(scorers, np.inf)
     for _ in range(3):
         t_ref = min(t_ref, best_time(eager, 1))
-        t_fast = min(t_fast, best_time(lambda: fast.raw(x), 1))
-        t_bf16 = min(t_bf16, best_time(lambda: bf16.raw(x), 1))
+        for p, s in scorers.items():
+            times[p] = min(times[p], best_time(lambda s=s: s.raw(x), 1))
     rows.append({"name": f"CNN inference, eager fp32 (reference, {label})", "seconds": t_ref,
                  "throughput": n / t_ref, "unit": "cutouts/s", "target": None, "ratio_to_ref": 1.0})
-    for name, raw, t in (("fast default (fused BN, channels-last, fp32)", raw_fast, t_fast),
-                         ("fast bf16 (opt-in: precision='bf16')", raw_bf16, t_bf16)):
-        diff = float(np.max(np.abs(model.calibrate(raw) - model.calibrate(raw_ref))))
-        rows.append({"name": f"CNN inference, {name}", "seconds": t, "throughput": n / t, "unit": "cutouts/s",
-                     "target": ">=2500", "ratio_to_ref": t_ref / t, "max_calibrated_diff": diff,
-                     "note": f"max |p - p_fp32| = {diff:.2g} (<= 0.01)"})
+    names = {"fp32": "fused oneDNN fp32", "bf16": "fused bf16, unchecked",
+             "checked": "checked: bf16 + fp32 re-score (auto)"}
+    for p, s in scorers.items():
+        diff = float(np.max(np.abs(model.calibrate(raws[p]) - p_ref)))
+        note = f"max |p - p_fp32| = {diff:.2g} (<= 0.01)"
+        if p == "checked":
+            note += f", {100 * refined:.1f}% re-scored in fp32"
+        rows.append({"name": f"CNN inference, {names[p]} [{s.engine}]", "seconds": times[p],
+                     "throughput": n / times[p], "unit": "cutouts/s", "target": ">=2500",
+                     "ratio_to_ref": t_ref / times[p], "max_calibrated_diff": diff, "note": note})
 
     # training: batches of 128 per second, fp32 vs bf16 autocast + channels-last
     def train_rate(fast_path: bool) -> float:
@@ -120,13 +138,14 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rows.append({"name": "peak resident memory (this benchmark)", "seconds": None, "throughput": peak, "unit": "GB",
                  "target": None, "ratio_to_ref": None})
-    if torch.cuda.is_available():  # a lent GPU: the same fast path on it
-        gpu = Scorer(model.net, fast=True, device="cuda", batch=2048)
-        gpu.raw(x)
+    if torch.cuda.is_available():  # a lent GPU: the module path on it, checked precision
+        gpu = Scorer(model.net, device="cuda", batch=2048, precision="checked", platt=model.platt)
+        diff = float(np.max(np.abs(model.calibrate(gpu.raw(x)) - p_ref)))
         torch.cuda.synchronize()
         t_gpu = best_time(lambda: gpu.raw(x), 3)
-        rows.append({"name": f"CNN inference, {torch.cuda.get_device_name()} bf16", "seconds": t_gpu,
-                     "throughput": n / t_gpu, "unit": "cutouts/s", "target": None, "ratio_to_ref": t_ref / t_gpu})
+        rows.append({"name": f"CNN inference, {torch.cuda.get_device_name()} checked", "seconds": t_gpu,
+                     "throughput": n / t_gpu, "unit": "cutouts/s", "target": None, "ratio_to_ref": t_ref / t_gpu,
+                     "note": f"max |p - p_fp32| = {diff:.2g}"})
     return rows
 
 

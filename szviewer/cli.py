@@ -278,11 +278,12 @@ def cmd_predict(args) -> int:
             with ws.cutout_store() as st:
                 levels = list(st.levels)
         for level in levels:
-            s = predict_job(ws, model_path=args.model, level=level, device=args.device, progress=bar)
+            s = predict_job(ws, model_path=args.model, level=level, device=args.device, precision=args.precision,
+                            progress=bar)
             print(_summary_line(s))
         if args.dense:
             d = dense_job(ws, model_path=args.model, level=args.level, stride_arcmin=args.stride_arcmin,
-                          progress=bar)
+                          device=args.device, precision=args.precision, progress=bar)
             print("dense: " + _summary_line(d))
     return 0
 
@@ -404,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train the DeepSZ CNN on a workspace's cutouts (checkpoints; --resume)")
     s.add_argument("workspace")
-    s.add_argument("--preset", choices=["paper", "quick"], default="quick",
-                   help="paper: the paper's schedule exactly (hours on a CPU); quick: <= 30 min on 2 cores")
+    s.add_argument("--preset", choices=["paper", "quick", "long"], default="quick",
+                   help="paper: the paper's schedule exactly (hours on a CPU); quick: <= 30 min on 2 cores; "
+                        "long: for 1,000 deg^2 or more, about an hour on 2 cores")
     s.add_argument("--level", default="all", help="component level to train on (default all)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -422,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dense", action="store_true",
                    help="also score overlapping windows on a finer grid and find CNN candidates (tiled skies)")
     s.add_argument("--stride-arcmin", type=float, default=2.0, help="with --dense: window stride (default 2')")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "checked"], default="auto",
+                   help="auto (default): bf16 with an fp32 re-score of every cutout whose probability it could move "
+                        "by > 0.01, where the CPU has native bf16; else fp32. bf16: fastest, unchecked")
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("evaluate", help="the paper's Table 1 for a workspace, figures and an HTML report")
     s.add_argument("workspace")

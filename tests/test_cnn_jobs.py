@@ -65,7 +65,12 @@ def test_predict_job_writes_scores(trained):
     assert cols["cnn_prob"].shape == ids.shape and np.all((cols["cnn_prob"] >= 0) & (cols["cnn_prob"] <= 1))
     order = np.argsort(cols["cnn_raw"])
     assert np.all(np.diff(cols["cnn_prob"][order]) >= -1e-12)  # calibration keeps the ranking
-    assert summary["cutouts"] == ids.size
+    assert summary["cutouts"] == ids.size and summary["precision"] in ("checked", "fp32")
+    exact = predict_job(ws, device="cpu", precision="fp32")
+    assert exact["precision"] == "fp32" and exact["refined_fp32"] == 0
+    cols32 = Workspace(ws.root).scores(ids)
+    assert np.max(np.abs(cols32["cnn_prob"] - cols["cnn_prob"])) <= 0.01
+    assert Workspace(ws.root).products["cnn"]["settings"]["precision"] == "fp32"
 
 
 def test_resume_and_cancel_job(trained):
@@ -92,7 +97,7 @@ def test_default_model_path(monkeypatch, tmp_path):
     from szviewer.jobs.cnn import default_model_path
 
     p = default_model_path()
-    assert p.name == "deepsz_quick.pt" and p.parent.name == "models"
+    assert p.name == "deepsz_synthetic.pt" and p.parent.name == "models"
     monkeypatch.setenv("SZVIEWER_MODEL", str(tmp_path / "x.pt"))
     assert default_model_path() == tmp_path / "x.pt"
 
@@ -107,10 +112,33 @@ def test_shipped_model_loads_and_scores(small_ws):
     assert path.stat().st_size <= 40 * 2**20
     model = load_model(path)
     card = model.card
-    assert card["architecture"]["config"]["blocks"] == [3, 4, 6] and card["preset"] == "quick"
+    assert card["architecture"]["config"]["blocks"] == [3, 4, 6] and card["preset"] == "long"
     for key in ("val_f1", "test_f1", "training_sky", "platt"):
         assert key in card
     with Workspace(small_ws["path"]).cutout_store() as store:
         x = store.images(np.arange(16))
     p = model.calibrate(model.raw(x))
     assert p.shape == (16,) and np.all(np.isfinite(p))
+
+
+def test_checked_precision_on_real_cutouts_with_the_shipped_model(small_ws):
+    """The default precision on real cutouts and the paper-sized network: within 0.01 of eager fp32."""
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.cnn.predict import Scorer
+    from szviewer.jobs.cnn import default_model_path
+
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip("no shipped model in models/")
+    model = load_model(path)
+    with Workspace(small_ws["path"]).cutout_store() as store:
+        x = store.images(np.arange(len(store)))
+        labels = np.asarray(store.table["label"], dtype=bool)
+    ref = model.calibrate(Scorer(model.net, fast=False).raw(x))
+    checked = Scorer(model.net, precision="checked", platt=model.platt)
+    got = model.calibrate(checked.raw(x))
+    assert np.max(np.abs(got - ref)) <= 0.01
+    assert 0 < checked.stats["refined"] < len(x)
+    fp32 = model.calibrate(Scorer(model.net, precision="fp32").raw(x))
+    assert np.max(np.abs(fp32 - ref)) < 1e-4
+    assert labels.any() and ref[labels].mean() > ref[~labels].mean()  # the model separates the classes

@@ -53,26 +53,125 @@ def test_config_round_trip():
     assert NetConfig.from_dict(TINY.to_dict()) == TINY
 
 
-def test_fused_fast_scorer_matches_fp32():
-    torch.manual_seed(1)
-    net = DeepSZNet(TINY)
+def _trained_bn(config: NetConfig, seed: int = 1) -> DeepSZNet:
+    """A network whose BatchNorms have non-trivial running statistics (as after training)."""
+    torch.manual_seed(seed)
+    net = DeepSZNet(config)
     net.train()
-    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+    with torch.no_grad():
         for _ in range(3):
             net(torch.randn(16, 3, 32, 32) * 80)
-    net.eval()
-    x = (np.random.default_rng(0).standard_normal((64, 3, 32, 32)) * 80).astype(np.float32)
+    return net.eval()
+
+
+def _cutouts(n: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((n, 3, 32, 32)) * 80).astype(np.float32)
+
+
+@pytest.mark.parametrize("scaling", ["fixed", "minmax"])
+def test_fused_plan_equals_the_eager_network(scaling):
+    from szviewer.cnn.fused import STEM_BATCH, FusedPlan, fused_available
+
+    if not fused_available():
+        pytest.skip("this PyTorch has no oneDNN fused convolutions")
+    net = _trained_bn(NetConfig(**{**TINY_NET, "scaling": scaling}))
+    x = _cutouts(53)  # not a multiple of the batch nor of the stem's sub-batch
     with torch.inference_mode():
         ref = raw_score(net(torch.from_numpy(x))).numpy()
-        fused = raw_score(fuse_for_inference(net)(torch.from_numpy(x))).numpy()
-    np.testing.assert_allclose(fused, ref, rtol=1e-4, atol=1e-4)
-    fast = Scorer(net, fast=True, batch=16, precision="bf16").raw(x)
-    slow = Scorer(net, fast=False, batch=16).raw(x)
-    np.testing.assert_allclose(slow, ref, rtol=1e-5, atol=1e-5)
-    sig = lambda r: 1 / (1 + np.exp(-r))  # noqa: E731
-    assert np.max(np.abs(sig(fast) - sig(slow))) < 0.01
-    # the default fast path (fused, channels-last, fp32) equals the eager network
-    np.testing.assert_allclose(Scorer(net, fast=True, batch=16).raw(x), ref, rtol=1e-4, atol=1e-4)
+        folded = raw_score(fuse_for_inference(net)(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(folded, ref, rtol=1e-4, atol=1e-4)
+    plan = FusedPlan(net, torch.float32, batch=24)
+    assert 24 < STEM_BATCH * 2 and plan.raw(x).shape == (53,)
+    np.testing.assert_allclose(plan.raw(x), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(plan.raw(x[:1]), ref[:1], rtol=1e-4, atol=1e-4)
+    bf = FusedPlan(net, torch.bfloat16, batch=24).raw(x)
+    assert np.max(np.abs(bf - ref)) < 0.05 * (1 + np.max(np.abs(ref)))  # bf16: close, not equal
+    assert np.max(np.abs(bf - ref)) > 0
+
+
+def test_3x3_convolution_on_2x2_as_one_matrix_product():
+    from szviewer.cnn.fused import _Conv3x3On2x2
+
+    g = torch.Generator().manual_seed(4)
+    w, b = torch.randn(6, 5, 3, 3, generator=g), torch.randn(6, generator=g)
+    x = torch.randn(7, 5, 2, 2, generator=g).contiguous(memory_format=torch.channels_last)
+    ref = torch.nn.functional.conv2d(x, w, b, padding=1)
+    conv = _Conv3x3On2x2(w, b, torch.float32)
+    np.testing.assert_allclose(conv(x, relu=False).numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(conv(x).numpy(), ref.clamp_min(0).numpy(), rtol=1e-5, atol=1e-5)
+    assert conv(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_scorer_precisions_and_engines(monkeypatch):
+    import szviewer.cnn.predict as predict_mod
+
+    net = _trained_bn(TINY)
+    x = _cutouts(40, seed=1)
+    ref = Scorer(net, fast=False, batch=16).raw(x)
+    with torch.inference_mode():
+        np.testing.assert_allclose(ref, raw_score(net(torch.from_numpy(x))).numpy(), rtol=1e-5, atol=1e-5)
+    fp32 = Scorer(net, batch=16, precision="fp32")
+    np.testing.assert_allclose(fp32.raw(x), ref, rtol=1e-4, atol=1e-4)
+    # without the fused ops (another PyTorch build) the folded modules give the same numbers
+    monkeypatch.setattr(predict_mod, "fused_available", lambda: False)
+    mods = Scorer(net, batch=16, precision="fp32")
+    assert mods.engine == "modules"
+    np.testing.assert_allclose(mods.raw(x), ref, rtol=1e-4, atol=1e-4)
+    bf = Scorer(net, batch=16, precision="bf16").raw(x)
+    assert 0 < np.max(np.abs(bf - ref)) < 0.05 * (1 + np.max(np.abs(ref)))
+    monkeypatch.setattr(predict_mod, "bf16_native", lambda: True)
+    assert predict_mod.resolve_precision("auto") == "checked"
+    monkeypatch.setattr(predict_mod, "bf16_native", lambda: False)
+    assert predict_mod.resolve_precision("auto") == "fp32"
+    assert Scorer(net, fast=False, precision="bf16").precision == "fp32"  # the eager reference is fp32
+    with pytest.raises(ValueError, match="precision"):
+        Scorer(net, precision="fp16")
+
+
+def test_uncertain_band_of_the_checked_precision():
+    from szviewer.cnn.modelfile import Platt
+    from szviewer.cnn.predict import BF16_ERR_ABS, uncertain
+
+    platt = Platt(1.5, -2.0)  # p = 0.5 at z = 4/3
+    z = np.array([-30.0, -8.0, 0.0, 4 / 3, 3.0, 12.0, 40.0])
+    band = uncertain(z, platt, tol=0.01)
+    # at the boundary the slope is a/4 = 0.375 per unit z: a bound of 0.15 moves p by ~0.056 > 0.01
+    assert band.tolist() == [False, False, True, True, True, False, False]
+    # the worst-case move equals the definition at the edge of the band
+    zz = np.linspace(-10, 15, 2001)
+    b = uncertain(zz, platt, tol=0.01)
+    d = BF16_ERR_ABS + 0.01 * np.abs(zz)
+    move = np.maximum(platt(zz + d) - platt(zz), platt(zz) - platt(zz - d))
+    assert np.array_equal(b, move > 0.01)
+    assert uncertain(zz, platt, tol=0.01, scale=4.0).sum() > b.sum()  # a wider bound, a wider band
+
+
+def test_checked_precision_holds_the_tolerance(monkeypatch):
+    import szviewer.cnn.predict as predict_mod
+    from szviewer.cnn.modelfile import Platt
+
+    net = _trained_bn(TINY, seed=2)
+    with torch.no_grad():  # raw scores spread over +-10 like a trained network's, not +-0.03
+        net.head[-1].weight.mul_(300.0)
+    x = _cutouts(300, seed=3)
+    ref = Scorer(net, fast=False, batch=64).raw(x)
+    assert np.ptp(ref) > 5
+    platt = Platt(1.5, -1.5 * float(np.median(ref)))  # centre the sigmoid on these cutouts: many uncertain ones
+    s = Scorer(net, batch=64, precision="checked", platt=platt, tol=0.01)
+    got = s.raw(x)
+    assert np.max(np.abs(platt(got) - platt(ref))) <= 0.01
+    n_band = int(predict_mod.uncertain(got, platt, 0.01).sum())
+    assert 0 < s.stats["refined"] < len(x) and s.stats["refined"] >= n_band
+    exact = np.abs(got - ref) < 1e-4  # the re-scored cutouts carry fp32 scores
+    assert exact.sum() >= s.stats["refined"]
+    assert s.stats["max_err_over_bound"] > 0
+    # a bound far below this network's bf16 error is caught on the re-scored cutouts and widened until it holds
+    monkeypatch.setattr(predict_mod, "BF16_ERR_ABS", 1e-5)
+    monkeypatch.setattr(predict_mod, "BF16_ERR_REL", 0.0)
+    tight = Scorer(net, batch=64, precision="checked", platt=platt, tol=0.01)
+    got = tight.raw(x)
+    assert tight.bound_scale > 1000
+    assert np.max(np.abs(platt(got) - platt(ref))) <= 0.01
 
 
 def test_importing_cnn_package_and_job_is_cheap():

@@ -56,7 +56,7 @@ def test_round_trip_fp16(tiny_file):
     x = (np.random.default_rng(1).standard_normal((8, 3, 32, 32)) * 80).astype(np.float32)
     with torch.inference_mode():
         ref = net(torch.from_numpy(x)).float()
-    got = model.raw(x, fast=False)
+    got = model.raw(x, precision="eager")
     np.testing.assert_allclose(got, (ref[:, 1] - ref[:, 0]).numpy(), atol=2e-2)
     assert np.all(np.diff(model.calibrate(np.sort(got))) >= 0)
 

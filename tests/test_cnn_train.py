@@ -58,6 +58,10 @@ def test_presets():
     q = TrainSettings.preset_named("quick")
     assert q.fast and len(q.ratios) < 20 and q.patience < 1000
     assert TrainSettings.from_dict(q.to_dict()) == q
+    long = TrainSettings.preset_named("long")
+    assert long.batch == 128 and long.ratios == (1, 2, 4, 8) and long.max_seconds is None and long.fast
+    assert len(long.ratios) * long.max_batches_per_ratio == 8000 and long.lr_steps[0] < long.max_batches_per_ratio
+    assert (long.momentum, long.lr, long.weight_decay) == (p.momentum, p.lr, p.weight_decay)
     with pytest.raises(ValueError):
         TrainSettings.preset_named("slow")
 

@@ -80,11 +80,15 @@ def cell_max(prob: np.ndarray, xs: np.ndarray, ys: np.ndarray, cx: np.ndarray, c
     return out
 
 
-def score_tile(maps: np.ndarray, model: CNNModel, stride_pix: int = 8, fast: bool = True, batch: int = 256,
-               threshold: float = 0.5, progress: ProgressFn | None = None,
-               cancelled: CancelFn | None = None) -> dict:
-    """Dense probability map of one map and its peaks: {'prob', 'xs', 'ys', 'peaks_x', 'peaks_y', 'peaks_prob'}."""
-    scorer = Scorer(model.net, fast=fast, batch=batch)
+def score_tile(maps: np.ndarray, model: CNNModel, stride_pix: int = 8, fast: bool = True, batch: int = 128,
+               threshold: float = 0.5, precision: str = "auto", device: str = "cpu",
+               progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> dict:
+    """Dense probability map of one map and its peaks: {'prob', 'xs', 'ys', 'peaks_x', 'peaks_y', 'peaks_prob'}.
+
+    ``precision``: see :class:`szviewer.cnn.predict.Scorer` ('auto': bf16 checked against fp32 where bf16 is
+    native, so probabilities are within 0.01 of fp32).
+    """
+    scorer = Scorer(model.net, fast=fast, batch=batch, precision=precision, platt=model.platt, device=device)
     npix = model.config.npix
     raw = dense_raw_map(maps, scorer, npix=npix, stride_pix=stride_pix, progress=progress, cancelled=cancelled)
     prob = model.calibrate(raw).astype(np.float32)

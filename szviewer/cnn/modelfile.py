@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from szviewer.atomic import atomic_path
-from szviewer.cnn.model import ARCH_NAME, ARCH_VERSION, DeepSZNet, NetConfig, raw_score
+from szviewer.cnn.model import ARCH_NAME, ARCH_VERSION, DeepSZNet, NetConfig
 from szviewer.errors import InputError
 
 MODEL_FORMAT = "szviewer-cnn-model"
@@ -91,13 +91,19 @@ class CNNModel:
     def calibrate(self, raw) -> np.ndarray:
         return self.platt(raw)
 
-    @torch.inference_mode()
-    def raw(self, images: np.ndarray, fast: bool = True) -> np.ndarray:
-        """Raw scores of (n, 3, 32, 32) uK cutouts in one forward pass (see :mod:`szviewer.cnn.predict`)."""
-        dev = next(self.net.parameters()).device
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=fast):
-            return raw_score(self.net(x)).cpu().numpy()
+    def raw(self, images: np.ndarray, precision: str = "auto") -> np.ndarray:
+        """Raw scores of (n, 3, 32, 32) uK cutouts (a :class:`szviewer.cnn.predict.Scorer`, built once per precision).
+
+        ``precision='eager'`` is the plain fp32 network; the others are those of the Scorer.
+        """
+        from szviewer.cnn.predict import Scorer
+
+        scorers = self.__dict__.setdefault("_scorers", {})
+        if precision not in scorers:
+            dev = str(next(self.net.parameters()).device)
+            scorers[precision] = Scorer(self.net, fast=precision != "eager", device=dev,
+                                        precision="fp32" if precision == "eager" else precision, platt=self.platt)
+        return scorers[precision].raw(images)
 
 
 def _jsonable(obj):

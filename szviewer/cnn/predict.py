@@ -1,11 +1,24 @@
 """Scoring the cutout store with a trained CNN: raw scores and Platt-calibrated probabilities (paper 2.2.2).
 
-Batched inference over the store, read ``chunk`` rows at a time from the HDF5 file. The fast CPU path
-(default) runs under ``torch.inference_mode`` with channels-last tensors and BatchNorm folded into the
-preceding convolutions, in fp32 (``precision='fp32'``, the default: 1.8x eager fp32 here and identical to it
-to 1e-6) or in bf16 (``precision='bf16'``: first convolution and head in fp32, the rest bf16; 2.6x eager on
-AVX-512 bf16 / AMX CPUs, but calibrated probabilities then differ from fp32 by up to ~0.015 on real cutouts,
-over the 0.01 we hold scores to, so it is opt-in). ``fast=False`` is the eager fp32 reference.
+Batched inference over the store, read ``chunk`` rows at a time from the HDF5 file. :class:`Scorer` has four
+precisions:
+
+- ``'fp32'``: BatchNorm folded, channels-last, fused oneDNN convolutions on CPU (:mod:`szviewer.cnn.fused`);
+  equal to the eager network to ~1e-6.
+- ``'bf16'``: the same plan in bf16 (first convolution at fp32 accuracy, head in fp32). Fastest, but its
+  calibrated probabilities differ from fp32 by up to ~0.01-0.015 on real cutouts.
+- ``'checked'``: every cutout in bf16, then the cutouts whose calibrated probability the bf16 rounding could
+  have moved by more than ``tol`` (0.01) are scored again in fp32. The bound on the bf16 error of a raw score is
+  ``scale * (0.15 + 0.01 |z|)``, about twice the largest error measured on 8,117 real cutouts (0.086), and it is
+  checked on every cutout re-scored, which always includes the 8 nearest the decision boundary: if an observed
+  error uses more than half of its bound, the bound widens to twice that error and more cutouts are re-scored.
+  Probabilities far from the decision boundary barely move with the raw score (most cutouts are clear
+  negatives at p ~ 1e-3), so only ~5-10% of cutouts need the fp32 pass.
+- ``'auto'`` (the default): ``'checked'`` where the CPU computes bf16 in hardware (AVX-512 BF16 or AMX) or on a
+  CUDA GPU with bf16, else ``'fp32'``.
+
+``fast=False`` is the eager fp32 reference (plain modules, no folding). Without the oneDNN fused ops (an older
+or unusual PyTorch build) or on a GPU, the fast path runs the folded network as modules instead.
 """
 
 from __future__ import annotations
@@ -16,29 +29,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from szviewer.cnn.model import DeepSZNet, raw_score
-from szviewer.cnn.modelfile import CNNModel
+from szviewer.cnn.fused import FusedPlan, bf16_native, check_plan, folded, fused_available
+from szviewer.cnn.model import Bottleneck, DeepSZNet, raw_score
+from szviewer.cnn.modelfile import CNNModel, Platt
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
+
+PRECISIONS = ("auto", "fp32", "bf16", "checked")
+BF16_ERR_ABS = 0.15  # bound on |z_bf16 - z_fp32| at z = 0 (raw-score units), before any doubling
+BF16_ERR_REL = 0.01  # ... growing by this fraction of |z|
+SENTINELS = 8  # cutouts nearest the decision boundary re-scored in fp32 on every call, to test the bound
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A convolution equal to conv followed by bn (eval mode)."""
-    w = conv.weight.detach().float()
-    scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-    bias = bn.bias.detach().float() - bn.running_mean.float() * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias.detach().float() * scale
+    w, bias = folded(conv, bn)
     out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, conv.groups, bias=True)
-    out.weight.data.copy_(w * scale.view(-1, 1, 1, 1))
+    out.weight.data.copy_(w)
     out.bias.data.copy_(bias)
     return out
 
 
 def fuse_for_inference(net: DeepSZNet) -> DeepSZNet:
     """A copy of the network with every BatchNorm2d folded into its convolution (eval-mode equivalent)."""
-    from szviewer.cnn.model import Bottleneck
-
     net = copy.deepcopy(net).eval()
     net.stem[0] = _fold(net.stem[0], net.stem[1])
     net.stem[1] = nn.Identity()
@@ -54,60 +67,153 @@ def fuse_for_inference(net: DeepSZNet) -> DeepSZNet:
     return net
 
 
-class Scorer:
-    """A network prepared for fast inference, or the eager fp32 reference (``fast=False``).
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """'auto' -> 'checked' where bf16 runs in hardware (CPU AVX-512 BF16 / AMX, CUDA with bf16), else 'fp32'."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "checked" if torch.cuda.is_bf16_supported() else "fp32"
+    return "checked" if bf16_native() else "fp32"
 
-    The fast path folds BatchNorm into the convolutions, uses channels-last tensors, runs the first convolution
-    (3 input bands, where bf16 rounding of the inputs costs most accuracy) and the fully connected head in fp32
-    and everything between in bf16 with bf16 weights (no per-call casts), under ``torch.inference_mode``.
-    """
 
-    def __init__(self, net: DeepSZNet, fast: bool = True, device: str = "cpu", batch: int = 256,
-                 precision: str = "fp32"):
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
-        self.fast = fast
-        self.precision = precision
-        self.device = torch.device(device)
-        self.batch = batch
-        net = net.eval()
-        if fast:
-            net = fuse_for_inference(net).to(self.device).to(memory_format=torch.channels_last)
-            if precision == "bf16":
-                net.stem[3:].to(torch.bfloat16)
-                net.stages.to(torch.bfloat16)
-        self.net = net.to(self.device)
+class _ModulePath:
+    """The folded network as channels-last modules (GPU, or a PyTorch without the fused ops); fp32 or bf16."""
 
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        h = net.scale(x).contiguous(memory_format=torch.channels_last)
-        if self.precision == "fp32":
-            return net.head(net.stages(net.stem(h)))
-        h = net.stem[:3](h).to(torch.bfloat16)  # conv1 (+ folded BN) + ReLU in fp32
-        h = net.stages(net.stem[3:](h))
-        return net.head(h.float())
+    def __init__(self, net: DeepSZNet, device: torch.device, batch: int, bf16: bool):
+        net = fuse_for_inference(net).to(device).to(memory_format=torch.channels_last)
+        if bf16:  # first convolution (3 input bands) and head stay fp32
+            net.stem[3:].to(torch.bfloat16)
+            net.stages.to(torch.bfloat16)
+        self.net, self.device, self.batch, self.bf16 = net, device, batch, bf16
 
     @torch.inference_mode()
     def raw(self, images: np.ndarray) -> np.ndarray:
-        """Raw scores (logit differences) of (n, 3, 32, 32) uK cutouts."""
         out = np.empty(len(images), dtype=np.float32)
+        net = self.net
         for a in range(0, len(images), self.batch):
             x = torch.from_numpy(np.ascontiguousarray(images[a:a + self.batch], dtype=np.float32)).to(self.device)
-            logits = self._forward_fast(x) if self.fast else self.net(x)
-            out[a:a + self.batch] = raw_score(logits).cpu().numpy()
+            h = net.scale(x).contiguous(memory_format=torch.channels_last)
+            if self.bf16:
+                h = net.stages(net.stem[3:](net.stem[:3](h).to(torch.bfloat16))).float()
+            else:
+                h = net.stages(net.stem(h))
+            out[a:a + self.batch] = raw_score(net.head(h)).cpu().numpy()
         return out
 
 
-def predict(store, model: CNNModel, level: str = "all", batch: int = 256, device: str = "cpu", fast: bool = True,
-            rows=None, chunk: int = 4096, progress: ProgressFn | None = None,
-            cancelled: CancelFn | None = None) -> dict[str, np.ndarray]:
-    """Score every row of the store (or ``rows``): ``{'cnn_raw': raw, 'cnn_prob': calibrated, 'rows': rows}``."""
+class _EagerPath:
+    """The reference: the plain eval-mode network in fp32."""
+
+    def __init__(self, net: DeepSZNet, device: torch.device, batch: int):
+        self.net, self.device, self.batch = net.to(device), device, batch
+
+    @torch.inference_mode()
+    def raw(self, images: np.ndarray) -> np.ndarray:
+        out = np.empty(len(images), dtype=np.float32)
+        for a in range(0, len(images), self.batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[a:a + self.batch], dtype=np.float32)).to(self.device)
+            out[a:a + self.batch] = raw_score(self.net(x)).cpu().numpy()
+        return out
+
+
+def uncertain(raw: np.ndarray, platt: Platt, tol: float, scale: float = 1.0) -> np.ndarray:
+    """Cutouts whose calibrated probability could move by more than ``tol`` within the bf16 error bound of ``raw``."""
+    z = np.asarray(raw, dtype=np.float64)
+    delta = scale * (BF16_ERR_ABS + BF16_ERR_REL * np.abs(z))
+    p = platt(z)
+    return np.maximum(platt(z + delta) - p, p - platt(z - delta)) > tol
+
+
+class Scorer:
+    """A network prepared for inference at one of :data:`PRECISIONS` (see the module docstring).
+
+    ``platt`` (the model's calibration) and ``tol`` define what 'checked' must hold: calibrated probabilities
+    within ``tol`` of fp32. ``stats`` counts cutouts scored, re-scored in fp32, and the bound's current scale.
+    """
+
+    def __init__(self, net: DeepSZNet, fast: bool = True, device: str = "cpu", batch: int = 128,
+                 precision: str = "auto", platt: Platt | None = None, tol: float = 0.01):
+        self.device = torch.device(device)
+        self.fast = fast
+        self.precision = resolve_precision(precision, device) if fast else "fp32"
+        self.platt = platt or Platt(1.0, 0.0)
+        self.tol = tol
+        self.batch = batch
+        self.bound_scale = 1.0
+        self.stats = {"cutouts": 0, "refined": 0, "max_err_over_bound": 0.0}
+        net = net.eval()
+        self.engine = "eager"
+        self._paths: dict[str, object] = {}
+        if not fast:
+            self._paths["fp32"] = _EagerPath(net, self.device, batch)
+            return
+        need = {"fp32": ("fp32",), "bf16": ("bf16",), "checked": ("bf16", "fp32")}[self.precision]
+        for prec in need:
+            self._paths[prec] = self._build(net, prec)
+
+    def _build(self, net: DeepSZNet, prec: str):
+        bf16 = prec == "bf16"
+        if self.device.type == "cpu" and fused_available():
+            try:
+                plan = FusedPlan(net, torch.bfloat16 if bf16 else torch.float32, batch=self.batch)
+                check_plan(plan, net, atol=0.5 if bf16 else 1e-3)
+                self.engine = "fused"
+                return plan
+            except (RuntimeError, TypeError, AttributeError):  # ops of another signature in this PyTorch
+                pass
+        self.engine = "modules"
+        return _ModulePath(net, self.device, self.batch, bf16)
+
+    def raw(self, images: np.ndarray) -> np.ndarray:
+        """Raw scores (logit differences) of (n, 3, 32, 32) uK cutouts."""
+        images = np.asarray(images)
+        self.stats["cutouts"] += len(images)
+        if self.precision != "checked":
+            return self._paths[self.precision].raw(images)
+        z = self._paths["bf16"].raw(images)
+        exact = np.zeros(len(z), dtype=bool)
+        # sentinels: the cutouts nearest the decision boundary are always re-scored, so the bound is tested on
+        # every call even when no cutout falls in the band
+        logit = self.platt.a * z.astype(np.float64) + self.platt.b
+        todo = np.zeros(len(z), dtype=bool)
+        todo[np.argsort(np.abs(logit), kind="stable")[:SENTINELS]] = True
+        while True:
+            idx = np.nonzero(~exact & (todo | uncertain(z, self.platt, self.tol, self.bound_scale)))[0]
+            if idx.size == 0:
+                break
+            z32 = self._paths["fp32"].raw(images[idx])
+            bound = self.bound_scale * (BF16_ERR_ABS + BF16_ERR_REL * np.abs(z[idx].astype(np.float64)))
+            used = float(np.max(np.abs(z32 - z[idx]) / bound))
+            z[idx] = z32
+            exact[idx] = True
+            todo[:] = False
+            self.stats["refined"] += int(idx.size)
+            self.stats["max_err_over_bound"] = max(self.stats["max_err_over_bound"], used * self.bound_scale)
+            if used <= 0.5:
+                break
+            # the bound was too tight for this model's bf16 error: widen it to twice the worst error seen, re-check
+            self.bound_scale *= max(2.0, 2.0 * used)
+        return z
+
+
+def predict(store, model: CNNModel, level: str = "all", batch: int = 128, device: str = "cpu", fast: bool = True,
+            rows=None, chunk: int = 4096, precision: str = "auto", progress: ProgressFn | None = None,
+            cancelled: CancelFn | None = None) -> dict:
+    """Score every row of the store (or ``rows``).
+
+    Returns ``{'cnn_raw', 'cnn_prob' (calibrated), 'rows', 'precision' (resolved), 'refined' (cutouts re-scored
+    in fp32 by the 'checked' precision)}``.
+    """
     rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
-    scorer = Scorer(model.net, fast=fast, device=device, batch=batch)
+    scorer = Scorer(model.net, fast=fast, device=device, batch=batch, precision=precision, platt=model.platt)
     raw = np.empty(rows.size, dtype=np.float32)
     for a in range(0, rows.size, chunk):
         check_cancel(cancelled, "CNN scoring")
         raw[a:a + chunk] = scorer.raw(store.images(rows[a:a + chunk], level))
         if progress is not None:
             progress(min(a + chunk, rows.size), rows.size, "CNN scoring")
-    return {"cnn_raw": raw, "cnn_prob": model.calibrate(raw), "rows": rows}
+    return {"cnn_raw": raw, "cnn_prob": model.calibrate(raw), "rows": rows, "precision": scorer.precision,
+            "refined": scorer.stats["refined"]}

@@ -104,9 +104,10 @@ class TrainDialog(QtWidgets.QDialog):
         f = QtWidgets.QFormLayout(self)
         self.preset = QtWidgets.QComboBox()
         self.preset.addItem("quick (about 30 min on 2 CPU cores for 100 deg²)", "quick")
+        self.preset.addItem("long (about an hour on 2 CPU cores for 1,000 deg²)", "long")
         self.preset.addItem("paper (the paper's schedule: hours)", "paper")
         self.device = QtWidgets.QComboBox()
-        for d in ("auto", "cpu", "cuda", "mps"):
+        for d in ("auto", "cpu", "cuda"):  # szviewer.jobs.cnn.resolve_device
             self.device.addItem(d)
         f.addRow("preset", self.preset)
         f.addRow("device", self.device)

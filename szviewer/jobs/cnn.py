@@ -29,12 +29,12 @@ CNN_DIR = "cnn"
 CHECKPOINT = "cnn/checkpoint.pt"
 TRAIN_LOG = "cnn/train_log.csv"
 MODEL = "cnn/model.pt"
-SHIPPED_MODEL = "deepsz_quick.pt"
+SHIPPED_MODEL = "deepsz_synthetic.pt"
 MODEL_ENV = "SZVIEWER_MODEL"
 
 
 def default_model_path() -> Path:
-    """The shipped model file ``deepsz_quick.pt``.
+    """The shipped model file ``deepsz_synthetic.pt``.
 
     Looked up, in order: the ``SZVIEWER_MODEL`` environment variable (a file); the package data
     ``szviewer.models`` (the top-level ``models/`` folder, installed with the package by ``pyproject.toml``);
@@ -128,8 +128,9 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
               model_out: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
     """Train on the workspace's 'train' cutouts, calibrate on 'val', evaluate on 'val'/'test', save the model.
 
-    ``preset``: 'paper' (paper section 2.2.2 exactly; hours on a CPU) or 'quick' (about 30 min on 2 CPU cores for
-    100 deg^2). ``resume``: continue from ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests).
+    ``preset``: 'paper' (paper section 2.2.2 exactly; hours on a CPU), 'quick' (about 30 min on 2 CPU cores for
+    100 deg^2) or 'long' (about an hour on 2 CPU cores for 1,000 deg^2; :meth:`TrainSettings.preset_named`).
+    ``resume``: continue from ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests).
     Writes ``cnn/model.pt`` (or ``model_out``) and records the product ``cnn_model``; returns a summary.
     """
     from szviewer.cnn.modelfile import CNNModel, fit_platt, save_model
@@ -190,8 +191,12 @@ def model_for(ws: Workspace, model_path: str | os.PathLike | None = None) -> Pat
 
 def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
                 device: str = "auto", progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
-                batch: int = 256) -> dict:
+                batch: int = 128, precision: str = "auto") -> dict:
     """Score every cutout of the workspace; writes ``cnn_prob`` and ``cnn_raw`` and records the product 'cnn'.
+
+    ``precision``: 'auto' (bf16 checked against fp32 where bf16 is native, else fp32), 'fp32', 'bf16' or
+    'checked' (:class:`szviewer.cnn.predict.Scorer`); calibrated probabilities are within 0.01 of fp32 except with
+    'bf16'.
 
     At a component level other than 'all' the columns are ``cnn_prob_<level>`` and ``cnn_raw_<level>`` and the
     product ``cnn_<level>``, so the noise study (paper Fig. 8) can compare levels side by side.
@@ -207,7 +212,8 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
     try:
         if level not in store.levels:
             raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
-        out = predict(store, model, level=level, batch=batch, device=dev, progress=progress, cancelled=cancelled)
+        out = predict(store, model, level=level, batch=batch, device=dev, precision=precision, progress=progress,
+                      cancelled=cancelled)
         ids = np.asarray(store.table["id"])
         labels = np.asarray(store.table["label"], dtype=bool)
         split = np.asarray(store.table["split"])
@@ -219,7 +225,8 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
             "platt": model.platt.to_dict(), "preset": card.get("preset"),
             "training_sky": card.get("training_sky")}
     summary = {"model": str(path), "cutouts": int(ids.size), "level": level, "seconds": round(seconds, 2),
-               "cutouts_per_s": round(ids.size / max(seconds, 1e-9), 1),
+               "cutouts_per_s": round(ids.size / max(seconds, 1e-9), 1), "precision": out["precision"],
+               "refined_fp32": out["refined"],
                "mean_prob": float(np.mean(out["cnn_prob"])) if ids.size else None}
     for name in ("val", "test"):
         sel = split == name
@@ -227,7 +234,8 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
             summary[f"{name}_best_f1"] = best_f1(out["cnn_prob"][sel], labels[sel])
     suffix = "" if level == "all" else f"_{level}"
     ws.write_scores(f"cnn{suffix}", ids, {f"cnn_prob{suffix}": out["cnn_prob"], f"cnn_raw{suffix}": out["cnn_raw"]},
-                    meta=meta, settings={"model": str(path), "level": level, "device": dev}, summary=summary)
+                    meta=meta, settings={"model": str(path), "level": level, "device": dev,
+                                         "precision": out["precision"]}, summary=summary)
     return summary
 
 
@@ -236,7 +244,8 @@ DENSE_CANDIDATES = "cnn/dense_candidates.fits"
 
 def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
               stride_arcmin: float = 2.0, threshold: float = 0.5, tiles: list[int] | None = None,
-              device: str = "auto", progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> dict:
+              device: str = "auto", precision: str = "auto", progress: ProgressFn | None = None,
+              cancelled: CancelFn | None = None) -> dict:
     """Dense CNN scoring of a synthetic (tiled) workspace (paper section 3.4.2's suggestion; SCIENCE.md section 4).
 
     For each tile (or the listed ``tiles``): sum the level's components, add white noise like the cutout
@@ -291,8 +300,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
             if progress is not None:
                 progress(n_done * total + done, len(todo) * total, f"tile {k}: {msg}")
 
-        res = score_tile(maps, model, stride_pix=stride_pix, threshold=threshold, progress=tile_progress,
-                         cancelled=cancelled)
+        res = score_tile(maps, model, stride_pix=stride_pix, threshold=threshold, precision=precision, device=dev,
+                         progress=tile_progress, cancelled=cancelled)
         del maps
         ra, dec = tile.pix_to_world(res["peaks_x"], res["peaks_y"])
         own = tile.owned.contains(ra, dec)  # a peak in the margin belongs to the neighbouring tile
