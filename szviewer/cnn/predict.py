@@ -131,7 +131,8 @@ class Scorer:
     """A network prepared for inference at one of :data:`PRECISIONS` (see the module docstring).
 
     ``platt`` (the model's calibration) and ``tol`` define what 'checked' must hold: calibrated probabilities
-    within ``tol`` of fp32. ``stats`` counts cutouts scored, re-scored in fp32, and the bound's current scale.
+    within ``tol`` of fp32. ``stats`` counts the cutouts scored and those re-scored in fp32, and keeps the largest
+    observed bf16 error as a fraction of the unwidened bound; ``bound_scale`` is the bound's current widening.
     """
 
     def __init__(self, net: DeepSZNet, fast: bool = True, device: str = "cpu", batch: int = 128,
