@@ -16,9 +16,9 @@
   3, accumulated in fp32 by oneDNN): rounding the three input bands to bf16 would cost most of the accuracy,
   and an fp32 convolution on 3 channels is slow. The fully connected head always runs in fp32.
 
-The ops used are private to PyTorch; :func:`fused_available` checks for them and :class:`FusedPlan` verifies
-itself against the module path on a small batch when it is built, so callers can fall back to the module path
-(:mod:`szviewer.cnn.predict`) on a PyTorch without them.
+The ops used are private to PyTorch: :func:`fused_available` checks that they exist and :func:`check_plan`
+compares a built plan with the eager network on a few cutouts; :class:`szviewer.cnn.predict.Scorer` runs both
+and falls back to the folded network as plain modules on a PyTorch where either fails.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class TrainSettings:
         8, a 300-batch warm-up, lr x0.1 after 1,500 batches, validation every 100 batches, 600-batch patience and at
         most 2,000 batches per ratio (<= 8,000 batches), with no time budget. It is meant for skies with a thousand
         or more training positives (1,000 deg^2 of the default generator has 2,340), where quick's 1,200 batches of
-        64 see each positive only a few times; the shipped model was trained with it.
+        64 draw each positive only about ten times; the shipped model was trained with it.
         """
         if name == "paper":
             s = cls(preset="paper")
