@@ -31,6 +31,14 @@ from szviewer.cnn.model import Bottleneck, DeepSZNet, raw_score
 STEM_BATCH = 32
 
 
+def batched(images: np.ndarray, batch: int, forward) -> np.ndarray:
+    """Raw scores (float32, (n,)) of ``images``: ``forward`` applied to ``batch`` rows at a time."""
+    out = np.empty(len(images), dtype=np.float32)
+    for a in range(0, len(images), batch):
+        out[a:a + batch] = forward(images[a:a + batch])
+    return out
+
+
 def fused_available() -> bool:
     """True when this PyTorch has the oneDNN fused-convolution ops the plan needs."""
     mk = getattr(torch.ops, "mkldnn", None)
@@ -49,12 +57,10 @@ def bf16_native() -> bool:
         return False
 
 
-def folded(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) in fp32 of ``conv`` followed by eval-mode ``bn`` (None: the conv alone)."""
+def folded(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) in fp32 of ``conv`` followed by eval-mode ``bn``."""
     w = conv.weight.detach().float()
     bias = torch.zeros(w.shape[0]) if conv.bias is None else conv.bias.detach().float()
-    if bn is None:
-        return w, bias
     scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
     return w * scale.view(-1, 1, 1, 1), bn.bias.detach().float() + (bias - bn.running_mean.float()) * scale
 
@@ -166,17 +172,17 @@ class FusedPlan:
         return torch.cat([self.pool(self.stem2(self.stem1(h[a:a + STEM_BATCH])))
                           for a in range(0, len(h), STEM_BATCH)])
 
+    def _forward(self, images: np.ndarray) -> np.ndarray:
+        x = self._stem(torch.from_numpy(self.scale(images)))
+        for c1, c2, c3, ds in self.blocks:
+            idt = x if ds is None else ds(x, relu=False)
+            x = c3.add_relu(c2(c1(x)), idt)
+        return raw_score(self.head(x.float())).numpy()
+
     @torch.inference_mode()
     def raw(self, images: np.ndarray) -> np.ndarray:
         """Raw scores of (n, bands, npix, npix) uK cutouts, ``batch`` at a time: float32 (n,)."""
-        out = np.empty(len(images), dtype=np.float32)
-        for a in range(0, len(images), self.batch):
-            x = self._stem(torch.from_numpy(self.scale(images[a:a + self.batch])))
-            for c1, c2, c3, ds in self.blocks:
-                idt = x if ds is None else ds(x, relu=False)
-                x = c3.add_relu(c2(c1(x)), idt)
-            out[a:a + self.batch] = raw_score(self.head(x.float())).numpy()
-        return out
+        return batched(images, self.batch, self._forward)
 
 
 def check_plan(plan: FusedPlan, net: DeepSZNet, atol: float) -> float:

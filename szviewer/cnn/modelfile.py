@@ -83,6 +83,7 @@ class CNNModel:
         self.platt = platt
         self.card = card or {}
         self.path = path
+        self._scorers: dict = {}  # precision -> szviewer.cnn.predict.Scorer, built on first use by raw()
 
     @property
     def config(self) -> NetConfig:
@@ -98,12 +99,12 @@ class CNNModel:
         """
         from szviewer.cnn.predict import Scorer
 
-        scorers = self.__dict__.setdefault("_scorers", {})
-        if precision not in scorers:
+        if precision not in self._scorers:
             dev = str(next(self.net.parameters()).device)
-            scorers[precision] = Scorer(self.net, fast=precision != "eager", device=dev,
-                                        precision="fp32" if precision == "eager" else precision, platt=self.platt)
-        return scorers[precision].raw(images)
+            self._scorers[precision] = Scorer(self.net, fast=precision != "eager", device=dev,
+                                              precision="fp32" if precision == "eager" else precision,
+                                              platt=self.platt)
+        return self._scorers[precision].raw(images)
 
 
 def _jsonable(obj):

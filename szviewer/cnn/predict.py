@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from szviewer.cnn.fused import FusedPlan, bf16_native, check_plan, folded, fused_available
+from szviewer.cnn.fused import FusedPlan, batched, bf16_native, check_plan, folded, fused_available
 from szviewer.cnn.model import Bottleneck, DeepSZNet, raw_score
 from szviewer.cnn.modelfile import CNNModel, Platt
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
@@ -79,6 +79,10 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
     return "checked" if bf16_native() else "fp32"
 
 
+def _tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
+
+
 class _ModulePath:
     """The folded network as channels-last modules (GPU, or a PyTorch without the fused ops); fp32 or bf16."""
 
@@ -89,19 +93,18 @@ class _ModulePath:
             net.stages.to(torch.bfloat16)
         self.net, self.device, self.batch, self.bf16 = net, device, batch, bf16
 
+    def _forward(self, images: np.ndarray) -> np.ndarray:
+        net = self.net
+        h = net.scale(_tensor(images, self.device)).contiguous(memory_format=torch.channels_last)
+        if self.bf16:
+            h = net.stages(net.stem[3:](net.stem[:3](h).to(torch.bfloat16))).float()
+        else:
+            h = net.stages(net.stem(h))
+        return raw_score(net.head(h)).cpu().numpy()
+
     @torch.inference_mode()
     def raw(self, images: np.ndarray) -> np.ndarray:
-        out = np.empty(len(images), dtype=np.float32)
-        net = self.net
-        for a in range(0, len(images), self.batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[a:a + self.batch], dtype=np.float32)).to(self.device)
-            h = net.scale(x).contiguous(memory_format=torch.channels_last)
-            if self.bf16:
-                h = net.stages(net.stem[3:](net.stem[:3](h).to(torch.bfloat16))).float()
-            else:
-                h = net.stages(net.stem(h))
-            out[a:a + self.batch] = raw_score(net.head(h)).cpu().numpy()
-        return out
+        return batched(images, self.batch, self._forward)
 
 
 class _EagerPath:
@@ -112,17 +115,18 @@ class _EagerPath:
 
     @torch.inference_mode()
     def raw(self, images: np.ndarray) -> np.ndarray:
-        out = np.empty(len(images), dtype=np.float32)
-        for a in range(0, len(images), self.batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[a:a + self.batch], dtype=np.float32)).to(self.device)
-            out[a:a + self.batch] = raw_score(self.net(x)).cpu().numpy()
-        return out
+        return batched(images, self.batch, lambda x: raw_score(self.net(_tensor(x, self.device))).cpu().numpy())
+
+
+def error_bound(raw: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The assumed bound on |z_bf16 - z_fp32| of raw scores ``raw`` (widened by ``scale``), float64."""
+    return scale * (BF16_ERR_ABS + BF16_ERR_REL * np.abs(np.asarray(raw, dtype=np.float64)))
 
 
 def uncertain(raw: np.ndarray, platt: Platt, tol: float, scale: float = 1.0) -> np.ndarray:
     """Cutouts whose calibrated probability could move by more than ``tol`` within the bf16 error bound of ``raw``."""
     z = np.asarray(raw, dtype=np.float64)
-    delta = scale * (BF16_ERR_ABS + BF16_ERR_REL * np.abs(z))
+    delta = error_bound(z, scale)
     p = platt(z)
     return np.maximum(platt(z + delta) - p, p - platt(z - delta)) > tol
 
@@ -186,8 +190,7 @@ class Scorer:
             if idx.size == 0:
                 break
             z32 = self._paths["fp32"].raw(images[idx])
-            bound = self.bound_scale * (BF16_ERR_ABS + BF16_ERR_REL * np.abs(z[idx].astype(np.float64)))
-            used = float(np.max(np.abs(z32 - z[idx]) / bound))
+            used = float(np.max(np.abs(z32 - z[idx]) / error_bound(z[idx], self.bound_scale)))
             z[idx] = z32
             exact[idx] = True
             todo[:] = False
