@@ -84,7 +84,34 @@ def test_fused_plan_equals_the_eager_network(scaling):
     assert 24 < STEM_BATCH * 2 and plan.raw(x).shape == (53,)
     np.testing.assert_allclose(plan.raw(x), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(plan.raw(x[:1]), ref[:1], rtol=1e-4, atol=1e-4)
-    bf = FusedPlan(net, torch.bfloat16, batch=24).raw(x)
+
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-native", "bf16-emulated"])
+def test_bf16_plan_where_native_and_the_fallback_elsewhere(native, monkeypatch):
+    """bf16 runs in the fused plan only where the CPU has it (AVX-512 BF16 / AMX); elsewhere oneDNN refuses the
+    bf16 weights and the Scorer falls back to the folded modules, which give the same bf16-close scores."""
+    import szviewer.cnn.predict as predict_mod
+    from szviewer.cnn.fused import FusedPlan, bf16_native, fused_available
+
+    if not fused_available():
+        pytest.skip("this PyTorch has no oneDNN fused convolutions")
+    if native and not bf16_native():
+        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 or AMX): the fallback case runs instead")
+    net = _trained_bn(TINY)
+    x = _cutouts(53, seed=5)
+    with torch.inference_mode():
+        ref = raw_score(net(torch.from_numpy(x))).numpy()
+    if native:
+        bf = FusedPlan(net, torch.bfloat16, batch=24).raw(x)
+    else:
+        # force the path a CPU without native bf16 takes, whatever this CPU has
+        def refuse(*args, **kwargs):
+            raise RuntimeError("mkldnn_reorder_conv2d_weight: bf16 path needs the cpu support avx_ne_convert or "
+                               "avx512bw, avx512vl and avx512dq")
+
+        monkeypatch.setattr(predict_mod, "FusedPlan", refuse)
+        scorer = Scorer(net, batch=24, precision="bf16")
+        assert scorer.engine == "modules"
+        bf = scorer.raw(x)
     assert np.max(np.abs(bf - ref)) < 0.05 * (1 + np.max(np.abs(ref)))  # bf16: close, not equal
     assert np.max(np.abs(bf - ref)) > 0
 
