@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -64,9 +65,18 @@ def cmd_simulate(args) -> int:
     from szviewer.sky.skycard import format_card
     from szviewer.sky.synthetic import SimulationSettings
 
-    if args.area is not None and args.area <= 0:
-        raise SzviewerError(f"--area {args.area}: must be positive (deg^2)")
+    if args.area is not None and not (math.isfinite(args.area) and args.area > 0):
+        raise SzviewerError(f"--area {args.area}: must be a positive, finite number of deg^2")
+    if args.list_instruments:
+        from szviewer.sky.instruments import instrument_names, load_instrument
+
+        for name in instrument_names():
+            print(f"{name:<14} {load_instrument(name).description}")
+        return 0
+    if not args.out:
+        raise SzviewerError("simulate needs --out WS")
     settings = SimulationSettings(seed=args.seed, area_deg2=args.area or 100.0, octant=args.octant,
+                                  instrument=args.instrument,
                                   beam_fwhm_arcmin=_band_values(args.beam_fwhm, "--beam-fwhm"))
     with _progress("simulate") as bar:
         card = simulate_workspace(args.out, settings, overwrite=args.overwrite, progress=bar)
@@ -75,11 +85,57 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _band_items(items: list[str] | None, flag: str, example: str) -> dict[int, str]:
+    """Repeated ``flag BAND=VALUE`` options as {band: value}; a band given twice is an error."""
+    out: dict[int, str] = {}
+    for item in items or []:
+        band_text, sep, value = item.partition("=")
+        try:
+            band = int(band_text)
+        except ValueError:
+            band = 0
+        if not sep or band <= 0 or not value.strip():
+            raise SzviewerError(f"{flag} {item!r}: expected BAND=VALUE with BAND a positive integer in GHz, "
+                                f"e.g. {flag} {example}")
+        if band in out:
+            raise SzviewerError(f"{flag} {band}={value}: band {band} is given twice (also {flag} {band}={out[band]})")
+        out[band] = value
+    return out
+
+
+def _fits_sky_lines(summary: dict, hints: bool = False) -> list[str]:
+    """Per band of a fits sky summary: map, frequency, beam, ivar and depth; then the mask's usable fraction."""
+    lines = []
+    for b, e in sorted(summary.get("bands", {}).items(), key=lambda item: int(item[0])):
+        freq = f"freq {e['freq_ghz']:g} GHz" + ("" if e.get("freq_given") else
+                                                 " (the band id" + (f": pass --freq {b}=GHz)" if hints else ")"))
+        beam = f"beam {e['beam']}" if e.get("beam") else (
+            "no beam recorded" + (f" (pass --beam {b}=FWHM_or_file)" if hints else ""))
+        ivar = "no ivar map"
+        if e.get("ivar"):
+            d = e.get("depth_uk_arcmin")
+            ivar = f"ivar {e['ivar']}" + (f", depth {d['median']:.3g} uK-arcmin (5-95%: {d['p5']:.3g}-{d['p95']:.3g})"
+                                          if d else "")
+        lines.append(f"  {b + ' GHz':<8} map {e.get('map', '?')}; {freq}; {beam}; {ivar}")
+    mask = summary.get("mask")
+    if mask:
+        lines.append(f"  mask     {mask['file']}: {100 * mask['usable_fraction']:.1f}% of pixels usable "
+                     f"(mean {mask['mean']:.3f})")
+    if "usable_fraction" in summary:
+        lines.append(f"  usable   {100 * summary['usable_fraction']:.1f}% of pixels (finite in every map, "
+                     "ivar > 0, mask > 0)")
+    return lines
+
+
 def cmd_import(args) -> int:
     from szviewer.jobs.importing import import_fits, import_sehgal
 
     if bool(args.sehgal) == bool(args.fits):
-        raise SzviewerError("give either --sehgal DIR or --fits 90=A --fits 148=B --fits 219=C")
+        raise SzviewerError("give either --sehgal DIR or --fits BAND=MAP (once per band, e.g. --fits 90=f090.fits)")
+    extras = [f for f, v in (("--ivar", args.ivar), ("--beam", args.beam), ("--freq", args.freq),
+                             ("--mask", args.mask)) if v]
+    if args.sehgal and extras:
+        raise SzviewerError(f"{', '.join(extras)}: only with --fits maps, not with --sehgal")
     if args.sehgal:
         region = None
         if args.region:
@@ -96,7 +152,23 @@ def cmd_import(args) -> int:
         except ValueError as exc:
             raise SzviewerError(str(exc)) from None
     else:
-        summary = import_fits(_band_paths(args.fits), args.out, halo_file=args.halos, overwrite=args.overwrite)
+        freqs = {}
+        for b, text in _band_items(args.freq, "--freq", "90=97.8").items():
+            try:
+                freqs[b] = float(text)
+            except ValueError:
+                raise SzviewerError(f"--freq {b}={text}: not a number of GHz") from None
+        summary = import_fits(_band_items(args.fits, "--fits", "90=f090.fits"), args.out, halo_file=args.halos,
+                              overwrite=args.overwrite, ivar=_band_items(args.ivar, "--ivar", "90=ivar_f090.fits"),
+                              beams=_band_items(args.beam, "--beam", "90=2.0 or 90=beam_f090.txt"), freqs=freqs,
+                              mask=args.mask)
+        f, bands = summary["footprint"], sorted(int(b) for b in summary["bands"])
+        print(f"workspace {args.out}: {len(bands)} band(s) ({', '.join(str(b) for b in bands)} GHz), "
+              f"{summary['pixel_arcmin']:g}' pixels, "
+              f"{summary['shape'][0]} x {summary['shape'][1]}, RA {f[0]:.3f}-{f[1]:.3f}, Dec {f[2]:.3f}-{f[3]:.3f} "
+              f"deg, halos {summary['halos']}")
+        print("\n".join(_fits_sky_lines(summary, hints=True)))
+        return 0
     print(f"workspace {args.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
 
@@ -126,6 +198,8 @@ def describe_workspace(ws) -> str:
         if name == "cutouts":
             for s, c in p["summary"].get("splits", {}).items():
                 lines.append(f"               {s:<5} {c['cutouts']:>8} cutouts, {c['positives']:>6} positive")
+        if name == "sky" and ws.kind == "fits":
+            lines += ["             " + line for line in _fits_sky_lines(p.get("summary", {}))]
     missing = ws.missing()
     if missing:
         lines.append("  still missing:")
@@ -145,8 +219,12 @@ def cmd_cutouts(args) -> int:
         raise SzviewerError(f"--stride-arcmin {args.stride_arcmin}: must be positive")
     ws = Workspace(args.workspace)
     levels = tuple(v.strip() for v in args.levels.split(",") if v.strip())
+    if args.noise_seed is not None and ws.kind != "sehgal":
+        raise SzviewerError(f"--noise-seed: a {ws.kind} workspace carries its own noise "
+                            + ("(realised with the sky: `szviewer simulate --seed`)" if ws.kind == "synthetic"
+                               else "(in the maps)") + "; only HEALPix (Sehgal) skies take a cutout noise seed")
     settings = CutoutSettings(grid=GridSettings(stride_arcmin=args.stride_arcmin), levels=levels,
-                              noise_seed=args.noise_seed)
+                              noise_seed=args.noise_seed or 0)
     try:
         with _progress("cutouts") as bar:
             s = make_cutouts(ws, settings, overwrite=args.overwrite, progress=bar)
@@ -157,7 +235,9 @@ def cmd_cutouts(args) -> int:
     for name, c in s["splits"].items():
         frac = c["positives"] / c["cutouts"] if c["cutouts"] else 0.0
         print(f"  {name:<5} {c['cutouts']:>8} cutouts {c['positives']:>7} positive ({100 * frac:.2f}%)")
-    print(f"  components stored: {', '.join(s['components'])}")
+    where = {"tiles": "windows of the tiles' observed maps (no copies)", "fits": "windows of the FITS maps (no copies)",
+             "healpix": "HEALPix samples cached in cutouts.h5"}.get(s.get("pixels"), s.get("pixels"))
+    print(f"  components: {', '.join(s['components'])}; pixels: {where}")
     return 0
 
 
@@ -185,6 +265,23 @@ def cmd_export(args) -> int:
         raise SzviewerError(str(exc)) from None
     thr = ", ".join(f"{k} >= {v:.4g}" for k, v in res["thresholds"].items())
     print(f"{res['rows']} candidates ({args.method}: {thr}) -> {args.out}")
+    return 0
+
+
+def cmd_export_maps(args) -> int:
+    from szviewer.jobs.export_maps import export_maps
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    with _progress("export-maps") as bar:
+        s = export_maps(ws, args.out, tiles=None if args.tile is None else [args.tile], overwrite=args.overwrite,
+                        progress=bar)
+    where = "" if len(s["tiles"]) == 1 else " (one folder per tile)"
+    print(f"{args.out}: {len(s['tiles'])} tile(s) of {s['instrument']}{where}, bands "
+          f"{', '.join(map(str, s['bands']))} GHz: map, ivar, beam per band, mask; {s['halos']} halos, "
+          f"{s['sources']} sources; README.txt; {s['seconds']:.1f} s")
+    print("read it back with:")
+    print("\n".join(s["commands"]))
     return 0
 
 
@@ -239,6 +336,9 @@ def _mf_on_maps(args, settings) -> int:
     depth = _band_values(args.noise_uk_arcmin, "--noise-uk-arcmin")
     noise = [depth.get(b, v) for b, v in ((90, 2.8), (148, 2.6), (219, 6.6))]
     sky = open_fits_maps(_band_paths(args.map))
+    if len(sky.bands) != settings.nband:
+        raise SzviewerError(f"--map: the matched filter takes {settings.nband} bands (like the paper's 90/148/219 "
+                            f"GHz) for now; got {len(sky.bands)} ({', '.join(map(str, sky.bands))} GHz)")
     maps = sky.band_maps()
     with _progress("mf") as bar:
         cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings, noise_uk_arcmin=noise,
@@ -354,18 +454,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="make a synthetic Sehgal-like sky in a new workspace")
-    s.add_argument("--out", required=True, help="workspace folder to create")
+    s.add_argument("--out", help="workspace folder to create")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--area", type=float, default=None, help="area in deg^2 (default 100)")
     g.add_argument("--octant", action="store_true", help="RA 0-90, Dec 0-90 (5,157 deg^2), tile by tile")
     s.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same sky bit for bit")
-    s.add_argument("--beam-fwhm", metavar="90=..,148=..,219=..", help="Gaussian beams in arcmin (default none)")
+    s.add_argument("--instrument", default="spt3g-paper", metavar="NAME|FILE.toml",
+                   help="instrument preset (spt3g-paper: the paper's, the default; spt3g, act-dr6, so-lat, "
+                        "cmbs4-wide) or your own TOML file of the same form (see resources/instruments/README.md)")
+    s.add_argument("--list-instruments", action="store_true", help="list the instrument presets and exit")
+    s.add_argument("--beam-fwhm", metavar="90=..,148=..,219=..",
+                   help="Gaussian beams in arcmin, replacing the instrument's (default: the instrument's)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing workspace (only when complete)")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("import", help="make a workspace from Sehgal HEALPix maps or flat-sky FITS maps")
     s.add_argument("--sehgal", metavar="DIR", help="folder with {090,148,219}_{component}_healpix.fits")
-    s.add_argument("--fits", action="append", metavar="BAND=FILE", help="a band's flat-sky FITS map in uK_CMB")
+    s.add_argument("--fits", action="append", metavar="BAND=FILE",
+                   help="a band's flat-sky FITS map in uK_CMB (CAR or TAN, square pixels of any size), once per "
+                        "band; BAND an integer id in GHz (e.g. 98, 150, 220), any number of bands")
+    s.add_argument("--ivar", action="append", metavar="BAND=FILE",
+                   help="the band's inverse-variance map, 1/uK^2 per pixel on the map's grid (0 = no data)")
+    s.add_argument("--beam", action="append", metavar="BAND=FWHM|FILE",
+                   help="the band's beam: a Gaussian FWHM in arcmin or a two-column 'ell B_ell' text file "
+                        "(default: none recorded)")
+    s.add_argument("--freq", action="append", metavar="BAND=GHZ",
+                   help="the band's effective frequency in GHz for the tSZ spectrum (default: the band id)")
+    s.add_argument("--mask", metavar="FILE",
+                   help="one mask on the maps' grid: 1 = use, 0 = masked (footprint, source holes), values in "
+                        "between for apodised edges")
     s.add_argument("--halos", metavar="CATALOG", help="truth halos: halo_sz.ascii, halo_nbody.ascii, ECSV, FITS")
     s.add_argument("--region", metavar="RA0,RA1,DEC0,DEC1",
                    help="with --sehgal: only this part of the octant (default: all of RA 0-90, Dec 0-90)")
@@ -381,9 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("workspace")
     s.add_argument("--stride-arcmin", type=float, default=6.0, help="grid step in true angle (default 6)")
     s.add_argument("--levels", default="all",
-                   help="component levels to keep, comma-separated from cmb_tsz,ksz,ir,radio,all; "
-                        "'all' alone keeps every level (default)")
-    s.add_argument("--noise-seed", type=int, default=0, help="seed of the per-cutout white noise")
+                   help="HEALPix skies: component levels to cache, comma-separated from cmb_tsz,ksz,ir,radio,all; "
+                        "'all' alone keeps every level (default). Synthetic and FITS skies read every level from "
+                        "their maps")
+    s.add_argument("--noise-seed", type=int, default=None,
+                   help="HEALPix (Sehgal) skies: seed of the white noise drawn per HEALPix pixel (default 0); a "
+                        "synthetic sky's noise is realised with the sky")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_cutouts)
 
@@ -445,6 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("export-maps", help="write a synthetic workspace as survey products (per band map, ivar, "
+                                           "beam file; mask; truth catalogues) for `szviewer import --fits`")
+    s.add_argument("workspace", help="a synthetic workspace (from `szviewer simulate`)")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder to create (one tile: the files; several: "
+                                                               "DIR/tile_NNNN/ each)")
+    s.add_argument("--tile", type=int, metavar="K", help="only tile K (default: every tile)")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier export-maps folder")
+    s.set_defaults(func=cmd_export_maps)
 
     s = sub.add_parser("gui", help="open the desktop app (on WS, else the last workspace or the welcome view)")
     s.add_argument("gui_workspace", nargs="?", metavar="WS", help="workspace to open")

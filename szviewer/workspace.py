@@ -27,7 +27,10 @@ from szviewer import __version__
 from szviewer.atomic import write_json
 from szviewer.errors import InputError, OutputExistsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What a synthetic workspace of schema 1 (szviewer 0.1: no observed maps, noise drawn per cutout) is told.
+OLD_SYNTHETIC_SKY = ("made by szviewer 0.1, whose sky had no noise maps (noise was drawn per cutout, so the finders "
+                     "saw different noise); rebuild it: {how}")
 MANIFEST = "workspace.json"
 CUTOUTS = "cutouts.h5"
 SCORES = "scores.h5"
@@ -157,6 +160,15 @@ class Workspace:
         if self.manifest["products"].pop(product, None) is not None:
             write_json(self.root / MANIFEST, self.manifest)
 
+    def rebuild_command(self) -> str:
+        """The commands that rebuild this workspace from scratch with its own settings (for old workspaces)."""
+        if self.kind != "synthetic":
+            return f"`szviewer cutouts {self.root} --overwrite`"
+        st = self.products.get("sky", {}).get("settings", {})
+        area = "--octant" if st.get("octant") else f"--area {st.get('area_deg2', 100.0):g}"
+        return (f"`szviewer simulate --out {self.root} {area} --seed {st.get('seed', 0)} --overwrite`, then "
+                f"`szviewer cutouts {self.root}`")
+
     def missing(self) -> list[tuple[str, str]]:
         """Pipeline products not yet computed, with the command that makes each."""
         return [(name, how) for name, how in PIPELINE if not self.has(name)]
@@ -180,7 +192,8 @@ class Workspace:
 
         if not self.has("cutouts"):
             raise InputError(self.root, "workspace has no cutouts yet (run `szviewer cutouts WS`)")
-        return CutoutStore(self.path(CUTOUTS))
+        sky = self.sky() if self.kind in ("synthetic", "fits") else None
+        return CutoutStore(self.path(CUTOUTS), sky=sky)
 
     def scores(self, ids=None) -> dict:
         """Score columns (``mf_snr``, ``cnn_prob``, ...) aligned with the cutout store's rows."""
@@ -203,14 +216,19 @@ class Workspace:
         if kind == "synthetic":
             from szviewer.sky.tiledsky import TiledSky
 
-            return TiledSky([self.path(f) for f in self.products["sky"]["files"]])
+            files = self.products["sky"]["files"]
+            tiles = [self.path(f) for f in files if f.endswith(".h5")]
+            maps = [self.path(f) for f in files if f.endswith(".npy")]
+            if not maps:
+                raise InputError(self.root, OLD_SYNTHETIC_SKY.format(how=self.rebuild_command()))
+            return TiledSky(tiles, maps)
         if kind == "sehgal":
             from szviewer.sky.sehgal import open_sehgal_dir
 
             return open_sehgal_dir(self.products["sky"]["provenance"]["directory"])
         if kind == "fits":
-            from szviewer.sky.fits_maps import open_fits_maps
+            from szviewer.sky.fits_maps import open_described
 
-            files = self.products["sky"]["provenance"]["maps"]
-            return open_fits_maps({int(b): p for b, p in files.items()})
+            # maps, ivar, mask, beams and frequencies as recorded at import (older records: maps only)
+            return open_described(self.products["sky"]["provenance"])
         raise InputError(self.root / MANIFEST, f"unknown workspace kind {kind!r}")

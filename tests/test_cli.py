@@ -41,7 +41,7 @@ def test_simulate_info_cutouts(tmp_path, capsys):
     assert "cutouts    make it with: szviewer cutouts WS" in out
     assert main(["cutouts", str(ws), "--levels", "cmb_tsz,ksz"]) == 0
     out = capsys.readouterr().out
-    assert "components stored: cmb, tsz, ksz" in out and "train" in out
+    assert "components: cmb, tsz, ksz, ir, radio, dust; pixels: windows" in out and "train" in out
     assert main(["cutouts", str(ws)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["cutouts", str(ws), "--levels", "bogus", "--overwrite"]) == 2

@@ -110,14 +110,32 @@ def test_fits_import_and_cutouts(tmp_path, capsys):
         assert img.shape[1:] == (3, 32, 32) and 8 <= img.std() <= 12
 
 
-def test_fits_nan_pixels_are_a_clear_error(tmp_path, capsys):
+def test_fits_nan_pixels_leave_their_cutouts_out(tmp_path, capsys):
+    """A NaN pixel (a hole in a real map) removes the cutouts whose window holds it, and says how many; a map
+    where every cutout holds one is a clear error naming the files, with nothing written."""
     paths = flat_maps(tmp_path, nan=True)
     ws = tmp_path / "ws"
     args = ["import"] + [a for b, p in paths.items() for a in ("--fits", f"{b}={p}")] + ["--out", str(ws)]
     assert main(args) == 0
     capsys.readouterr()
-    assert main(["cutouts", str(ws)]) == 2
+    assert main(["cutouts", str(ws)]) == 0
+    with CutoutStore(ws / "cutouts.h5") as st:
+        dropped = st.attrs()["dropped_bad_pixels"]
+        assert 1 <= dropped <= 4  # the cutouts overlapping pixel (100, 150)
+        assert np.isfinite(st.images(np.arange(len(st)))).all()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for p in paths.values():
+        with fits.open(p) as h:
+            data = h[0].data.copy()
+            data[::20, :] = np.nan  # a NaN row every 5': every 8' cutout holds one
+            fits.PrimaryHDU(data, h[0].header).writeto(bad / p.name)
+    ws2 = tmp_path / "ws2"
+    args = ["import"] + [a for b, p in paths.items() for a in ("--fits", f"{b}={bad / p.name}")] + ["--out", str(ws2)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["cutouts", str(ws2)]) == 2
     err = capsys.readouterr().err
-    assert "NaN" in err and "map_90.fits" in err
-    assert not (ws / "cutouts.h5").exists()
-    assert not [p for p in ws.iterdir() if ".part" in p.name]
+    assert "unusable pixel" in err and "map_90.fits" in err
+    assert not (ws2 / "cutouts.h5").exists()
+    assert not [p for p in ws2.iterdir() if ".part" in p.name]

@@ -81,7 +81,8 @@ def test_bright_sources_make_false_detections_unless_subtracted():
     raw = run_mf(maps, None, PIX, settings)
     # spurious detections: the radio source's decrement-like core rings positive at every scale
     near_radio = np.hypot(raw["x"] - 300.0, raw["y"] - 120.6) < 12
-    assert near_radio.sum() >= 3 and raw["snr"][near_radio].max() > 20
+    # (ring peaks, placed at their own sub-pixel maxima, not at the centroids of whole ring groups)
+    assert near_radio.sum() >= 2 and raw["snr"][near_radio].max() > 20
 
     clean = run_mf(maps, None, PIX, settings, sources=src)
     assert len(clean) == 1  # only the cluster

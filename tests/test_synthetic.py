@@ -101,7 +101,7 @@ def test_beam_smooths_point_sources():
     delta = np.zeros(tile.shape, dtype=np.float32)
     delta[100, 120] = 1000.0
     w.add("radio", delta, band_scale=[1.0, 1.0, 1.0])
-    synthetic._apply_beams(w, s)
+    synthetic._apply_beams(w, s.beams(), s.pixel_arcmin)
     full = w.terms["radio"][0][0]
     # flux is conserved; a Gaussian beam spreads it over 2 pi sigma^2 / pixel^2 pixels
     for b, fwhm in enumerate((1.6, 1.2)):

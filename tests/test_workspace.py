@@ -9,7 +9,7 @@ from szviewer.workspace import Workspace
 def test_manifest_records_products(small_ws):
     ws = Workspace(small_ws["path"])
     m = json.loads((small_ws["path"] / "workspace.json").read_text())
-    assert m["schema_version"] == 1 and m["kind"] == "synthetic" and m["bands"] == [90, 148, 219]
+    assert m["schema_version"] == 2 and m["kind"] == "synthetic" and m["bands"] == [90, 148, 219]
     assert m["pixel_arcmin"] == 0.25
     for p in ("sky", "halos", "sources", "skycard", "cutouts"):
         assert ws.has(p), p

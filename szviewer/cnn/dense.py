@@ -8,8 +8,9 @@ a ``peak_size`` x ``peak_size`` neighbourhood above ``threshold``) are CNN candi
 CNN yields a catalogue as the matched filter does. A cutout of the DeepSZ grid can then take the largest dense
 probability among the windows centred inside its central 6' x 6' cell (:func:`cell_max`).
 
-The input maps are the sky components of a level summed, plus white noise (the same per-pixel sigma the cutout
-store uses), drawn once per map from ``np.random.default_rng([noise_seed, tile_index])``.
+The input map of a tile is its observed map (the sky plus the instrument's one noise realisation), or for a
+component level the level's components plus the same noise: the pixels the cutout store reads
+(:func:`szviewer.jobs.cnn.level_maps`).
 """
 
 from __future__ import annotations

@@ -1,15 +1,19 @@
-"""The HDF5 cutout store: images chunked one cutout per chunk, and the cutout table.
+"""The cutout set: a table of cutouts plus reads of their windows from the sky's maps (no pixel copies).
 
-Layout of ``cutouts.h5``::
+Layout of ``cutouts.h5`` (format version 2)::
 
-    /images          (N, ncomp, nband, npix, npix) float32, chunk = one cutout, LZF-compressed
-    /table/<column>  one 1-D dataset per column of the cutout table (id, ra, dec, split, label, ...)
-    attrs            format, version, bands, components, pixel_arcmin, npix, stride_arcmin,
-                     noise_uk_arcmin, noise_seed, add_noise, footprint, counts, provenance (JSON)
+    /table/<column>  one 1-D dataset per column of the cutout table (id, ra, dec, split, label, halo columns,
+                     and where the pixels are: tile, y0, x0 for a tiled sky)
+    /images          only for HEALPix skies: (N, ncomp, nband, npix, npix) float32, the components sampled at
+                     the cutout pixels (a cache), chunk = one cutout, LZF
+    attrs            format, version, pixels ('tiles' | 'fits' | 'healpix'), sky (where the maps are: paths
+                     relative to the store for tiles), bands, components, pixel_arcmin, npix, stride_arcmin,
+                     add_noise, noise (HEALPix: seed, depth per band, nside), footprint, counts, provenance (JSON)
 
-Images are sky components without noise; ``images(rows, level)`` sums a level's components and adds
-white noise drawn from a generator seeded by (noise_seed, cutout id), so a cutout always has the
-same noise, whichever order it is read in.
+``images(rows, level)`` gives a component level with the instrument noise (:mod:`szviewer.cutouts.pixels`):
+for a tiled sky, windows of the tiles' observed maps, so a cutout holds exactly the pixels the matched filter and
+dense CNN scoring read at the same sky position, and overlapping cutouts agree on the pixels they share.
+Version-1 stores (round one: pixel copies and noise drawn per cutout) are refused with the command to rebuild.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ import numpy as np
 from astropy.table import Table
 
 from szviewer.cutouts.levels import available_levels
+from szviewer.cutouts.pixels import FitsWindows, HealpixSamples, TileWindows
 from szviewer.errors import InputError
-from szviewer.sky.bands import noise_sigma_uk
 
 FORMAT = "szviewer-cutouts"
-VERSION = 1
+VERSION = 2
+PIXEL_SOURCES = ("tiles", "fits", "healpix")
 
 
 def create_store(path: str | os.PathLike, table: Table, components: tuple[str, ...], bands, npix: int,
-                 attrs: dict) -> h5py.File:
-    """Create the file (caller writes images and closes it); ``path`` should be a temporary name."""
+                 attrs: dict, cached_images: bool = False) -> h5py.File:
+    """Create the file (caller fills ``/images`` if ``cached_images`` and closes it); ``path`` should be a
+    temporary name."""
     f = h5py.File(path, "w")
     f.attrs["format"] = FORMAT
     f.attrs["version"] = VERSION
@@ -41,9 +47,10 @@ def create_store(path: str | os.PathLike, table: Table, components: tuple[str, .
     for k, v in attrs.items():
         f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
     n = len(table)
-    shape = (n, len(components), len(bands), npix, npix)
-    f.create_dataset("images", shape=shape, dtype="f4", chunks=(1,) + shape[1:], compression="lzf",
-                     shuffle=True)
+    if cached_images:
+        shape = (n, len(components), len(bands), npix, npix)
+        f.create_dataset("images", shape=shape, dtype="f4", chunks=(1,) + shape[1:], compression="lzf",
+                         shuffle=True)
     g = f.create_group("table")
     for name in table.colnames:
         col = np.asarray(table[name])
@@ -56,9 +63,13 @@ def create_store(path: str | os.PathLike, table: Table, components: tuple[str, .
 
 
 class CutoutStore:
-    """Read access to a cutout store; cheap to open (the table is read on first use)."""
+    """Read access to a cutout set; cheap to open (the table and the maps are opened on first use).
 
-    def __init__(self, path: str | os.PathLike):
+    ``sky``: the workspace's open sky (a TiledSky or FlatFitsSky); if not given it is opened from the paths the
+    store records.
+    """
+
+    def __init__(self, path: str | os.PathLike, sky=None):
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(self.path, "cutout store is missing (run `szviewer cutouts WS`)")
@@ -67,24 +78,41 @@ class CutoutStore:
         except OSError as exc:
             raise InputError(self.path, f"not a readable HDF5 file (truncated or corrupt): {exc}") from None
         a = self._f.attrs
-        if a.get("format") != FORMAT or "images" not in self._f or "table" not in self._f:
+        if a.get("format") != FORMAT or "table" not in self._f:
             self._f.close()
             raise InputError(self.path, "not an szviewer cutout store")
+        version = int(a.get("version", 0))
+        if version < VERSION:
+            self._f.close()
+            raise InputError(self.path, "made by szviewer 0.1, which copied every cutout's pixels and drew its "
+                                        "noise per cutout; rebuild the sky and its cutouts (`szviewer simulate "
+                                        "--out WS --overwrite ...`, then `szviewer cutouts WS`; imported skies: "
+                                        "`szviewer cutouts WS --overwrite`)")
+        if version > VERSION:
+            self._f.close()
+            raise InputError(self.path, f"cutout store version {version} is newer than this szviewer reads "
+                                        f"({VERSION}); update szviewer")
         self.bands = tuple(int(b) for b in a["bands"])
         self.components = tuple(json.loads(a["components"]))
         self.pixel_arcmin = float(a["pixel_arcmin"])
         self.npix = int(a["npix"])
         self.add_noise = bool(a["add_noise"])
-        self.noise_seed = int(a["noise_seed"])
-        self.noise_uk_arcmin = {int(k): float(v) for k, v in json.loads(a["noise_uk_arcmin"]).items()}
+        self.pixels = str(a.get("pixels", ""))
+        if self.pixels not in PIXEL_SOURCES:
+            self._f.close()
+            raise InputError(self.path, f"unknown pixel source {self.pixels!r} (expected one of {PIXEL_SOURCES})")
+        if self.pixels == "healpix" and "images" not in self._f:
+            self._f.close()
+            raise InputError(self.path, "a HEALPix cutout set without its /images samples: rebuild it with "
+                                        "`szviewer cutouts WS --overwrite`")
         self.levels = available_levels(self.components)
-        self._images = self._f["images"]
+        self._sky = sky
+        self._source = None
         self._table: Table | None = None
-        self._sigma = np.array([noise_sigma_uk(b, self.pixel_arcmin, self.noise_uk_arcmin[b])
-                                for b in self.bands], dtype=np.float32)
+        self._n = int(self._f["table"]["id"].shape[0])
 
     def __len__(self) -> int:
-        return int(self._images.shape[0])
+        return self._n
 
     def attrs(self) -> dict:
         out = {}
@@ -100,51 +128,77 @@ class CutoutStore:
 
     @property
     def table(self) -> Table:
-        """The cutout table (astropy), one row per stored cutout, in storage order."""
+        """The cutout table (astropy), one row per cutout, in storage order."""
         if self._table is None:
             g = self._f["table"]
             t = Table()
-            for name in json.loads(g.attrs["order"]):
-                col = g[name][...]
-                if col.dtype.kind == "S":
-                    col = col.astype("U")
-                t[name] = col
+            try:
+                for name in json.loads(g.attrs["order"]):
+                    col = g[name][...]
+                    if col.dtype.kind == "S":
+                        col = col.astype("U")
+                    t[name] = col
+            except (OSError, KeyError) as exc:
+                raise InputError(self.path, f"damaged cutout table: {exc}") from None
             t.meta.update(json.loads(g.attrs.get("meta", "{}")))
             self._table = t
         return self._table
 
-    def noise(self, ids) -> np.ndarray:
-        """White noise of the given cutout ids, (n, nband, npix, npix) float32 uK."""
-        ids = np.atleast_1d(ids)
-        out = np.empty((ids.size, len(self.bands), self.npix, self.npix), dtype=np.float32)
-        for k, i in enumerate(ids):
-            rng = np.random.default_rng([self.noise_seed, int(i)])
-            out[k] = rng.standard_normal(out.shape[1:], dtype=np.float32) * self._sigma[:, None, None]
-        return out
+    @property
+    def source(self):
+        """Where the pixels come from (:mod:`szviewer.cutouts.pixels`), opened on first use."""
+        if self._source is None:
+            self._source = self._open_source()
+        return self._source
+
+    def _open_source(self):
+        t = self.table
+        a = self.attrs()
+        if self.pixels == "tiles":
+            sky = self._sky
+            if sky is None:
+                from szviewer.sky.tiledsky import TiledSky
+
+                where = a.get("sky", {})
+                base = self.path.parent
+                sky = TiledSky([base / p for p in where.get("tiles", [])], [base / p for p in where.get("maps", [])])
+            return TileWindows(sky, np.asarray(t["tile"]), np.asarray(t["y0"]), np.asarray(t["x0"]), self.npix,
+                               self.components)
+        if self.pixels == "fits":
+            sky = self._sky
+            if sky is None:
+                from szviewer.sky.fits_maps import open_fits_maps
+
+                sky = open_fits_maps({int(b): p for b, p in a.get("sky", {}).get("maps", {}).items()})
+            return FitsWindows(sky, np.asarray(t["ra"]), np.asarray(t["dec"]), self.npix, self.pixel_arcmin)
+        noise = a.get("noise", {})
+        depth = noise.get("uk_arcmin", {})
+        return HealpixSamples(self._f["images"], self.path, self.components, np.asarray(t["ra"]),
+                              np.asarray(t["dec"]), self.npix, self.pixel_arcmin, int(noise.get("nside", 8192)),
+                              int(noise.get("seed", 0)), [float(depth.get(str(b), 0.0)) for b in self.bands])
+
+    def _rows(self, rows) -> np.ndarray:
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        if rows.size and (rows.min() < 0 or rows.max() >= self._n):
+            raise IndexError(f"cutout rows out of range 0..{self._n - 1}")
+        return rows
 
     def component_images(self, rows) -> np.ndarray:
-        """Raw component images of the given rows: (n, ncomp, nband, npix, npix)."""
-        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        """Noiseless component images of the given rows: (n, ncomp, nband, npix, npix) float32 uK."""
+        rows = self._rows(rows)
         if rows.size == 0:
-            return np.empty((0,) + self._images.shape[1:], np.float32)
-        uniq, inv = np.unique(rows, return_inverse=True)  # h5py wants increasing, unique indices
-        try:
-            data = self._images[uniq]
-        except OSError as exc:
-            raise InputError(self.path, f"damaged image data: {exc}") from None
-        return data[inv]
+            return np.empty((0, len(self.components), len(self.bands), self.npix, self.npix), np.float32)
+        return self.source.component_images(rows)
 
     def images(self, rows, level: str = "all", noise: bool | None = None) -> np.ndarray:
-        """Images of a component level (default: everything) plus noise: (n, nband, npix, npix) float32."""
+        """Images of a component level (default: everything) with the instrument noise (unless ``noise`` is
+        False): (n, nband, npix, npix) float32 uK_CMB."""
         if level not in self.levels:
             raise KeyError(f"level {level!r} not in this store (has {', '.join(self.levels)})")
-        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-        comps = self.component_images(rows)
-        idx = [self.components.index(c) for c in self.levels[level]]
-        img = comps[:, idx].sum(axis=1)
-        if self.add_noise if noise is None else noise:
-            img += self.noise(np.asarray(self.table["id"])[rows])
-        return img
+        rows = self._rows(rows)
+        if rows.size == 0:
+            return np.empty((0, len(self.bands), self.npix, self.npix), np.float32)
+        return self.source.images(rows, tuple(self.levels[level]), self.add_noise if noise is None else noise)
 
     def image(self, row: int, level: str = "all") -> np.ndarray:
         return self.images([row], level)[0]

@@ -172,6 +172,10 @@ class CutoutInspector(QtWidgets.QWidget):
             self._updating = False
 
     def _on_workspace(self, _state=None) -> None:
+        bands = tuple(self.state.store.bands) if self.state.store is not None else (90, 148, 219)
+        titles = [f"{b} GHz" for b in bands[:3]] + [f"RGB  {' / '.join(str(b) for b in bands[:3])}"]
+        for panel, title in zip(self.panels, titles, strict=False):
+            panel.label.setText(title)
         self._sync_controls()
         self._redraw()
 

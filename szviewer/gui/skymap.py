@@ -140,13 +140,15 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
 
 
 def band_backgrounds(tile_paths, pixel_arcmin: float = 1.5) -> dict[int, SkyBackground]:
-    """Band maps (all stored components summed; noise is not stored) of tiled-sky files, block-averaged onto a
+    """Band maps of tiled-sky files (each tile's observed map: every component plus the instrument's noise, the
+    pixels the finders read), block-averaged onto a
     RA/Dec grid of about ``pixel_arcmin`` (Dec; RA steps are that over cos of the middle Dec), one per band.
 
     Each tile is first averaged over blocks of about half an output pixel; each block centre that its tile owns
     is then binned into the output pixel it falls in, and an output pixel is the mean of its blocks. Output
     pixels that no block centre reached (narrow RA pixels at high Dec) take the nearest block of their owner.
     """
+    from szviewer.sky.tiledsky import map_path_for
     from szviewer.sky.tilestore import TileReader
 
     readers = [TileReader(p) for p in tile_paths]
@@ -176,11 +178,8 @@ def band_backgrounds(tile_paths, pixel_arcmin: float = 1.5) -> dict[int, SkyBack
         for k, (r, t) in enumerate(zip(readers, tiles, strict=True)):
             owner[(owner < 0) & t.owned.contains(gra, gdec)] = k
             f = max(1, int(round(pixel_arcmin / 2 / t.pixel_arcmin)))
-            total = None
-            for c in r.components:
-                m = r.component(c)
-                total = m if total is None else total + m
-            coarse = _block_mean(total, f).astype(np.float32)  # (nband, cy, cx)
+            total = np.load(map_path_for(r.path), mmap_mode="r")  # the observed map: sky + the instrument noise
+            coarse = _block_mean(np.asarray(total), f).astype(np.float32)  # (nband, cy, cx)
             del total
             coarse_maps.append((coarse, f))
             cy, cx = coarse.shape[1:]

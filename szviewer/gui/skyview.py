@@ -246,9 +246,24 @@ class SkyView(QtWidgets.QWidget):
         if ws is None or getattr(ws, "kind", None) != "synthetic":
             return None
         files = ws.products.get("sky", {}).get("files") or []
-        return [ws.path(f) for f in files] or None
+        return [ws.path(f) for f in files if str(f).endswith(".h5")] or None
+
+    def _fill_background_bands(self) -> None:
+        """The background choices: 'none' and the workspace's own bands (90/148/219 GHz for the paper's sky)."""
+        ws = self.state.workspace
+        bands = tuple(getattr(ws, "bands", ()) or BACKGROUND_BANDS)
+        keep = self.background_mode.currentData()
+        self.background_mode.blockSignals(True)
+        self.background_mode.clear()
+        self.background_mode.addItem("none", None)
+        for b in bands:
+            self.background_mode.addItem(f"{b} GHz", b)
+        i = self.background_mode.findData(keep)
+        self.background_mode.setCurrentIndex(max(i, 0))
+        self.background_mode.blockSignals(False)
 
     def _reset_background(self) -> None:
+        self._fill_background_bands()
         self._bg_token += 1  # a map still being built for the previous workspace is dropped when it arrives
         self._bg_loading = False
         self.backgrounds = None
@@ -257,7 +272,8 @@ class SkyView(QtWidgets.QWidget):
         usable = self._tile_paths() is not None
         self.background_mode.setEnabled(usable)
         if usable or ws is None:
-            self.background_mode.setToolTip("a band map of the sky (all components, no noise) behind the cutouts")
+            self.background_mode.setToolTip("a band map of the observed sky (every component and the noise, as the "
+                                            "finders see it) behind the cutouts")
         else:
             self.background_mode.setToolTip(NO_BACKGROUND_TIP.format(kind=getattr(ws, "kind", "?")))
         if not usable:

@@ -248,12 +248,13 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
               cancelled: CancelFn | None = None) -> dict:
     """Dense CNN scoring of a synthetic (tiled) workspace (paper section 3.4.2's suggestion; SCIENCE.md section 4).
 
-    For each tile (or the listed ``tiles``): sum the level's components, add white noise like the cutout
-    store's, score every 32 x 32 window on a ``stride_arcmin`` grid, Platt-calibrate, and find peaks >=
-    ``threshold``. Writes ``cnn/dense_candidates.fits`` (ra, dec, prob, tile; the CNN catalogue) and the score
-    column ``cnn_dense_prob`` (per cutout: the largest dense probability among windows centred in its central
-    cell; NaN for cutouts of tiles not scored), records the product ``cnn_dense`` and returns a summary with the
-    edge-effect measurement (:func:`edge_effect`) when ``cnn_prob`` is already in the score table.
+    For each tile (or the listed ``tiles``): take the tile's observed map (for a component level: the sum of the
+    level's components plus the observed map's noise, as the cutout store reads them), score every 32 x 32 window on
+    a ``stride_arcmin`` grid, Platt-calibrate, and find peaks >= ``threshold``. Writes ``cnn/dense_candidates.fits``
+    (ra, dec, prob, tile; the CNN catalogue) and the score column ``cnn_dense_prob`` (per cutout: the largest dense
+    probability among windows centred in its central cell; NaN for cutouts of tiles not scored), records the product
+    ``cnn_dense`` and returns a summary with the edge-effect measurement (:func:`edge_effect`) when ``cnn_prob`` is
+    already in the score table.
     """
     from astropy.table import Table
 
@@ -261,8 +262,6 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     from szviewer.cnn.dense import cell_max, score_tile
     from szviewer.cnn.modelfile import load_model
     from szviewer.progress import check_cancel
-    from szviewer.sky.bands import noise_sigma_uk
-    from szviewer.sky.tilestore import TileReader
 
     if ws.kind != "synthetic":
         raise InputError(ws.root, "dense scoring works on tiled (synthetic) workspaces only")
@@ -274,12 +273,11 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     store = ws.cutout_store()
     try:
         table = store.table
-        comps = store.levels[level]
-        sigma = np.array([noise_sigma_uk(b, store.pixel_arcmin, store.noise_uk_arcmin[b]) for b in store.bands],
-                         dtype=np.float32)
+        if level not in store.levels:
+            raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
+        comps = tuple(store.levels[level])
         stride_pix = max(1, int(round(stride_arcmin / store.pixel_arcmin)))
         half_cell = 0.5 * float(store.attrs().get("stride_arcmin", 6.0)) / store.pixel_arcmin
-        add_noise, noise_seed = store.add_noise, store.noise_seed
         ids = np.asarray(table["id"])
     finally:
         store.close()
@@ -290,11 +288,7 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     for n_done, k in enumerate(todo):
         check_cancel(cancelled, "dense CNN scoring")
         tile = sky.tiles[k]
-        with TileReader(sky.paths[k]) as r:
-            maps = sum(r.component(c) for c in comps)
-        if add_noise:
-            rng = np.random.default_rng([noise_seed, 1_000_003, k])
-            maps = maps + rng.standard_normal(maps.shape, dtype=np.float32) * sigma[:, None, None]
+        maps = level_maps(sky, k, comps)
 
         def tile_progress(done, total, msg, n_done=n_done, k=k):
             if progress is not None:
@@ -332,6 +326,17 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
                     settings={"model": str(path), "level": level, "stride_arcmin": stride_arcmin,
                               "threshold": threshold, "tiles": todo}, summary=summary, files=[DENSE_CANDIDATES])
     return summary
+
+
+def level_maps(sky, k: int, components: tuple[str, ...]) -> np.ndarray:
+    """Tile ``k`` of a tiled sky at a component level with the instrument noise, (nband, ny, nx) float32: the
+    observed map itself for every component, else the level's components plus (observed - all components),
+    the same pixels :class:`szviewer.cutouts.pixels.TileWindows` gives the cutouts."""
+    if set(components) == set(sky.components):
+        return sky.tile_maps(k)
+    maps = sky.tile_maps(k, tuple(c for c in sky.components if c in components))
+    maps += sky.tile_maps(k) - sky.tile_maps(k, tuple(sky.components))
+    return maps
 
 
 def edge_effect(table, scores: dict, bins=(0.0, 1.0, 2.0, 3.0, 4.25)) -> dict:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from szviewer.cutouts.build import CutoutSettings, build_cutouts
+from szviewer.cutouts.grid import GridSettings
 from szviewer.errors import InputError, OutputExistsError
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.sky.tiles import Footprint
@@ -17,6 +20,17 @@ def footprint_of(ws: Workspace) -> Footprint:
     return Footprint(*fp)
 
 
+def grid_for(ws: Workspace, settings: CutoutSettings) -> CutoutSettings:
+    """The settings with the grid at the sky's pixel size: cutouts stay 8' x 8' (paper section 1.2), so a map of
+    0.5' pixels gives 16 x 16 cutouts. Noise settings apply to HEALPix skies only (the others carry their noise)."""
+    pix = float(ws.pixel_arcmin)
+    g = settings.grid
+    if abs(g.pixel_arcmin - pix) > 1e-9:
+        npix = max(2, int(round(g.size_arcmin / pix)))
+        g = GridSettings(npix=npix, pixel_arcmin=pix, stride_arcmin=g.stride_arcmin)
+    return replace(settings, grid=g, add_noise=settings.add_noise and ws.kind == "sehgal")
+
+
 def make_cutouts(ws: Workspace, settings: CutoutSettings, overwrite: bool = False,
                  progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> dict:
     """Cut the workspace's sky into the DeepSZ set and record it."""
@@ -25,8 +39,7 @@ def make_cutouts(ws: Workspace, settings: CutoutSettings, overwrite: bool = Fals
     if ws.path(STORE).exists() and not overwrite:
         raise OutputExistsError(ws.path(STORE), "pass --overwrite to rebuild the cutouts")
     sky = ws.sky()
-    if ws.kind == "fits" and settings.add_noise:
-        settings.add_noise = False  # real maps already hold their noise
+    settings = grid_for(ws, settings)
     summary = build_cutouts(sky, footprint_of(ws), ws.halos(), ws.path(STORE), settings,
                             provenance={"workspace_kind": ws.kind}, progress=progress, cancelled=cancelled)
     ws.record("cutouts", [STORE], settings=settings.to_dict(), summary=summary)

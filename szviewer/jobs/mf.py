@@ -1,9 +1,10 @@
 """Job: the matched filter on a workspace, matched to halos and to cutouts (paper sections 2.1 and 2.3).
 
-For a synthetic workspace each tile's components are summed, white noise is added (seeded per tile, a
-realisation independent of the cutouts' noise), sources brighter than the flux cut in the sky's source
-catalogue are subtracted, and the filter runs on the tile; detections are kept by the tile that owns
-them. Then (paper section 2.3):
+For a synthetic workspace the filter runs on each tile's observed map (the sum of its components plus the
+instrument's one noise realisation: the very pixels the cutouts and the CNN read), with the instrument's white
+depths and beams, the instrument's mask (apodised footprint edges, holes around bright sources) marking unusable
+pixels, and the sources brighter than the flux cut in the sky's source catalogue subtracted; detections are kept
+by the tile that owns them. Then (paper section 2.3):
 
 1. each detection is matched to the most massive halo within 1' (when truth exists);
 2. a matched detection is assigned to the cutout holding the true halo centre, an unmatched one to the
@@ -24,7 +25,7 @@ from szviewer.atomic import atomic_path
 from szviewer.cutouts.grid import CutoutGrid, GridSettings
 from szviewer.errors import Cancelled, InputError
 from szviewer.progress import CancelFn, ProgressFn
-from szviewer.sky.bands import NOISE_UK_ARCMIN, noise_sigma_uk
+from szviewer.sky.bands import NOISE_UK_ARCMIN
 from szviewer.workspace import Workspace
 
 CATALOG = "mf_catalog.fits"
@@ -77,20 +78,73 @@ def cutout_snr(cells: np.ndarray, snr: np.ndarray, ids: np.ndarray) -> np.ndarra
     return np.where(np.isfinite(best), best, np.nan)
 
 
-def _tile_maps(sky, k: int, noise_seed: int, noise: dict) -> np.ndarray:
-    from szviewer.sky.tilestore import TileReader
+def tile_mask(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | None:
+    """Unusable pixels (True) of tile ``k``: where the instrument's footprint mask is 0 (None: no mask)."""
+    from szviewer.sky.instruments import Instrument
+    from szviewer.sky.noise_maps import footprint_mask
 
-    with TileReader(sky.paths[k]) as r:
-        maps = sum(r.component(c) for c in r.components)
-        tile = r.tile
-    rng = np.random.default_rng([noise_seed, 2**31 + tile.index])
-    for b, band in enumerate(sky.bands):
-        maps[b] += rng.standard_normal(tile.shape, dtype=np.float32) * np.float32(
-            noise_sigma_uk(band, tile.pixel_arcmin, noise[band]))
-    return maps
+    inst = ws.products["sky"].get("settings", {}).get("instrument")
+    if not isinstance(inst, dict):
+        return None
+    inst = Instrument.from_dict(inst)
+    if inst.edge_apod_arcmin <= 0 and inst.hole_flux_mjy <= 0:
+        return None
+    tile = sky.tiles[k]
+    yy, xx = np.mgrid[0:tile.ny, 0:tile.nx]
+    ra, dec = tile.pix_to_world(xx.ravel(), yy.ravel())
+    m = footprint_mask(inst, tuple(ws.geometry["footprint"]), np.asarray(ra).reshape(tile.shape),
+                       np.asarray(dec).reshape(tile.shape), srcs)
+    return m <= 0
 
 
-def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progress: ProgressFn | None = None,
+def instrument_settings(ws: Workspace, settings):
+    """``settings`` with the workspace instrument's effective frequencies and beams (Gaussian FWHM; a B_ell
+    table enters as its equivalent FWHM), where the user did not set beams."""
+    from szviewer.sky.instruments import Instrument
+
+    inst = ws.products["sky"].get("settings", {}).get("instrument")
+    if not isinstance(inst, dict):
+        return settings
+    inst = Instrument.from_dict(inst)
+    changes = {}
+    if tuple(settings.bands_ghz) != tuple(inst.freqs_ghz):
+        changes["bands_ghz"] = tuple(inst.freqs_ghz)
+    if not any(settings.beam_fwhm_arcmin):
+        changes["beam_fwhm_arcmin"] = tuple(b.beam.fwhm_equivalent_arcmin() for b in inst.bands)
+    return settings.replace(**changes) if changes else settings
+
+
+def fits_settings(ws: Workspace, sky, settings, noise: dict) -> tuple:
+    """The MF settings and white depths [uK-arcmin] for the user's FITS maps: the recorded effective frequencies,
+    the recorded beams (FWHM, or a B_ell table's equivalent FWHM) unless the user gave beams, and the median depth
+    of each band's ivar map (else the paper's depth for a paper band)."""
+    bands = tuple(sky.bands)
+    if len(bands) != settings.nband:
+        raise InputError(ws.root, f"the matched filter takes {settings.nband} bands (like the paper's 90/148/219 GHz) "
+                                  f"for now; this workspace has {len(bands)} ({', '.join(map(str, bands))} GHz)")
+    freqs = tuple(float(sky.freqs_ghz[b]) for b in bands) if hasattr(sky, "freqs_ghz") else bands
+    changes = {"bands_ghz": freqs}
+    beams = getattr(sky, "beams", {}) or {}
+    if not any(settings.beam_fwhm_arcmin) and any(beams.get(b) is not None for b in bands):
+        changes["beam_fwhm_arcmin"] = tuple(0.0 if beams.get(b) is None else beams[b].fwhm_equivalent_arcmin()
+                                            for b in bands)
+    summary = ws.products["sky"].get("summary", {}).get("bands", {})
+    depth = []
+    for b in bands:
+        d = (summary.get(str(b)) or {}).get("depth_uk_arcmin")
+        if d:
+            depth.append(float(d["median"]))
+        elif b in noise:
+            depth.append(noise[b])
+        elif settings.noise_mode == "model":
+            raise InputError(ws.root, f"band {b} GHz has no ivar map, so the noise model has no depth: import it with "
+                                      f"--ivar {b}=FILE, or run `szviewer mf WS --noise data`")
+        else:
+            depth.append(0.0)
+    return settings.replace(**changes), depth
+
+
+def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | None = None,
                         cancelled: CancelFn | None = None) -> dict:
     """Run the MF over the workspace, write ``mf_catalog.fits`` and the ``mf_snr`` score column."""
     from szviewer.mf.runner import Cancelled as MFCancelled
@@ -109,10 +163,11 @@ def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progr
     cats = []
     if ws.kind == "synthetic":
         srcs = Table.read(ws.path("sources.fits")) if ws.has("sources") else None
+        settings = instrument_settings(ws, settings)
         for k, tile in enumerate(sky.tiles):
             if cancelled is not None and cancelled():
                 raise Cancelled("matched filter cancelled")
-            maps = _tile_maps(sky, k, noise_seed, noise)
+            maps = sky.tile_maps(k)
             ps = None
             if srcs is not None:
                 x, y = tile.world_to_pix(np.asarray(srcs["ra"]), np.asarray(srcs["dec"]))
@@ -121,19 +176,22 @@ def run_mf_on_workspace(ws: Workspace, settings=None, noise_seed: int = 0, progr
                 ps = PointSources(x[ok], y[ok], flux[ok])
             try:
                 cat = run_mf(maps, tile.wcs(), tile.pixel_arcmin, settings,
-                             noise_uk_arcmin=[noise[b] for b in sky.bands], sources=ps, cancel=cancelled)
+                             noise_uk_arcmin=[noise[b] for b in sky.bands], sources=ps, cancel=cancelled,
+                             mask=tile_mask(ws, sky, k, srcs))
             except MFCancelled:
                 raise Cancelled("matched filter cancelled") from None
+            del maps
             cat = cat[tile.owned.contains(np.asarray(cat["ra"]), np.asarray(cat["dec"]))]
             cat["tile"] = np.full(len(cat), tile.index, dtype=np.int32)
             cats.append(cat)
             if progress is not None:
                 progress(k + 1, len(sky.tiles), f"tile {tile.index}: {len(cat)} detections")
     elif ws.kind == "fits":
+        settings, depth = fits_settings(ws, sky, settings, noise)
         maps = sky.band_maps()
         try:
             cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings,
-                         noise_uk_arcmin=[noise[b] for b in sky.bands], cancel=cancelled,
+                         noise_uk_arcmin=depth, cancel=cancelled, mask=~sky.usable,
                          progress=None if progress is None else (lambda d, t: progress(d, t, "tiles")))
         except MFCancelled:
             raise Cancelled("matched filter cancelled") from None

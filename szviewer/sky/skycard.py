@@ -1,6 +1,7 @@
 """The sky card: power of each component at ell = 3000 and the density of label-qualifying halos,
 beside the values of Sehgal et al. (2010) quoted in SCIENCE.md, so a user sees at once whether a
-synthetic sky is like the one DeepSZ was trained on.
+synthetic sky is like the one DeepSZ was trained on; and the instrument's noise as realised (white level and
+ell_knee measured from the noise power spectrum of each band, against the preset; the depth range of the ivar map).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def measure_tile(writer: TileWriter, srcs: Table, pixel_arcmin: float) -> dict[s
             out[name] = {b: _d3000(_band(terms, k), pixel_arcmin) for k, b in enumerate(bands)}
     # sources fainter than 2 mJy at 148 GHz: faint templates + repainted faint discrete sources
     tile = writer.tile
-    faint = srcs[np.asarray(srcs["flux_148"]) < 2.0]
+    ref = min(bands, key=lambda b: abs(int(b) - 148))  # the paper's 148 GHz, or the instrument's nearest band
+    faint = srcs[np.asarray(srcs[f"flux_{ref}"]) < 2.0]
     x, y = tile.world_to_pix(np.asarray(faint["ra"]), np.asarray(faint["dec"]))
     omega_pix = (pixel_arcmin * np.pi / 180 / 60) ** 2
     flux = np.column_stack([np.asarray(faint[f"flux_{b}"]) * 1e-3 for b in bands])
@@ -69,19 +71,74 @@ def measure_tile(writer: TileWriter, srcs: Table, pixel_arcmin: float) -> dict[s
     return out
 
 
+def measure_tile_noise(instrument, noise: np.ndarray, hits: np.ndarray | None) -> list[dict]:
+    """Per band: the white level [uK-arcmin] and ell_knee measured on one tile's noise realisation, beside the
+    instrument's, and the depth range (5th-95th percentile, uK-arcmin) of its ivar map."""
+    from szviewer.sky.noise_maps import measure_noise
+
+    fits = measure_noise(noise, instrument.pixel_arcmin, hits)
+    out = []
+    for spec, fit in zip(instrument.bands, fits, strict=True):
+        rel = np.ones(1) if hits is None else np.asarray(hits, float)
+        depth = spec.white_uk_arcmin / np.sqrt(np.percentile(rel, [95.0, 5.0]))  # deep end from high hits
+        out.append({"band": int(spec.band), "white_uk_arcmin": float(fit["white_uk_arcmin"]),
+                    "preset_white_uk_arcmin": float(spec.white_uk_arcmin),
+                    "ell_knee": float(fit.get("ell_knee", 0.0) or 0.0), "preset_ell_knee": float(spec.ell_knee),
+                    "depth_range_uk_arcmin": [float(depth[0]), float(depth[1])]})
+    return out
+
+
+def _noise_rows(per_tile: list[dict]) -> list[dict]:
+    """The tiles' noise measurements averaged per band."""
+    tiles = [t["noise"] for t in per_tile if "noise" in t]
+    if not tiles:
+        return []
+    rows = []
+    for k, first in enumerate(tiles[0]):
+        vals = [t[k] for t in tiles]
+        white = float(np.mean([v["white_uk_arcmin"] for v in vals]))
+        knee = float(np.mean([v["ell_knee"] for v in vals]))
+        lo = min(v["depth_range_uk_arcmin"][0] for v in vals)
+        hi = max(v["depth_range_uk_arcmin"][1] for v in vals)
+        rows.append({"band": first["band"], "white_uk_arcmin": round(white, 4),
+                     "preset_white_uk_arcmin": first["preset_white_uk_arcmin"],
+                     "white_ratio": round(white / first["preset_white_uk_arcmin"], 4),
+                     "ell_knee": round(knee, 1), "preset_ell_knee": first["preset_ell_knee"],
+                     "ell_knee_ratio": round(knee / first["preset_ell_knee"], 4) if first["preset_ell_knee"] else None,
+                     "depth_range_uk_arcmin": [round(lo, 3), round(hi, 3)]})
+    return rows
+
+
 def _band(terms, k: int) -> np.ndarray:
     return sum(float(s[k]) * d[min(k, d.shape[0] - 1)] for d, s in terms)
 
 
-def make_card(per_tile: list[dict], halos: Table, area_deg2: float, bands, m_vir_calibration: float = 1.0) -> dict:
-    """Average the tiles' measurements and count positive halos in the footprint."""
+#: Components whose power in uK_CMB is the same in every band (compared with Sehgal's at any frequency).
+FLAT_IN_CMB_UNITS = ("cmb", "ksz")
+
+
+def _reference(name: str, ref: dict, band: int, freq: float):
+    """Sehgal's value for a band: any band for the CMB and kSZ; else only at Sehgal's own frequencies."""
+    if name in FLAT_IN_CMB_UNITS:
+        return next(iter(ref["value"].values()), None)
+    for nu, v in ref["value"].items():
+        if abs(float(freq) - nu) < 1.0:
+            return v
+    return None
+
+
+def make_card(per_tile: list[dict], halos: Table, area_deg2: float, bands, m_vir_calibration: float = 1.0,
+              freqs_ghz=None) -> dict:
+    """Average the tiles' measurements and count positive halos in the footprint. ``freqs_ghz``: the bands'
+    effective frequencies (default: the band ids), which decide where Sehgal's frequency-dependent values apply."""
+    freqs = list(bands) if freqs_ghz is None else list(freqs_ghz)
     comps = {}
     for name, ref in REFERENCE.items():
         rows = []
-        for b in bands:
+        for b, nu in zip(bands, freqs, strict=True):
             vals = [t[name][b] for t in per_tile if name in t]
             meas = float(np.mean(vals)) if vals else float("nan")
-            r = ref["value"].get(b)
+            r = _reference(name, ref, int(b), nu)
             rows.append({"band": int(b), "d3000_uk2": round(meas, 3), "sehgal": r,
                          "ratio": None if not r else round(meas / r, 3),
                          "within_20pct": None if (not r or not ref["target"]) else bool(abs(meas / r - 1) <= 0.2)})
@@ -96,6 +153,7 @@ def make_card(per_tile: list[dict], halos: Table, area_deg2: float, bands, m_vir
         "ell_bin": list(ELL_BIN),
         "tiles_measured": len(per_tile),
         "components": comps,
+        "noise": _noise_rows(per_tile),
         "positive_halos": {"count": int(q.sum()), "area_deg2": round(area_deg2, 3),
                            "per_deg2": round(dens, 3), "sehgal_per_deg2": round(POSITIVE_DENSITY_REF, 3),
                            "poisson_error_per_deg2": round(float(np.sqrt(max(q.sum(), 1))) / area_deg2, 3),
@@ -126,6 +184,19 @@ def format_card(card: dict) -> str:
                  f"Sehgal {p['sehgal_per_deg2']:.2f}; ratio {p['ratio']:.2f}  {chk}")
     lines.append(f"  (this generator's expectation: {p['model_expectation_per_deg2']:.2f} per deg^2; "
                  f"small areas scatter by the Poisson error)")
+    noise = card.get("noise") or []
+    if noise:
+        inst = card.get("instrument", "")
+        lines.append("")
+        lines.append(f"Instrument noise{f' ({inst})' if inst else ''}, measured on the realisation beside the preset:")
+        lines.append(f"{'band':>6}{'white':>9}{'preset':>8}{'ratio':>7}{'ell_knee':>10}{'preset':>8}{'ratio':>7}"
+                     "  depth range [uK-arcmin]")
+        for r in noise:
+            kr = "-" if r["ell_knee_ratio"] is None else f"{r['ell_knee_ratio']:.2f}"
+            knee = "-" if not r["preset_ell_knee"] else f"{r['ell_knee']:.0f}"
+            lo, hi = r["depth_range_uk_arcmin"]
+            lines.append(f"{r['band']:>6}{r['white_uk_arcmin']:>9.2f}{r['preset_white_uk_arcmin']:>8.2f}"
+                         f"{r['white_ratio']:>7.2f}{knee:>10}{r['preset_ell_knee']:>8.0f}{kr:>7}  {lo:.2f} - {hi:.2f}")
     return "\n".join(lines)
 
 

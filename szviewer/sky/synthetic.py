@@ -12,8 +12,12 @@ Components, kept separately per tile, in uK_CMB at 90/148/219 GHz:
   their faint Poisson power;
 - ``dust``: Galactic dust, C_ell ~ ell^-2.42, amplitude rising toward the Galactic plane.
 
-Instrument white noise is not stored: it is added, seeded, where maps are used (cutouts, filters),
-so a workspace stays small and the same seed always gives the same noise.
+Everything is seen through an instrument (``resources/instruments/*.toml``, :mod:`szviewer.sky.instruments`):
+its bands' effective frequencies set the spectra, its beams are applied to every component, its pixel size is
+the tiles', and its noise (white, atmospheric 1/f correlated between bands, inhomogeneous depth) is realised
+once per tile from the sky's seed and added to the sum of the components to make the tile's observed map
+(:mod:`szviewer.sky.tiledsky`), which every consumer reads. The default instrument, ``spt3g-paper``, is the
+paper's: white 2.8/2.6/6.6 uK-arcmin at 90/148/219 GHz, no beam, 0.25' pixels.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from astropy import units as u
 from astropy.table import Table, vstack
 
 from szviewer.sky import painting, pressure, sources, spectra
-from szviewer.sky.bands import BANDS_GHZ, NOISE_UK_ARCMIN, db_dt_jy_sr_per_uk, tsz_uk_per_y
+from szviewer.sky.bands import H_PLANCK, K_BOLTZMANN, db_dt_jy_sr_per_uk, tsz_uk_per_y
+from szviewer.sky.beams import Beam
 from szviewer.sky.halos import HaloSettings, draw_halos, region_solid_angle_sr, uniform_positions
+from szviewer.sky.instruments import Instrument, load_instrument
 from szviewer.sky.tiles import Footprint, Tile, make_tiles
 from szviewer.sky.tilestore import TileWriter
 
@@ -43,14 +49,14 @@ class SimulationSettings:
     seed: int = 0
     area_deg2: float = 100.0
     octant: bool = False
-    pixel_arcmin: float = 0.25
-    bands: tuple[int, ...] = BANDS_GHZ
+    #: The instrument: a preset name (``resources/instruments/NAME.toml``), a path to a TOML file of the same
+    #: form, or an :class:`~szviewer.sky.instruments.Instrument`; it sets the bands, their effective
+    #: frequencies, the beams, the noise and the pixel size.
+    instrument: Instrument | str = "spt3g-paper"
     tile_deg: float = 10.0
     margin_arcmin: float = 15.0
-    #: Gaussian beam FWHM per band [arcmin]; empty = no beam, as in the paper (section 1.1).
+    #: Gaussian beam FWHM per band [arcmin] replacing the instrument's (``--beam-fwhm``); empty = the instrument's.
     beam_fwhm_arcmin: dict[int, float] = field(default_factory=dict)
-    #: White noise added where maps are used, uK-arcmin (paper section 1.1).
-    noise_uk_arcmin: dict[int, float] = field(default_factory=lambda: dict(NOISE_UK_ARCMIN))
     m200c_min_msun: float = 2e13
     #: Tinker 2008 predicts 3.49 halos per deg^2 with M_vir >= 2e14 Msun and z >= 0.25 (SCIENCE.md measured
     #: 3.5), 20% above the 2.90 of Sehgal's octant, whose virial masses come from FoF groups. We scale the
@@ -72,29 +78,81 @@ class SimulationSettings:
     #: Galactic dust at 148 GHz, D_ell at ell = 3000 [uK^2] at |b| = 60 deg, C_ell ~ ell^-2.42;
     #: amplitude scales as 1/sin|b| (capped at |b| = 5 deg). [unverified] level for Sehgal's octant.
     dust_d3000_148: float = 0.3
+    #: Dust in uK_CMB per uK_CMB at 148 GHz, per band (SCIENCE.md's rounded values); other bands take the modified
+    #: black body (beta 1.53, T 19.6 K), which gives 0.361 and 2.954 at 90 and 219 GHz.
     dust_ratio: dict[int, float] = field(default_factory=lambda: {90: 0.36, 148: 1.0, 219: 2.95})
     radio_in_halo_prob: float = 0.3
     ir_members_per_2e14: float = 1.0
     in_halo_min_mvir: float = 1e14
+
+    def __post_init__(self):
+        if not isinstance(self.instrument, Instrument):
+            self.instrument = load_instrument(self.instrument)
+        unknown = [b for b in self.beam_fwhm_arcmin if b not in self.instrument.band_ids]
+        if unknown:
+            from szviewer.errors import InputError
+
+            raise InputError(None, f"--beam-fwhm for band(s) {unknown}: the instrument {self.instrument.name!r} has "
+                                   f"bands {list(self.instrument.band_ids)}")
+
+    @property
+    def bands(self) -> tuple[int, ...]:
+        return self.instrument.band_ids
+
+    @property
+    def freqs_ghz(self) -> tuple[float, ...]:
+        return self.instrument.freqs_ghz
+
+    @property
+    def pixel_arcmin(self) -> float:
+        return self.instrument.pixel_arcmin
+
+    @property
+    def noise_uk_arcmin(self) -> dict[int, float]:
+        return self.instrument.white_uk_arcmin
+
+    def beams(self) -> list[Beam]:
+        """Each band's beam: the ``beam_fwhm_arcmin`` override where given, else the instrument's."""
+        return [Beam.gaussian(self.beam_fwhm_arcmin[b.band]) if b.band in self.beam_fwhm_arcmin else b.beam
+                for b in self.instrument.bands]
+
+    def dust_ratios(self) -> np.ndarray:
+        return np.array([self.dust_ratio.get(int(b), dust_ratio_mbb(f)) for b, f in zip(self.bands, self.freqs_ghz,
+                                                                                      strict=True)])
 
     def footprint(self) -> Footprint:
         return Footprint.octant() if self.octant else Footprint.square(self.area_deg2)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["bands"] = list(self.bands)
+        d["instrument"] = self.instrument.to_dict()
         d["beam_fwhm_arcmin"] = {str(k): v for k, v in self.beam_fwhm_arcmin.items()}
-        d["noise_uk_arcmin"] = {str(k): v for k, v in self.noise_uk_arcmin.items()}
         d["dust_ratio"] = {str(k): v for k, v in self.dust_ratio.items()}
+        # what the instrument implies, for readers of the manifest
+        d["bands"] = list(self.bands)
+        d["freqs_ghz"] = list(self.freqs_ghz)
+        d["pixel_arcmin"] = self.pixel_arcmin
+        d["noise_uk_arcmin"] = {str(k): v for k, v in self.noise_uk_arcmin.items()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SimulationSettings:
         d = dict(d)
-        d["bands"] = tuple(d["bands"])
-        for key in ("beam_fwhm_arcmin", "noise_uk_arcmin", "dust_ratio"):
-            d[key] = {int(k): float(v) for k, v in d[key].items()}
+        for key in ("bands", "freqs_ghz", "pixel_arcmin", "noise_uk_arcmin"):
+            d.pop(key, None)
+        for key in ("beam_fwhm_arcmin", "dust_ratio"):
+            d[key] = {int(k): float(v) for k, v in d.get(key, {}).items()}
+        inst = d.get("instrument", "spt3g-paper")
+        d["instrument"] = Instrument.from_dict(inst) if isinstance(inst, dict) else inst
         return cls(**d)
+
+
+def dust_ratio_mbb(freq_ghz: float, beta: float = 1.53, t_dust_k: float = 19.6, ref_ghz: float = 148.0) -> float:
+    """Galactic dust in uK_CMB relative to ``ref_ghz``: a modified black body nu^beta B_nu(T) over dB/dT."""
+    def mbb_uk(nu):
+        x = H_PLANCK * nu * 1e9 / (K_BOLTZMANN * t_dust_k)
+        return (nu * 1e9) ** (3 + beta) / math.expm1(x) / float(db_dt_jy_sr_per_uk(nu))
+    return mbb_uk(float(freq_ghz)) / mbb_uk(ref_ghz)
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -139,6 +197,7 @@ def make_catalogs(settings: SimulationSettings) -> tuple[Table, Table]:
 
 def _make_sources(settings: SimulationSettings, halos: Table, region: Footprint) -> Table:
     rng = _rng(settings.seed, 0, 1)
+    bands, freqs = settings.bands, settings.freqs_ghz
     omega = region_solid_angle_sr(*region.box)
     parts = []
     for pop in (sources.RADIO, sources.DUSTY):
@@ -146,8 +205,8 @@ def _make_sources(settings: SimulationSettings, halos: Table, region: Footprint)
         ra, dec = uniform_positions(rng, nsrc, region.box)
         s_ref = sources.draw_fluxes(rng, pop, nsrc)
         index = rng.normal(pop.index_mean, pop.index_sigma, nsrc)
-        parts.append(sources.source_table(ra, dec, sources.band_fluxes_mjy(pop, s_ref, index, settings.bands),
-                                          pop.name))
+        parts.append(sources.source_table(ra, dec, sources.band_fluxes_mjy(pop, s_ref, index, freqs),
+                                          pop.name, bands=bands))
     # sources inside massive halos (paper Fig. 2): radio AGN at the centre, dusty members within R_vir / 2
     host = np.nonzero(halos["m_vir"].data >= settings.in_halo_min_mvir)[0]
     if host.size:
@@ -157,8 +216,8 @@ def _make_sources(settings: SimulationSettings, halos: Table, region: Footprint)
         s_ref = sources.draw_fluxes(rng, sources.RADIO, k, s_min_jy=5e-4)
         index = rng.normal(sources.RADIO.index_mean, sources.RADIO.index_sigma, k)
         parts.append(sources.source_table(hr["ra"].data[has_radio], hr["dec"].data[has_radio],
-                                          sources.band_fluxes_mjy(sources.RADIO, s_ref, index, settings.bands),
-                                          "radio", host_halo=host[has_radio]))
+                                          sources.band_fluxes_mjy(sources.RADIO, s_ref, index, freqs),
+                                          "radio", host_halo=host[has_radio], bands=bands))
         n_mem = rng.poisson(settings.ir_members_per_2e14 * hr["m_vir"].data / 2e14)
         owner = np.repeat(np.arange(host.size), n_mem)
         if owner.size:
@@ -171,8 +230,8 @@ def _make_sources(settings: SimulationSettings, halos: Table, region: Footprint)
             s_ref = sources.draw_fluxes(rng, sources.DUSTY, owner.size)
             index = rng.normal(sources.DUSTY.index_mean, sources.DUSTY.index_sigma, owner.size)
             parts.append(sources.source_table(ra % 360, dec, sources.band_fluxes_mjy(sources.DUSTY, s_ref, index,
-                                                                                     settings.bands),
-                                              "ir", host_halo=host[owner]))
+                                                                                     freqs),
+                                              "ir", host_halo=host[owner], bands=bands))
     t = vstack(parts, metadata_conflicts="silent")
     t.meta = {"POPS": "radio (148 GHz counts, S ~ nu^-0.6), ir (143 GHz dusty counts, S ~ nu^3.45)"}
     return t
@@ -193,9 +252,12 @@ def _galactic_dust_factor(ra: float, dec: float) -> float:
     return math.sin(math.radians(60.0)) / math.sin(math.radians(max(b, 5.0)))
 
 
-def simulate_tile(settings: SimulationSettings, tile: Tile, halos: Table, srcs: Table) -> TileWriter:
-    """All components of one tile (noise excluded), as terms of a :class:`TileWriter`."""
+def simulate_tile(settings: SimulationSettings, tile: Tile, halos: Table, srcs: Table,
+                  beams: bool = True) -> TileWriter:
+    """All components of one tile (noise excluded), as terms of a :class:`TileWriter`, seen through the
+    instrument's beams (``beams=False``: the sky itself; :func:`apply_instrument_beams` adds them later)."""
     bands = settings.bands
+    freqs = np.asarray(settings.freqs_ghz, dtype=float)
     shape = tile.shape
     pix = settings.pixel_arcmin
     w = TileWriter(tile, bands)
@@ -219,7 +281,7 @@ def simulate_tile(settings: SimulationSettings, tile: Tile, halos: Table, srcs: 
     amp_k = amp_y * pressure.ksz_uk_per_y(m500, hs["z"].data, hs["v_r_km_s"].data)
     ymap, kmap = painting.paint_radial(shape, x[inside], y[inside], rad[inside], x_tab, i_tab,
                                        th[inside] / pix, [amp_y, amp_k])
-    w.add("tsz", ymap.astype(np.float32), band_scale=tsz_uk_per_y(np.asarray(bands, dtype=float)))
+    w.add("tsz", ymap.astype(np.float32), band_scale=tsz_uk_per_y(freqs))
     kbg = settings.ksz_background_d3000
     w.add("ksz", (kmap + field_(1, lambda ell: spectra.dl_to_cl(ell, np.full_like(ell, kbg)))).astype(np.float32))
 
@@ -228,7 +290,7 @@ def simulate_tile(settings: SimulationSettings, tile: Tile, halos: Table, srcs: 
     sx, sy = tile.world_to_pix(srcs["ra"].data, srcs["dec"].data)
     on = np.isfinite(sx) & (sx > -1) & (sx < tile.nx) & (sy > -1) & (sy < tile.ny)
     flux = np.column_stack([srcs[f"flux_{b}"].data * 1e-3 for b in bands])  # mJy -> Jy
-    to_uk = 1.0 / (omega_pix * db_dt_jy_sr_per_uk(np.asarray(bands, dtype=float)))
+    to_uk = 1.0 / (omega_pix * db_dt_jy_sr_per_uk(freqs))
     pops = srcs["population"]
     for comp_id, pop in ((2, sources.DUSTY), (3, sources.RADIO)):
         sel = on & (pops == pop.name)
@@ -243,7 +305,7 @@ def simulate_tile(settings: SimulationSettings, tile: Tile, halos: Table, srcs: 
         else:
             def cl_fn(ell, cl_faint=cl_faint):
                 return np.full_like(ell, cl_faint)
-        w.add(pop.name, field_(comp_id, cl_fn), band_scale=_sed_ratio_uk(pop.index_mean, 148.0, bands))
+        w.add(pop.name, field_(comp_id, cl_fn), band_scale=_sed_ratio_uk(pop.index_mean, 148.0, freqs))
 
     # Galactic dust
     amp = settings.dust_d3000_148 * _galactic_dust_factor(tile.ra0, tile.dec0)
@@ -251,33 +313,56 @@ def simulate_tile(settings: SimulationSettings, tile: Tile, halos: Table, srcs: 
     def cl_dust(ell):
         ell = np.maximum(ell, 30.0)
         return spectra.dl_to_cl(ell, amp * (ell / 3000.0) ** (2 - 2.42))
-    w.add("dust", field_(4, cl_dust), band_scale=[settings.dust_ratio[int(b)] for b in bands])
-
-    if settings.beam_fwhm_arcmin:
-        _apply_beams(w, settings)
+    w.add("dust", field_(4, cl_dust), band_scale=settings.dust_ratios())
+    if beams:
+        apply_instrument_beams(w, settings)
     return w
 
 
-def beam_transfer(ell: np.ndarray, fwhm_arcmin: float) -> np.ndarray:
-    """Gaussian beam B_ell = exp(-ell(ell+1) sigma^2 / 2)."""
-    sigma = fwhm_arcmin * np.pi / 180 / 60 / math.sqrt(8 * math.log(2))
-    return np.exp(-0.5 * ell * (ell + 1) * sigma**2)
+def apply_instrument_beams(w: TileWriter, settings: SimulationSettings) -> None:
+    """Convolve a tile's components with the instrument's beams (nothing for a beamless instrument)."""
+    beams = settings.beams()
+    if any(b.is_table or b.fwhm_arcmin > 0 for b in beams):
+        _apply_beams(w, beams, settings.pixel_arcmin)
 
 
-def _apply_beams(w: TileWriter, settings: SimulationSettings) -> None:
-    """Convolve every component with each band's beam; terms become per-band maps."""
-    ell = spectra.ell_grid(*w.tile.shape, settings.pixel_arcmin)
-    nb = len(settings.bands)
+def _apply_beams(w: TileWriter, beams: list[Beam], pixel_arcmin: float) -> None:
+    """Convolve every component with each band's beam (B_ell); terms become per-band maps."""
+    ell = spectra.ell_grid(*w.tile.shape, pixel_arcmin)
+    nb = len(beams)
+    bell = [None if not (b.is_table or b.fwhm_arcmin > 0) else b(ell) for b in beams]
     for name, terms in list(w.terms.items()):
         full = np.zeros((nb,) + w.tile.shape, dtype=np.float32)
         for data, scale in terms:
             for b in range(nb):
                 full[b] += np.float32(scale[b]) * data[min(b, data.shape[0] - 1)]
-        for b, band in enumerate(settings.bands):
-            fwhm = settings.beam_fwhm_arcmin.get(int(band), 0.0)
-            if fwhm > 0:
-                full[b] = np.fft.irfft2(np.fft.rfft2(full[b]) * beam_transfer(ell, fwhm), s=w.tile.shape)
+        for b in range(nb):
+            if bell[b] is not None:
+                full[b] = np.fft.irfft2(np.fft.rfft2(full[b]) * bell[b], s=w.tile.shape)
         w.terms[name] = [(full, np.ones(nb))]
+
+
+def tile_noise(settings: SimulationSettings, tile: Tile, hits: np.ndarray | None = None) -> np.ndarray:
+    """The instrument noise of a tile, (nband, ny, nx) float32 uK: realised once from the sky's seed (stream
+    (seed, 2, tile)) with the sky's depth pattern ``hits`` (:func:`tile_hits`; None = uniform). Added to the sum of
+    the tile's components it makes the tile's observed map."""
+    from szviewer.sky.noise_maps import realise_noise
+
+    return realise_noise(settings.instrument, tile.shape, settings.pixel_arcmin, _rng(settings.seed, 2, tile.index),
+                         hits)
+
+
+def tile_hits(settings: SimulationSettings, tile: Tile) -> np.ndarray | None:
+    """Relative hits (ny, nx) of the instrument's depth pattern on the tile's pixels (None: uniform depth)."""
+    from szviewer.sky.noise_maps import relative_hits
+
+    inst = settings.instrument
+    if inst.depth_pattern == "uniform":
+        return None
+    yy, xx = np.mgrid[0:tile.ny, 0:tile.nx]
+    ra, dec = tile.pix_to_world(xx.ravel(), yy.ravel())
+    return relative_hits(inst, np.asarray(ra).reshape(tile.shape), np.asarray(dec).reshape(tile.shape),
+                         settings.seed).astype(np.float32)
 
 
 def tiles_for(settings: SimulationSettings) -> list[Tile]:
@@ -290,7 +375,8 @@ ProgressFn = Callable[[int, int, str], None]
 def simulate_tiles(settings: SimulationSettings, halos: Table, srcs: Table, tiles: list[Tile],
                    write: Callable[[Tile, TileWriter], None], progress: ProgressFn | None = None,
                    cancelled: Callable[[], bool] | None = None) -> dict:
-    """Simulate and hand each tile to ``write``, one at a time (so memory stays one tile deep)."""
+    """Simulate and hand each tile to ``write``, one at a time (so memory stays one tile deep), before the beams:
+    ``write`` measures the sky itself, then calls :func:`apply_instrument_beams`."""
     times = []
     for k, tile in enumerate(tiles):
         if cancelled is not None and cancelled():
@@ -298,7 +384,7 @@ def simulate_tiles(settings: SimulationSettings, halos: Table, srcs: Table, tile
 
             raise Cancelled("simulation cancelled")
         t0 = time.perf_counter()
-        writer = simulate_tile(settings, tile, halos, srcs)
+        writer = simulate_tile(settings, tile, halos, srcs, beams=False)
         write(tile, writer)
         times.append(time.perf_counter() - t0)
         if progress is not None:

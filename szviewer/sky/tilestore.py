@@ -41,6 +41,16 @@ class TileWriter:
         scale = np.ones(nb) if band_scale is None else np.asarray(band_scale, dtype=float)
         self.terms.setdefault(component, []).append((data, scale))
 
+    def total(self) -> np.ndarray:
+        """The sum of every component, (nband, ny, nx) float32 uK_CMB (the sky without noise)."""
+        nb = len(self.bands)
+        out = np.zeros((nb,) + self.tile.shape, dtype=np.float32)
+        for terms in self.terms.values():
+            for data, scale in terms:
+                for b in range(nb):
+                    out[b] += np.float32(scale[b]) * data[min(b, data.shape[0] - 1)]
+        return out
+
     def write(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
@@ -83,13 +93,21 @@ class TileReader:
 
     def component(self, name: str) -> np.ndarray:
         """(nband, ny, nx) float32 in uK_CMB."""
+        return self._sum_terms(name, (slice(None), slice(None)), self.tile.shape)
+
+    def component_block(self, name: str, y0: int, x0: int, npix: int) -> np.ndarray:
+        """(nband, npix, npix) float32 block of a component at tile pixel (y0, x0), summed exactly as
+        :meth:`component` sums it (so a block equals the same pixels of the whole map, bit for bit)."""
+        return self._sum_terms(name, (slice(y0, y0 + npix), slice(x0, x0 + npix)), (npix, npix))
+
+    def _sum_terms(self, name: str, where: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
         if name not in self._f["components"]:
             raise InputError(self.path, f"tile has no component {name!r} (has {', '.join(self.components)})")
         nb = len(self.bands)
-        out = np.zeros((nb,) + self.tile.shape, dtype=np.float32)
+        out = np.zeros((nb,) + tuple(shape), dtype=np.float32)
         try:
             for ds in self._f["components"][name].values():
-                data = ds[...]
+                data = ds[(slice(None),) + where]
                 scale = ds.attrs["band_scale"]
                 for b in range(nb):
                     out[b] += np.float32(scale[b]) * data[min(b, data.shape[0] - 1)]
