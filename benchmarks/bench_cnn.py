@@ -1,28 +1,37 @@
-"""Benchmark of the DeepSZ CNN (issue 6; paper section 2.2): inference and training speed on this machine.
+"""Benchmark of the DeepSZ CNN (issues 6 and 13.1; paper section 2.2): inference and training speed on this CPU.
 
 Rows, all measured in the same process on the paper-sized network (ResNet-50 stages 1-3, 9.7 M parameters):
 
+- the machine: CPU, cores, the flags that decide the precision (AVX2, AVX-512, AVX-512 BF16, AMX);
 - inference, plain eager fp32 PyTorch (the reference), cutouts/s;
-- inference at each precision of :class:`szviewer.cnn.predict.Scorer` (fused oneDNN plan of
-  :mod:`szviewer.cnn.fused`): 'fp32', 'bf16' (unchecked) and 'checked' (bf16, with an fp32 re-score of every
-  cutout whose calibrated probability the bf16 error could move by more than 0.01; what 'auto' picks on a CPU with
-  native bf16), each with the largest difference of its Platt-calibrated probabilities from the eager fp32 ones
-  on the same cutouts (must be <= 0.01) and, for 'checked', the fraction re-scored; target >= 2,500 cutouts/s on
-  2 CPU cores;
-- training, batches of 128 per second, eager fp32 vs bf16 autocast + channels-last;
+- inference through :class:`szviewer.cnn.predict.Scorer`: the fused oneDNN fp32 plan of :mod:`szviewer.cnn.fused`
+  one batch at a time on all intra-op threads ("1 stream") and as the default runs it (one single-threaded
+  stream per thread); where bf16 is native (AVX-512 BF16 / AMX) also 'bf16' (unchecked) and 'checked' (bf16
+  with an fp32 re-score of every cutout whose calibrated probability bf16 could move by more than 0.01: what
+  'auto' picks there). Each with the largest difference of its Platt-calibrated probabilities from eager fp32 on
+  the same cutouts (must be <= 0.01); targets >= 2x eager in fp32 everywhere, >= 1,000 cutouts/s on 2 AVX2 cores
+  and >= 2,500/s on 2 AVX-512 cores (issue 13);
+- with ``--alternatives``: the other runtimes the issue names, on the same folded network and cutouts:
+  torch.compile (inductor with freezing), ONNX Runtime and OpenVINO (f32; 1 stream and one per thread) where
+  they are installed (they are not dependencies of szviewer: ``pip install onnxruntime openvino onnx``);
+- training, batches/s at batch 128: eager fp32, and the presets' fast path as :func:`szviewer.cnn.train.train`
+  runs it here (channels-last, plus bf16 autocast only where bf16 is native);
 - peak resident memory of the process.
 
 The network is the shipped model (realistic BatchNorm statistics and calibration) when it exists, otherwise a
 freshly initialised one with Platt (1, 0). Cutouts are read from ``--workspace WS``, otherwise from a 60 deg^2
-synthetic sky (seed 2, the default generator) simulated into a temporary folder first (~15 s).
+synthetic sky (seed 2, the default generator) simulated into a temporary folder first (~15 s). All rows are
+timed in alternating rounds (best of 3) so a busy neighbour hurts them alike; ratios are to eager in the same run.
 
-Run: ``python benchmarks/bench_cnn.py [--n 4096] [--workspace WS] [--threads 2]``.
+Run: ``python benchmarks/bench_cnn.py [--n 4096] [--workspace WS] [--threads 2] [--alternatives]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import platform
 import resource
 import sys
 import tempfile
@@ -52,15 +61,138 @@ def _cutouts(n: int, workspace: str | None) -> np.ndarray:
             return store.images(np.arange(min(n, len(store))))
 
 
-def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> list[dict]:
+def machine_row() -> dict:
     import torch
 
+    from szviewer.cnn.fused import bf16_native, cpu_features
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.partition(":")[2].strip() for ln in text.splitlines() if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    flags = [k for k, v in cpu_features().items() if v]
+    return {"name": f"machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+            "seconds": None, "throughput": None, "unit": "", "target": None, "ratio_to_ref": None,
+            "note": f"flags {' '.join(flags) or 'none'}; bf16 native: {bf16_native()}; torch {torch.__version__}"}
+
+
+def _alternatives(model, x: np.ndarray, batch: int = 128) -> dict:
+    """name -> scoring function (raw scores of all of ``x``) for the runtimes that are installed here."""
+    import torch
+
+    from szviewer.cnn.fused import batched
+    from szviewer.cnn.model import raw_score
+    from szviewer.cnn.predict import fuse_for_inference
+
+    cfg = model.config
+    inv = (1.0 / np.asarray(cfg.scale_uk, dtype=np.float32)).reshape(1, -1, 1, 1)
+
+    def scale(xb: np.ndarray) -> np.ndarray:
+        if cfg.scaling == "minmax":
+            flat = xb.reshape(len(xb), -1)
+            lo, hi = flat.min(1).reshape(-1, 1, 1, 1), flat.max(1).reshape(-1, 1, 1, 1)
+            return ((xb - lo) / np.maximum(hi - lo, np.float32(1e-12))).astype(np.float32)
+        return np.arcsinh(xb * inv)
+
+    folded = fuse_for_inference(model.net).eval()
+    body = torch.nn.Sequential(folded.stem, folded.stages, folded.head).eval()  # input scaling done in numpy
+    threads = torch.get_num_threads()
+    out: dict = {}
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    t0 = time.perf_counter()
+    compiled = torch.compile(copy.deepcopy(body))
+    with torch.inference_mode():
+        compiled(torch.from_numpy(scale(x[:batch])))
+
+    def compiled_fwd(xb):
+        return raw_score(compiled(torch.from_numpy(scale(xb)))).numpy()
+
+    note = f"compile {time.perf_counter() - t0:.0f} s"
+    out[f"torch.compile inductor+freezing, 1 stream ({note})"] = lambda: batched(x, batch, compiled_fwd, 1)
+    out[f"torch.compile inductor+freezing, {threads} streams"] = lambda: batched(x, batch, compiled_fwd, threads)
+    onnx_path = Path(tempfile.mkdtemp()) / "deepsz.onnx"
+    try:
+        import onnx  # noqa: F401 - the exporter needs it
+
+        torch.onnx.export(body, (torch.from_numpy(scale(x[:4])),), onnx_path, input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False,
+                          opset_version=17)
+    except Exception as exc:  # noqa: BLE001 - no onnx, or an exporter that refuses: no ONNX rows
+        print(f"bench_cnn: no ONNX export ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    def streamed(runs: list) -> np.ndarray:
+        res = np.empty(len(x), dtype=np.float32)
+        starts = list(range(0, len(x), batch))
+
+        def work(i):
+            for a in starts[i::len(runs)]:
+                res[a:a + batch] = runs[i](x[a:a + batch])
+
+        with ThreadPoolExecutor(len(runs)) as pool:
+            list(pool.map(work, range(len(runs))))
+        return res
+
+    try:
+        import onnxruntime as ort
+
+        def session(n_threads: int):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = n_threads, 1
+            s = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+            def run(xb, s=s):
+                lg = s.run(None, {"x": scale(xb)})[0]
+                return lg[:, 1] - lg[:, 0]
+            return run
+
+        one = session(threads)
+        per = [session(1) for _ in range(threads)]
+        out[f"onnxruntime {ort.__version__}, 1 session x {threads} threads"] = lambda: streamed([one])
+        out[f"onnxruntime {ort.__version__}, {threads} sessions x 1 thread"] = lambda: streamed(per)
+    except ImportError:
+        pass
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        om = core.read_model(str(onnx_path))
+        version = ov.__version__.split("-")[0]
+        for hint in ("LATENCY", "THROUGHPUT"):
+            cm = core.compile_model(om, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint,
+                                                "INFERENCE_NUM_THREADS": threads})
+            n_req = max(1, int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            reqs = [cm.create_infer_request() for _ in range(n_req)]
+
+            def run_with(req):
+                def run(xb):
+                    lg = req.infer({0: scale(xb)})[0]
+                    return lg[:, 1] - lg[:, 0]
+                return run
+
+            out[f"openvino {version} f32, {hint.lower()} ({n_req} stream{'s' * (n_req > 1)})"] = (
+                lambda reqs=reqs: streamed([run_with(r) for r in reqs]))
+    except ImportError:
+        pass
+    return out
+
+
+def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alternatives: bool = False) -> list[dict]:
+    import torch
+
+    from szviewer.cnn.fused import bf16_native
     from szviewer.cnn.model import DeepSZNet, NetConfig, raw_score
     from szviewer.cnn.modelfile import CNNModel, Platt, load_model
     from szviewer.cnn.predict import Scorer
+    from szviewer.cnn.train import bf16_autocast_pays
     from szviewer.jobs.cnn import default_model_path
 
-    rows: list[dict] = []
+    rows: list[dict] = [machine_row()]
     path = default_model_path()
     if path.is_file():
         model = load_model(path)
@@ -72,8 +204,7 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
     x = _cutouts(n, workspace)
     n = len(x)
 
-    # reference: plain eager fp32, contiguous tensors, torch.no_grad, batches of 256; each precision on the same
-    # cutouts. All are timed in alternating rounds (best of 3) so a busy neighbour hurts them alike.
+    # reference: plain eager fp32, contiguous tensors, torch.no_grad, batches of 256
     ref_net = copy.deepcopy(model.net).eval()
 
     def eager():
@@ -83,58 +214,79 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
                 out.append(raw_score(ref_net(torch.from_numpy(x[a:a + 256]))).numpy())
         return np.concatenate(out)
 
-    scorers = {p: Scorer(model.net, precision=p, platt=model.platt) for p in ("fp32", "bf16", "checked")}
+    threads = torch.get_num_threads()
+    candidates = {f"fused fp32 plan, 1 stream x {threads} threads": Scorer(model.net, precision="fp32", streams=1,
+                                                                           platt=model.platt),
+                  f"fused fp32 plan, {threads} streams x 1 thread (default fp32)": Scorer(model.net, precision="fp32",
+                                                                                          platt=model.platt)}
+    native = bf16_native()
+    if native:
+        candidates["fused bf16, unchecked"] = Scorer(model.net, precision="bf16", platt=model.platt)
+        candidates["checked: bf16 + fp32 re-score (auto here)"] = Scorer(model.net, precision="checked",
+                                                                         platt=model.platt)
+    fns = {name: (lambda s=s: s.raw(x)) for name, s in candidates.items()}
+    engines = {name: s.engine for name, s in candidates.items()}
+    if alternatives:
+        for name, fn in _alternatives(model, x).items():
+            fns[name], engines[name] = fn, "alt"
     raw_ref = eager()
     p_ref = model.calibrate(raw_ref)
-    raws = {p: s.raw(x) for p, s in scorers.items()}
-    refined = scorers["checked"].stats["refined"] / scorers["checked"].stats["cutouts"]
-    t_ref, times = np.inf, dict.fromkeys(scorers, np.inf)
-    for _ in range(3):
+    raws = {name: fn() for name, fn in fns.items()}
+    t_ref, times = np.inf, dict.fromkeys(fns, np.inf)
+    for _ in range(3):  # alternating rounds: a busy neighbour hurts every row alike
         t_ref = min(t_ref, best_time(eager, 1))
-        for p, s in scorers.items():
-            times[p] = min(times[p], best_time(lambda s=s: s.raw(x), 1))
+        for name, fn in fns.items():
+            times[name] = min(times[name], best_time(fn, 1))
     rows.append({"name": f"CNN inference, eager fp32 (reference, {label})", "seconds": t_ref,
                  "throughput": n / t_ref, "unit": "cutouts/s", "target": None, "ratio_to_ref": 1.0})
-    names = {"fp32": "fused oneDNN fp32", "bf16": "fused bf16, unchecked",
-             "checked": "checked: bf16 + fp32 re-score (auto)"}
-    for p, s in scorers.items():
-        diff = float(np.max(np.abs(model.calibrate(raws[p]) - p_ref)))
-        note = f"max |p - p_fp32| = {diff:.2g} (<= 0.01)"
-        if p == "checked":
-            note += f", {100 * refined:.1f}% re-scored in fp32"
-        rows.append({"name": f"CNN inference, {names[p]} [{s.engine}]", "seconds": times[p],
-                     "throughput": n / times[p], "unit": "cutouts/s", "target": ">=2500",
-                     "ratio_to_ref": t_ref / times[p], "max_calibrated_diff": diff, "note": note})
+    for name in fns:
+        diff = float(np.max(np.abs(model.calibrate(raws[name]) - p_ref)))
+        note = f"max |p - p_fp32| = {diff:.2g} ({'<=' if diff <= 0.01 else 'NOT <='} 0.01)"
+        if name.startswith("checked"):
+            st = candidates[name].stats
+            note += f", {100 * st['refined'] / max(st['cutouts'], 1):.1f}% re-scored in fp32"
+        target = ">=2x" if "fp32" in name else (">=2500" if native else None)
+        rows.append({"name": f"CNN inference, {name}" + (f" [{engines[name]}]" if engines[name] != "alt" else ""),
+                     "seconds": times[name], "throughput": n / times[name], "unit": "cutouts/s", "target": target,
+                     "ratio_to_ref": t_ref / times[name], "max_calibrated_diff": diff, "note": note})
+    if not native:
+        rows.append({"name": "CNN inference, bf16 / checked: not run (bf16 is emulated on this CPU)",
+                     "seconds": None, "throughput": None, "unit": "", "target": None, "ratio_to_ref": None,
+                     "note": "'auto' is fp32 here; emulated bf16 is several times slower than fp32"})
 
-    # training: batches of 128 per second, fp32 vs bf16 autocast + channels-last
+    # training: batches of 128 per second, eager fp32 vs the presets' fast path as train() runs it here
     def train_rate(fast_path: bool) -> float:
         torch.manual_seed(0)
         net = DeepSZNet(model.config)
         if fast_path:
             net = net.to(memory_format=torch.channels_last)
+        amp = fast_path and bf16_autocast_pays("cpu")
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=3e-3)
         xb = torch.from_numpy(x[:128] if len(x) >= 128 else np.resize(x, (128,) + x.shape[1:]))
         yb = torch.randint(0, 2, (128,))
 
         def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_path):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 loss = torch.nn.functional.cross_entropy(net(xb).float(), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
         step()
-        t0 = time.perf_counter()
+        times = []
         for _ in range(train_batches):
+            t0 = time.perf_counter()
             step()
-        return (time.perf_counter() - t0) / train_batches
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
 
     t32 = train_rate(False)
     rows.append({"name": "CNN training, eager fp32, batch 128 (reference)", "seconds": t32, "throughput": 1 / t32,
                  "unit": "batches/s", "target": None, "ratio_to_ref": 1.0})
-    tbf = train_rate(True)
-    rows.append({"name": "CNN training, bf16 autocast + channels-last, batch 128", "seconds": tbf,
-                 "throughput": 1 / tbf, "unit": "batches/s", "target": None, "ratio_to_ref": t32 / tbf})
+    tfast = train_rate(True)
+    how = "bf16 autocast + channels-last" if bf16_autocast_pays("cpu") else "fp32 channels-last (no native bf16)"
+    rows.append({"name": f"CNN training, presets' fast path here: {how}, batch 128", "seconds": tfast,
+                 "throughput": 1 / tfast, "unit": "batches/s", "target": None, "ratio_to_ref": t32 / tfast})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rows.append({"name": "peak resident memory (this benchmark)", "seconds": None, "throughput": peak, "unit": "GB",
                  "target": None, "ratio_to_ref": None})
@@ -150,12 +302,13 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4) -> 
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = f"{'benchmark':<58}{'seconds':>10}{'throughput':>12}  {'unit':<11}{'target':>8}{'x ref':>8}  note"
+    head = f"{'benchmark':<72}{'seconds':>10}{'throughput':>12}  {'unit':<11}{'target':>8}{'x ref':>8}  note"
     lines = [head, "-" * len(head)]
     for r in rows:
         sec = "-" if r["seconds"] is None else f"{r['seconds']:.3f}"
+        thr = "-" if r["throughput"] is None else f"{r['throughput']:.4g}"
         ratio = "" if r["ratio_to_ref"] is None else f"{r['ratio_to_ref']:.2f}"
-        lines.append(f"{r['name'][:57]:<58}{sec:>10}{r['throughput']:>12.4g}  {r['unit']:<11}{r['target'] or '':>8}"
+        lines.append(f"{r['name'][:71]:<72}{sec:>10}{thr:>12}  {r['unit']:<11}{r['target'] or '':>8}"
                      f"{ratio:>8}  {r.get('note', '')}")
     return "\n".join(lines)
 
@@ -165,10 +318,12 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--workspace")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--alternatives", action="store_true",
+                    help="also time torch.compile, ONNX Runtime and OpenVINO (where installed)")
     a = ap.parse_args()
     if a.threads:
         import torch
 
         torch.set_num_threads(a.threads)
-    print(format_rows(run(a.n, a.workspace)))
+    print(format_rows(run(a.n, a.workspace, alternatives=a.alternatives)))
     sys.exit(0)

@@ -51,7 +51,7 @@ def run(area_deg2: float = 100.0) -> list[dict]:
                      "ratio_to_ref": cut / ref})
         from szviewer.cutouts.store import CutoutStore
 
-        with CutoutStore(tmp / "ws" / "cutouts.h5") as st:
+        with CutoutStore(ws.file("cutouts", "cutouts.h5")) as st:
             rng = np.random.default_rng(0)
             idx = rng.integers(0, len(st), 2000)
             t0 = time.perf_counter()

@@ -70,7 +70,7 @@ def _reads(ws_path: Path) -> list[dict]:
         lvl = time.perf_counter() - t0
         rows.append({"name": "read all cutouts at level cmb_tsz (components + the map's noise)", "seconds": lvl,
                      "throughput": n / lvl, "unit": "cutouts/s", "target": ""})
-        size = (ws_path / "cutouts.h5").stat().st_size
+        size = ws.file("cutouts", "cutouts.h5").stat().st_size
         rows.append({"name": "cutouts.h5 per cutout (a table row; no pixels)", "seconds": float("nan"),
                      "throughput": size / n, "unit": "bytes/cutout", "target": ""})
         rows.append({"name": f"-> the octant's {OCTANT_CUTOUTS:,} cutouts", "seconds": float("nan"),

@@ -177,6 +177,13 @@ def cmd_info(args) -> int:
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
+    if args.clean:
+        from szviewer.workspace import locks
+
+        gone = locks.leftovers(ws.root) + [p for p in locks.leftovers(ws.root.parent, recursive=False)
+                                           if p.name.startswith(f".{ws.root.name}.")]
+        n = locks.remove(gone)
+        print(f"removed {n} leftover(s) of killed runs" if n else "no leftovers of killed runs")
     print(describe_workspace(ws))
     return 0
 
@@ -191,20 +198,31 @@ def describe_workspace(ws) -> str:
         lines.append(f"  footprint: RA {f[0]:.3f}-{f[1]:.3f}, Dec {f[2]:.3f}-{f[3]:.3f} deg "
                      f"({g.get('area_deg2', float('nan')):.1f} deg^2, {g['type']})")
     lines.append("  products:")
+    stale_lines = []
     for name, p in ws.products.items():
-        ok = "ok" if ws.has(name) else "FILES MISSING"
-        summ = ", ".join(f"{k} {v}" for k, v in p.get("summary", {}).items() if not isinstance(v, (list, dict)))
-        lines.append(f"    {name:<10} {ok:<4} {p['created']}  {summ}")
+        why = ws.stale(name)
+        ok = "FILES MISSING" if not ws.has(name) else "STALE" if why else "ok"
+        summ = ", ".join(f"{k} {v}" for k, v in p.get("summary", {}).items()
+                         if not isinstance(v, (list, dict)) and k != "warning")
+        lines.append(f"    {name:<10} {ok:<5} {p.get('created', '?')}  {summ}")
+        if why:
+            stale_lines.append(f"    {name:<10} {'; '.join(why)}: refresh with `{ws.refresh_command(name)}`")
         if name == "cutouts":
             for s, c in p["summary"].get("splits", {}).items():
                 lines.append(f"               {s:<5} {c['cutouts']:>8} cutouts, {c['positives']:>6} positive")
+        warning = p.get("summary", {}).get("warning")
+        if warning:
+            lines.append(f"               WARNING: {warning}")
         if name == "sky" and ws.kind == "fits":
             lines += ["             " + line for line in _fits_sky_lines(p.get("summary", {}))]
+    if stale_lines:
+        lines.append("  stale (made from inputs that have changed since):")
+        lines += stale_lines
     missing = ws.missing()
     if missing:
         lines.append("  still missing:")
         lines += [f"    {name:<10} make it with: {how}" for name, how in missing]
-    else:
+    elif not stale_lines:
         lines.append("  complete: every step has run")
     return "\n".join(lines)
 
@@ -246,7 +264,8 @@ def cmd_evaluate(args) -> int:
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
-    rows, text = evaluate_workspace(ws, json_path=args.json, report_dir=args.report)
+    rows, text = evaluate_workspace(ws, json_path=args.json, report_dir=args.report, overwrite=args.overwrite,
+                                    allow_stale=args.allow_stale)
     print(text)
     if args.report:
         print(f"\nreport: {Path(args.report) / 'report.html'}")
@@ -260,7 +279,8 @@ def cmd_export(args) -> int:
     ws = Workspace(args.workspace)
     try:
         res = export_candidates(ws, args.method, args.out, fmt=args.format, thresholds=args.threshold,
-                                regions=args.regions, split=args.split, overwrite=args.overwrite)
+                                regions=args.regions, split=args.split, overwrite=args.overwrite,
+                                allow_stale=args.allow_stale)
     except (ValueError, FileExistsError) as exc:
         raise SzviewerError(str(exc)) from None
     thr = ", ".join(f"{k} >= {v:.4g}" for k, v in res["thresholds"].items())
@@ -285,43 +305,76 @@ def cmd_export_maps(args) -> int:
     return 0
 
 
-def _mf_settings(args):
+def _mf_settings(args, bands, freqs=None):
+    """MFSettings from the mf flags for maps of band ids ``bands`` (effective frequencies ``freqs``, default the
+    ids). --noise defaults to the maps' own noise for --map and to the paper's model on a workspace."""
     from szviewer.mf.settings import MFSettings
 
+    bands = tuple(int(b) for b in bands)
     beams = _band_values(args.beam_fwhm, "--beam-fwhm")
-    kw = {"noise_mode": args.noise, "snr_threshold": args.snr_threshold,
-          "find_point_sources": bool(args.map) if args.find_sources is None else args.find_sources}
-    if beams:
-        kw["beam_fwhm_arcmin"] = tuple(beams.get(b, 0.0) for b in (90, 148, 219))
+    unknown = sorted(set(beams) - set(bands))
+    if unknown:
+        raise SzviewerError(f"--beam-fwhm for band(s) {unknown}: the maps have bands {list(bands)}")
+    noise = args.noise or ("data" if args.map else "model")
+    kw = {"noise_mode": noise, "snr_threshold": args.snr_threshold,
+          "find_point_sources": bool(args.map) if args.find_sources is None else args.find_sources,
+          "bands_ghz": tuple(float((freqs or {}).get(b, b)) for b in bands),
+          "beam_fwhm_arcmin": tuple(beams.get(b, 0.0) for b in bands)}
     try:
         return MFSettings(**kw)
     except ValueError as exc:
         raise SzviewerError(str(exc)) from None
 
 
+def _print_mf_check(check: dict) -> None:
+    """The S/N maps' rms check (robust rms away from candidates), and its warning if any."""
+    if check.get("snr_rms_median") is not None:
+        print(f"S/N maps: robust rms {check['snr_rms_median']:.3f} away from candidates (should be 1)")
+    if check.get("warning"):
+        print(f"WARNING: {check['warning']}")
+
+
 def cmd_mf(args) -> int:
-    settings = _mf_settings(args)
     if args.map:
-        return _mf_on_maps(args, settings)
+        return _mf_on_maps(args)
     if not args.workspace:
         raise SzviewerError("give a workspace (szviewer mf WS) or maps (--map 90=A --map 148=B --map 219=C --out F)")
     from szviewer.jobs.mf import run_mf_on_workspace
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
+    settings = _mf_settings(args, ws.bands)
     with _progress("mf") as bar:
-        s = run_mf_on_workspace(ws, settings, progress=bar)
-    print(f"{s['detections']} detections at S/N >= {settings.snr_threshold:g}; {s['cutouts_with_detection']} cutouts "
-          f"hold one; {s['positives_detected']} of {s['positives']} positive cutouts detected; {s['seconds']:.1f} s")
-    print(f"catalog: {ws.path('mf_catalog.fits')}; score column mf_snr in {ws.path('scores.h5')}")
+        s = run_mf_on_workspace(ws, settings, progress=bar, overwrite=args.overwrite)
+    print(f"{s['detections']} detections at S/N >= {settings.snr_threshold:g} ({s.get('noise_mode', '')} noise); "
+          f"{s['cutouts_with_detection']} cutouts hold one; {s['positives_detected']} of {s['positives']} positive "
+          f"cutouts detected; {s['seconds']:.1f} s")
+    _print_mf_check(s)
+    print(f"catalog: {ws.file('mf', 'mf_catalog.fits')}; score column mf_snr in {ws.file('mf', 'scores.h5')}")
     return 0
 
 
-def _mf_on_maps(args, settings) -> int:
+def _fits_safe_meta(meta: dict) -> dict:
+    """Table metadata a FITS header can hold: short keys, scalars (everything else as JSON strings)."""
+    import json
+
+    keys = {"mf_settings": "MFSET", "snr_rms": "SNRRMS", "snr_rms_median": "RMSMED", "snr_rms_ok": "RMSOK",
+            "warning": "MFWARN", "noise_iterations": "NITER", "noise_uk_arcmin": "DEPTHS", "pixel_arcmin": "PIXARCM",
+            "depth_weighted": "IVARWT", "method": "METHOD", "n_tiles": "NTILES"}
+    out = {}
+    for k, v in meta.items():
+        if k not in keys or v is None:
+            continue
+        out[keys[k]] = v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+    return out
+
+
+def _mf_on_maps(args) -> int:
     import numpy as np
 
     from szviewer.atomic import atomic_path
     from szviewer.errors import OutputExistsError
+    from szviewer.jobs.mf import BandStack, _beam_settings
     from szviewer.mf.runner import run_mf
     from szviewer.sky.fits_maps import open_fits_maps
 
@@ -333,19 +386,38 @@ def _mf_on_maps(args, settings) -> int:
     fmt = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}.get(out.suffix.lower())
     if fmt is None:
         raise SzviewerError(f"{out}: catalog must end in .ecsv or .fits")
-    depth = _band_values(args.noise_uk_arcmin, "--noise-uk-arcmin")
-    noise = [depth.get(b, v) for b, v in ((90, 2.8), (148, 2.6), (219, 6.6))]
-    sky = open_fits_maps(_band_paths(args.map))
-    if len(sky.bands) != settings.nband:
-        raise SzviewerError(f"--map: the matched filter takes {settings.nband} bands (like the paper's 90/148/219 "
-                            f"GHz) for now; got {len(sky.bands)} ({', '.join(map(str, sky.bands))} GHz)")
+    freqs = {b: float(v) for b, v in _band_items(args.freq, "--freq", "90=97.8").items()}
+    sky = open_fits_maps(_band_paths(args.map), ivar=_band_items(args.ivar, "--ivar", "90=ivar_090.fits"),
+                         mask=args.mask, beams=_band_items(args.beam, "--beam", "90=1.6"), freqs=freqs)
+    settings = _mf_settings(args, sky.bands, sky.freqs_ghz)
+    if not any(settings.beam_fwhm_arcmin) and any(sky.beams.get(b) is not None for b in sky.bands):
+        settings = settings.replace(**_beam_settings([sky.beams.get(b) for b in sky.bands]))
+    depth_given = _band_values(args.noise_uk_arcmin, "--noise-uk-arcmin")
+    ivars = [sky.ivar(b) for b in sky.bands]
+    ivar = BandStack(ivars) if all(v is not None for v in ivars) else None
+    noise = None
+    if depth_given or settings.noise_mode == "model":
+        paper = {90: 2.8, 148: 2.6, 219: 6.6}
+        missing = [b for b in sky.bands if b not in depth_given and b not in paper]
+        if missing:
+            raise SzviewerError(f"--noise model needs the white depth of band(s) {missing}: give --noise-uk-arcmin "
+                                f"BAND=DEPTH, or use --noise data (the default with --map)")
+        noise = [depth_given.get(b, paper.get(b)) for b in sky.bands]
     maps = sky.band_maps()
-    with _progress("mf") as bar:
-        cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings, noise_uk_arcmin=noise,
-                     progress=lambda d, t: bar(d, t, "tiles"))
+    mask = None if sky.mask_file is None and ivar is None else ~sky.usable
+    try:
+        with _progress("mf") as bar:
+            cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings, noise_uk_arcmin=noise,
+                         progress=lambda d, t: bar(d, t, "tiles"), mask=mask, ivar=ivar)
+    except ValueError as exc:
+        raise SzviewerError(str(exc)) from None
+    check = {k: cat.meta.get(k) for k in ("snr_rms_median", "warning")}
+    if fmt == "fits":
+        cat.meta = _fits_safe_meta(dict(cat.meta))
     with atomic_path(out) as tmp:
         cat.write(tmp, format=fmt)
-    print(f"{len(cat)} candidates at S/N >= {settings.snr_threshold:g} -> {out}")
+    print(f"{len(cat)} candidates at S/N >= {settings.snr_threshold:g} ({settings.noise_mode} noise) -> {out}")
+    _print_mf_check(check)
     return 0
 
 
@@ -356,13 +428,41 @@ def cmd_gui(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from szviewer.jobs.cnn import train_job
+    from tqdm import tqdm
+
+    from szviewer.jobs.cnn import train_estimate, train_job
+    from szviewer.progress import check_cancel
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
-    with _progress("train") as bar:
+    est = train_estimate(ws, preset=args.preset, level=args.level, device=args.device, seed=args.seed,
+                         max_seconds=args.max_seconds, resume=args.resume)
+    print(est["text"], flush=True)
+    if args.estimate:
+        return 0
+    bar = None
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        """One tqdm bar per stage (reading, training); the training stage counts the preset's steps and its
+        ETA is the one train() measures ("at most ... left"), not tqdm's rate guess."""
+        nonlocal bar
+        check_cancel(None, "train")
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, desc="train", leave=False, file=sys.stderr, unit="step",
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
+        bar.n = done
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    try:
         s = train_job(ws, preset=args.preset, level=args.level, device=args.device, resume=args.resume,
-                      progress=bar, seed=args.seed)
+                      progress=progress, seed=args.seed, max_seconds=args.max_seconds,
+                      checkpoint_seconds=args.checkpoint_seconds)
+    finally:
+        if bar is not None:
+            bar.close()
     print(_summary_line(s))
     return 0
 
@@ -490,8 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_import)
 
-    s = sub.add_parser("info", help="what a workspace holds and what is still missing")
+    s = sub.add_parser("info", help="what a workspace holds, what is stale and what is still missing")
     s.add_argument("workspace")
+    s.add_argument("--clean", action="store_true", help="remove the leftovers of killed runs first")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("cutouts", help="build the DeepSZ cutout set (8'x8', 6' stride, labels, splits)")
@@ -509,14 +610,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("mf", help="run the multi-frequency matched filter on a workspace or on FITS maps")
     s.add_argument("workspace", nargs="?", help="workspace: writes mf_catalog.fits and the mf_snr scores")
-    s.add_argument("--map", action="append", metavar="BAND=FILE", help="flat-sky FITS map in uK_CMB (per band)")
+    s.add_argument("--map", action="append", metavar="BAND=FILE",
+                   help="flat-sky FITS map in uK_CMB (per band; any number of bands)")
+    s.add_argument("--ivar", action="append", metavar="BAND=FILE",
+                   help="with --map: the band's inverse-variance map (1/uK^2 per pixel): weights the maps by depth "
+                        "and normalises the S/N locally")
+    s.add_argument("--beam", action="append", metavar="BAND=FWHM_OR_FILE",
+                   help="with --map: the band's beam, a FWHM in arcmin or an `ell B_ell` file")
+    s.add_argument("--freq", action="append", metavar="BAND=GHZ",
+                   help="with --map: the band's effective frequency for the tSZ spectrum (default: the band id)")
+    s.add_argument("--mask", metavar="FILE", help="with --map: one mask on the maps' grid (1 = use, 0 = masked)")
     s.add_argument("--out", metavar="CATALOG", help="with --map: the catalog to write (.ecsv or .fits)")
-    s.add_argument("--beam-fwhm", metavar="90=..,148=..,219=..", help="beams in arcmin (default: none, as the paper)")
-    s.add_argument("--noise", choices=["model", "data"], default="model",
-                   help="the paper's analytic noise model, or the maps' own smoothed cross-spectra")
+    s.add_argument("--beam-fwhm", metavar="90=..,148=..,219=..",
+                   help="Gaussian beams in arcmin per band (default: the workspace's or --beam; else none)")
+    s.add_argument("--noise", choices=["model", "data"], default=None,
+                   help="data: the maps' own noise, iterated with the bright clusters subtracted (default with "
+                        "--map); model: the paper's analytic noise with the instrument's depths and 1/f (default on a "
+                        "workspace); the run checks the S/N maps' rms and says when the model does not fit")
     s.add_argument("--snr-threshold", type=float, default=3.0, help="peak threshold (default 3)")
     s.add_argument("--noise-uk-arcmin", metavar="90=..,148=..,219=..",
-                   help="with --map: white-noise depth for the noise model (default the paper's 2.8, 2.6, 6.6)")
+                   help="with --map and model noise: white-noise depth per band (default the paper's 2.8, 2.6, 6.6 "
+                        "for 90/148/219 GHz)")
     s.add_argument("--find-sources", action=argparse.BooleanOptionalAction, default=None,
                    help="find point sources in the maps (beam-scale filter) and subtract them before the cluster "
                         "filter (default: on with --map; a workspace subtracts its source catalogue)")
@@ -526,12 +640,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train the DeepSZ CNN on a workspace's cutouts (checkpoints; --resume)")
     s.add_argument("workspace")
     s.add_argument("--preset", choices=["paper", "quick", "long"], default="quick",
-                   help="paper: the paper's schedule exactly (hours on a CPU); quick: <= 30 min on 2 cores; "
-                        "long: for 1,000 deg^2 or more, about an hour on 2 cores")
+                   help="quick: at most 1,200 batches of 64 (for ~100 deg^2); long: at most 8,000 batches of 128 "
+                        "(1,000 deg^2 or more); paper: the paper's schedule exactly. Each is a number of steps, so "
+                        "the result does not depend on the machine; how long it takes here is measured and printed "
+                        "before training starts (see --estimate)")
     s.add_argument("--level", default="all", help="component level to train on (default all)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--estimate", action="store_true",
+                   help="only measure a few training steps here and print how long the preset can take")
+    s.add_argument("--max-seconds", type=float, metavar="S",
+                   help="opt-in wall-clock budget: end the current ratio and stop after S seconds (the result then "
+                        "depends on the machine's speed; no preset has one)")
+    s.add_argument("--checkpoint-seconds", type=float, default=120.0, metavar="S",
+                   help="also write a checkpoint after S seconds of wall time (default 120), besides every few "
+                        "hundred batches, so an interruption loses at most that; --resume continues exactly")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="score every cutout with the CNN (calibrated cnn_prob)")
@@ -546,12 +670,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stride-arcmin", type=float, default=2.0, help="with --dense: window stride (default 2')")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "checked"], default="auto",
                    help="auto (default): bf16 with an fp32 re-score of every cutout whose probability it could move "
-                        "by > 0.01, where the CPU has native bf16; else fp32. bf16: fastest, unchecked")
+                        "by > 0.01, where bf16 is native (AVX-512 BF16, AMX, CUDA sm_80+); else fp32. bf16: fastest "
+                        "where native, unchecked; bf16 and checked are slower than fp32 where bf16 is emulated")
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("evaluate", help="the paper's Table 1 for a workspace, figures and an HTML report")
     s.add_argument("workspace")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
     s.add_argument("--report", metavar="DIR", help="write report.html and the figures as PNG here")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --report folder")
+    s.add_argument("--allow-stale", action="store_true",
+                   help="evaluate scores made from inputs that have since changed (with a warning)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("export", help="export the candidate catalog of a method (and DS9 regions)")
@@ -563,7 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--regions", metavar="FILE.reg", help="also write a DS9 region file")
     s.add_argument("--split", choices=["train", "val", "test"], help="only cutouts of this split")
     s.add_argument("--out", required=True)
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing catalogue / region file")
+    s.add_argument("--allow-stale", action="store_true",
+                   help="export scores made from inputs that have since changed")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("export-maps", help="write a synthetic workspace as survey products (per band map, ivar, "
@@ -582,22 +712,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _os_error_line(exc: OSError) -> str | None:
+    """One line for a full disk, a read-only folder or a missing permission met anywhere (None: not one)."""
+    import errno
+
+    where = exc.filename or ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}: no space left on the device; free some and run again (the previous state is intact)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{where}: cannot write here ({exc.strerror}); the workspace or folder is read-only"
+    if "No space left" in str(exc):  # h5py reports the errno only in its message
+        return f"{where or 'disk'}: no space left on the device; free some and run again"
+    return None
+
+
+def main(argv: list[str] | None = None, signals: bool | None = None) -> int:
+    """Run one command; ``signals`` (default: when ``argv`` is the real command line) makes SIGINT and SIGTERM
+    cancel it (:func:`szviewer.progress.install_signal_handlers`); tests calling ``main([...])`` keep theirs."""
+    from szviewer.progress import Interrupted, cancel_signal, exit_status, install_signal_handlers, interrupt_handled
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if signals if signals is not None else argv is None:
+        install_signal_handlers()
     try:
         if args.command is None:
             return cmd_main(args)
         return args.func(args)
     except SzviewerError as exc:
         if isinstance(exc, Cancelled):
-            print(f"szviewer: {exc}", file=sys.stderr)
-            return 130
+            interrupt_handled()
+            print(f"szviewer: {exc}; nothing half-written was left behind", file=sys.stderr)
+            return exit_status(cancel_signal())
         print(f"szviewer: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        interrupt_handled()
+        signum = exc.signum if isinstance(exc, Interrupted) else cancel_signal()
         print("szviewer: cancelled; nothing half-written was left behind", file=sys.stderr)
-        return 130
+        return exit_status(signum)
+    except BrokenPipeError:  # `szviewer info WS | head -1`: the reader went away
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush at exit
+        return 0
+    except OSError as exc:
+        line = _os_error_line(exc)
+        if line is None:
+            raise
+        print(f"szviewer: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         if workspace is None and args.command is None and (cli.demo_workspace_path() / "workspace.json").exists():
             workspace = str(cli.demo_workspace_path())
         return run(workspace)
-    return cli.main(argv)
+    status = cli.main(argv, signals=True)
+    if status in (130, 143):  # cancelled: everything is cleaned up; skip the interpreter's slow teardown (seconds
+        sys.stdout.flush()    # of freeing a large heap) so that a signal stops the command within a second
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":

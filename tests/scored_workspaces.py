@@ -15,7 +15,7 @@ def bare_copy(src, dst) -> Workspace:
     ws = Workspace(dst)
     for product in ("mf", "cnn", "cnn_dense", "cnn_model", "evaluation"):
         ws.forget(product)
-    for name in ("scores.h5", "mf_catalog.fits", "annotations.json"):
+    for name in ("scores.h5", "annotations.json"):
         (dst / name).unlink(missing_ok=True)
     return ws
 

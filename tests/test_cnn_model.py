@@ -146,13 +146,52 @@ def test_scorer_precisions_and_engines(monkeypatch):
     np.testing.assert_allclose(mods.raw(x), ref, rtol=1e-4, atol=1e-4)
     bf = Scorer(net, batch=16, precision="bf16").raw(x)
     assert 0 < np.max(np.abs(bf - ref)) < 0.05 * (1 + np.max(np.abs(ref)))
-    monkeypatch.setattr(predict_mod, "bf16_native", lambda: True)
+    import szviewer.cnn.fused as fused
+
+    monkeypatch.setattr(fused, "bf16_native", lambda: True)
     assert predict_mod.resolve_precision("auto") == "checked"
-    monkeypatch.setattr(predict_mod, "bf16_native", lambda: False)
+    monkeypatch.setattr(fused, "bf16_native", lambda: False)
     assert predict_mod.resolve_precision("auto") == "fp32"
     assert Scorer(net, fast=False, precision="bf16").precision == "fp32"  # the eager reference is fp32
     with pytest.raises(ValueError, match="precision"):
         Scorer(net, precision="fp16")
+
+
+CPUS = {  # (oneDNN's own bf16 check, cpuinfo flags) -> is bf16 native?
+    "AVX2 (Zen 2/3, Haswell..Alder Lake)": (False, {"avx2": True}, False),
+    "AVX-512 without BF16 (Skylake-X, Cascade Lake, Ice Lake)": (True, {"avx512_f": True, "avx512_bw": True}, False),
+    "AVX-512 BF16 (Zen 4, Cooper Lake)": (True, {"avx512_f": True, "avx512_bf16": True}, True),
+    "AMX (Sapphire Rapids)": (True, {"avx512_f": True, "amx_tile": True, "amx_bf16": True}, True),
+}
+
+
+@pytest.mark.parametrize("cpu", list(CPUS))
+def test_bf16_is_native_only_with_bf16_hardware(cpu, monkeypatch):
+    """oneDNN says 'bf16 supported' on AVX-512 CPUs that only emulate it; szviewer uses bf16 only where it is
+    computed in hardware, and then every path agrees: predict's 'auto', dense scoring, training autocast."""
+    import szviewer.cnn.fused as fused
+    import szviewer.cnn.predict as predict_mod
+    from szviewer.cnn.train import bf16_autocast_pays
+
+    onednn, flags, native = CPUS[cpu]
+    monkeypatch.setattr(fused, "_onednn_bf16", lambda: onednn)
+    monkeypatch.setattr(fused, "cpu_features", lambda: {k: flags.get(k, False) for k in (
+        "avx2", "avx512_f", "avx512_bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "avx_ne_convert")})
+    monkeypatch.setattr(fused.platform, "machine", lambda: "x86_64")
+    assert fused.bf16_native() is native
+    assert predict_mod.resolve_precision("auto") == ("checked" if native else "fp32")
+    assert bf16_autocast_pays("cpu") is native
+    assert Scorer(_trained_bn(TINY), batch=16).precision == ("checked" if native else "fp32")
+
+
+def test_this_cpu_uses_fp32_unless_bf16_is_native():
+    from szviewer.cnn.fused import bf16_native, cpu_features
+    from szviewer.cnn.predict import resolve_precision
+
+    f = cpu_features()
+    assert bf16_native() == (f["avx512_bf16"] or f["amx_bf16"])
+    if not bf16_native():  # e.g. AVX2 only: 'auto' is fp32 everywhere
+        assert resolve_precision("auto") == "fp32"
 
 
 def test_uncertain_band_of_the_checked_precision():

@@ -6,6 +6,7 @@ from szviewer.cutouts.grid import CutoutGrid
 from szviewer.cutouts.labels import label_grid
 from szviewer.cutouts.store import CutoutStore
 from szviewer.sky.tiles import Footprint
+from szviewer.workspace import Workspace
 
 
 def test_true_angle_grid_of_the_octant():
@@ -76,7 +77,7 @@ def test_neighbours_not_removed_outside_training():
 
 
 def test_store_contents(small_ws):
-    path = small_ws["path"] / "cutouts.h5"
+    path = Workspace(small_ws["path"]).file("cutouts", "cutouts.h5")
     with CutoutStore(path) as st:
         t = st.table
         assert len(st) == len(t) == small_ws["cutouts"]["cutouts"]
@@ -121,7 +122,7 @@ def test_store_refuses_garbage(tmp_path):
 def test_truncated_store_is_reported(small_ws, tmp_path):
     from szviewer.errors import InputError
 
-    data = (small_ws["path"] / "cutouts.h5").read_bytes()
+    data = Workspace(small_ws["path"]).file("cutouts", "cutouts.h5").read_bytes()
     cut = tmp_path / "cutouts.h5"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="cutouts.h5"):

@@ -276,13 +276,13 @@ def test_refusals_write_nothing(paper, tmp_path, capsys):
     fits_ws = _run(_import_lines((tmp_path / "prod" / "README.txt").read_text())[0])
     refused(["export-maps", str(fits_ws.root), "--out", str(tmp_path / "x")], "a fits workspace", str(fits_ws.root))
     old = tmp_path / "old"
-    shutil.copytree(paper.root, old, ignore=shutil.ignore_patterns("maps", "cutouts.h5"))
+    shutil.copytree(paper.root, old, ignore=shutil.ignore_patterns("maps", "cutouts"))
     manifest = json.loads((old / "workspace.json").read_text())
     manifest["products"]["sky"]["files"] = [f for f in manifest["products"]["sky"]["files"] if f.endswith(".h5")]
     (old / "workspace.json").write_text(json.dumps(manifest))
     refused(["export-maps", str(old), "--out", str(tmp_path / "x")], "no noise maps", "rebuild")
     broken = tmp_path / "broken"
-    shutil.copytree(paper.root, broken, ignore=shutil.ignore_patterns("maps", "cutouts.h5"))
+    shutil.copytree(paper.root, broken, ignore=shutil.ignore_patterns("maps", "cutouts"))
     refused(["export-maps", str(broken), "--out", str(tmp_path / "x")], "tile_0000.npy: missing", "rebuild")
 
     # --overwrite replaces an earlier export, only once the new one is complete

@@ -7,9 +7,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from szviewer.cli import main
-from szviewer.cutouts.store import CutoutStore
 from szviewer.sky.bands import BANDS_GHZ, band_label, db_dt_jy_sr_per_uk
 from szviewer.sky.halo_ascii import write_sehgal_ascii
+from szviewer.workspace import Workspace
 
 NSIDE = 1024
 
@@ -53,7 +53,7 @@ def test_sehgal_import_and_cutouts(sehgal_dir, tmp_path, capsys):
     assert main(["cutouts", str(ws), "--levels", "ksz"]) == 2  # there is no kSZ map
     assert "not available" in capsys.readouterr().err
     assert main(["cutouts", str(ws)]) == 0
-    with CutoutStore(ws / "cutouts.h5") as st:
+    with Workspace(ws).cutout_store() as st:
         t = st.table
         assert set(st.levels) == {"cmb_tsz"}
         pos = np.nonzero(np.asarray(t["label"]))[0]
@@ -104,7 +104,7 @@ def test_fits_import_and_cutouts(tmp_path, capsys):
     assert main(args) == 0
     capsys.readouterr()
     assert main(["cutouts", str(ws)]) == 0
-    with CutoutStore(ws / "cutouts.h5") as st:
+    with Workspace(ws).cutout_store() as st:
         assert st.add_noise is False  # real maps carry their own noise
         img = st.images(np.arange(len(st)))
         assert img.shape[1:] == (3, 32, 32) and 8 <= img.std() <= 12
@@ -119,7 +119,7 @@ def test_fits_nan_pixels_leave_their_cutouts_out(tmp_path, capsys):
     assert main(args) == 0
     capsys.readouterr()
     assert main(["cutouts", str(ws)]) == 0
-    with CutoutStore(ws / "cutouts.h5") as st:
+    with Workspace(ws).cutout_store() as st:
         dropped = st.attrs()["dropped_bad_pixels"]
         assert 1 <= dropped <= 4  # the cutouts overlapping pixel (100, 150)
         assert np.isfinite(st.images(np.arange(len(st)))).all()
@@ -137,5 +137,5 @@ def test_fits_nan_pixels_leave_their_cutouts_out(tmp_path, capsys):
     assert main(["cutouts", str(ws2)]) == 2
     err = capsys.readouterr().err
     assert "unusable pixel" in err and "map_90.fits" in err
-    assert not (ws2 / "cutouts.h5").exists()
-    assert not [p for p in ws2.iterdir() if ".part" in p.name]
+    assert "cutouts" not in Workspace(ws2).products
+    assert not [p for p in ws2.rglob("*") if ".part" in p.name]

@@ -46,7 +46,7 @@ def test_mf_on_a_workspace(small_ws, tmp_path, capsys):
     # massive clusters are found: most positives have a detection, and their S/N beats the negatives'
     assert np.isfinite(snr[y]).mean() > 0.7
     assert np.nanmedian(snr[y]) > 2 * np.nanmedian(snr[~y])
-    cat = Table.read(path / "mf_catalog.fits")
+    cat = Table.read(Workspace(path).file("mf", "mf_catalog.fits"))
     for col in ("name", "ra", "dec", "snr", "theta_c_arcmin", "y0", "y0_err", "cutout_id", "halo_id"):
         assert col in cat.colnames
     assert np.all(cat["snr"] >= 3)

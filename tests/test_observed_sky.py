@@ -108,11 +108,12 @@ def test_band_map_background_is_the_observed_map(small_ws, tmp_path):
 
 def test_cutout_set_is_a_table_not_a_copy(small_ws):
     path = small_ws["path"]
-    with h5py.File(path / "cutouts.h5", "r") as f:
+    store = Workspace(path).file("cutouts", "cutouts.h5")
+    with h5py.File(store, "r") as f:
         assert "images" not in f and f.attrs["pixels"] == "tiles" and int(f.attrs["version"]) == 2
         assert {"tile", "y0", "x0"} <= set(f["table"].keys())
     maps = sum(p.stat().st_size for p in (path / "maps").iterdir())
-    assert (path / "cutouts.h5").stat().st_size < 0.02 * maps  # a table of a few columns per cutout
+    assert store.stat().st_size < 0.02 * maps  # a table of a few columns per cutout
 
 
 def test_old_workspaces_say_how_to_rebuild(small_ws, tmp_path, capsys):
@@ -133,13 +134,14 @@ def test_old_workspaces_say_how_to_rebuild(small_ws, tmp_path, capsys):
         assert "szviewer 0.1" in err and f"szviewer simulate --out {path} --area 4 --seed 7 --overwrite" in err
         assert "Traceback" not in err
     # a version-1 cutout store (pixel copies, noise per cutout)
-    with h5py.File(path / "cutouts.h5", "r+") as f:
+    store = Workspace(path).file("cutouts", "cutouts.h5")
+    with h5py.File(store, "r+") as f:
         f.attrs["version"] = 1
     from szviewer.cutouts.store import CutoutStore
     from szviewer.errors import InputError
 
     with pytest.raises(InputError, match="rebuild"):
-        CutoutStore(path / "cutouts.h5")
+        CutoutStore(store)
 
 
 def test_the_same_seed_gives_the_same_observed_sky(tmp_path):

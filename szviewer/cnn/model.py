@@ -17,54 +17,16 @@ which Platt scaling maps to a calibrated probability (paper section 2.2.2, :mod:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from szviewer.cnn.settings import SCALINGS, NetConfig
+
+__all__ = ["ARCH_NAME", "ARCH_VERSION", "SCALINGS", "NetConfig", "DeepSZNet", "InputScaling", "Bottleneck", "raw_score",
+           "count_parameters"]
+
 ARCH_NAME = "deepsz-resnet50-32"
 ARCH_VERSION = 1
-SCALINGS = ("minmax", "fixed")
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    """Everything that fixes the network's shape and input scaling (stored in the model card)."""
-
-    width: int = 64
-    blocks: tuple[int, ...] = (3, 4, 6)
-    head: int = 256
-    in_bands: int = 3
-    npix: int = 32
-    scaling: str = "minmax"
-    scale_uk: tuple[float, ...] = (100.0, 100.0, 100.0)
-
-    def __post_init__(self):
-        if self.scaling not in SCALINGS:
-            raise ValueError(f"scaling must be one of {SCALINGS}, not {self.scaling!r}")
-        if len(self.scale_uk) != self.in_bands:
-            raise ValueError(f"scale_uk needs {self.in_bands} values")
-        if self.npix % (4 * 2 ** (len(self.blocks) - 1)):
-            raise ValueError(f"npix {self.npix} is not divisible by the network's total stride")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["blocks"] = list(self.blocks)
-        d["scale_uk"] = list(self.scale_uk)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> NetConfig:
-        d = dict(d)
-        d["blocks"] = tuple(int(b) for b in d["blocks"])
-        d["scale_uk"] = tuple(float(s) for s in d["scale_uk"])
-        return cls(**d)
-
-    @property
-    def feature_size(self) -> int:
-        """Flattened size of the last stage's output: 1024 x 2 x 2 = 4096 for the paper network."""
-        side = self.npix // (4 * 2 ** (len(self.blocks) - 1))
-        return self.width * 4 * 2 ** (len(self.blocks) - 1) * side * side
 
 
 class InputScaling(nn.Module):

@@ -14,13 +14,22 @@ The model file is ``torch.save`` of a plain dict, written atomically::
 It is read with ``torch.load(weights_only=True)``; :func:`load_model` refuses, with an
 :class:`~szviewer.errors.InputError` naming the file, anything that is not such a file, is truncated, or
 whose architecture (name, version, state-dict keys and shapes) differs from this szviewer's network.
+
+Integrity: the card's ``sha256`` (:func:`payload_sha256`) is the SHA-256 of everything that decides a score: the
+format tag, the architecture, every tensor of the state dict (name, dtype, shape and bytes, in name order) and
+the rest of the card (canonical JSON, so the Platt coefficients are covered). :func:`load_model` recomputes it
+and refuses a file whose payload differs ("damaged: checksum mismatch"), so a flipped byte anywhere in the
+file is either unreadable or caught, never silently wrong scores. Files written before the checksum existed
+load with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +42,26 @@ from szviewer.errors import InputError
 
 MODEL_FORMAT = "szviewer-cnn-model"
 MODEL_FORMAT_VERSION = 1
+CHECKSUM_KEY = "sha256"  # in the card
+
+
+def payload_sha256(arch: dict, state_dict: dict, card: dict) -> str:
+    """SHA-256 (hex) of a model file's payload: format, architecture, tensors (name, dtype, shape, bytes in name
+    order) and the card without its own ``sha256`` entry (canonical JSON)."""
+    h = hashlib.sha256()
+    rest = {k: v for k, v in card.items() if k != CHECKSUM_KEY}
+    head = {"format": MODEL_FORMAT, "arch": arch, "card": rest}
+    h.update(json.dumps(head, sort_keys=True, separators=(",", ":"), allow_nan=True).encode())
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        if not isinstance(t, torch.Tensor):
+            h.update(f"\0{name}\0{type(t).__name__}\0".encode())
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -112,7 +141,9 @@ def _jsonable(obj):
 
 
 def save_model(path: str | os.PathLike, net: DeepSZNet, platt: Platt, card: dict, half: bool = True) -> Path:
-    """Write the model file atomically; ``half`` stores floating-point tensors as float16 (about 19 MB)."""
+    """Write the model file atomically; ``half`` stores floating-point tensors as float16 (about 19 MB).
+
+    The card gets its ``sha256`` (:func:`payload_sha256`), which :func:`load_model` verifies."""
     path = Path(path)
     sd = {}
     for k, v in net.state_dict().items():
@@ -125,11 +156,14 @@ def save_model(path: str | os.PathLike, net: DeepSZNet, platt: Platt, card: dict
                  "input_scaling": net.config.scaling, "platt": platt.to_dict(),
                  "weights_dtype": "float16" if half else "float32"})
     card.setdefault("versions", library_versions())
-    obj = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-           "arch": {"name": ARCH_NAME, "version": ARCH_VERSION, "config": net.config.to_dict()},
-           "state_dict": sd, "card": _jsonable(card)}
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    card.pop(CHECKSUM_KEY, None)
+    arch = {"name": ARCH_NAME, "version": ARCH_VERSION, "config": net.config.to_dict()}
+    card = _jsonable(card)
+    card[CHECKSUM_KEY] = payload_sha256(arch, sd, card)
+    obj = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "arch": arch, "state_dict": sd,
+           "card": card}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: the archive's inner folder is 'archive',
+        torch.save(obj, fh)  # not the temporary name, so equal models give equal files
     return path
 
 
@@ -139,21 +173,29 @@ def read_card(path: str | os.PathLike) -> dict:
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> CNNModel:
-    """Load and check a model file; InputError naming the file when it is missing, corrupt or mismatching."""
+    """Load and check a model file; InputError naming the file when it is missing, damaged (unreadable, or its
+    checksum differs), of another kind or mismatching this szviewer's architecture."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "model file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, a pickle with foreign objects ...
-        raise InputError(path, f"not a readable szviewer CNN model file ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise InputError(path, f"not a readable szviewer CNN model file (damaged, or of another kind: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise InputError(path, "not an szviewer CNN model file (no 'szviewer-cnn-model' format tag)")
-    if int(obj.get("format_version", -1)) > MODEL_FORMAT_VERSION:
-        raise InputError(path, f"model file format version {obj.get('format_version')} is newer than this "
-                               f"szviewer reads ({MODEL_FORMAT_VERSION})")
-    arch = obj.get("arch") or {}
+    try:
+        version = int(obj.get("format_version", -1))
+    except (TypeError, ValueError):
+        raise InputError(path, "damaged: its format version is not a number") from None
+    if version > MODEL_FORMAT_VERSION:
+        raise InputError(path, f"model file format version {version} is newer than this szviewer reads "
+                               f"({MODEL_FORMAT_VERSION})")
+    arch, sd, card = obj.get("arch"), obj.get("state_dict"), obj.get("card")
+    if not isinstance(arch, dict) or not isinstance(sd, dict) or not isinstance(card, dict):
+        raise InputError(path, "damaged: the model file lacks its architecture, weights or card")
+    _verify_checksum(path, arch, sd, card)
     if arch.get("name") != ARCH_NAME or arch.get("version") != ARCH_VERSION:
         raise InputError(path, f"architecture {arch.get('name')!r} v{arch.get('version')} does not match this "
                                f"szviewer's {ARCH_NAME!r} v{ARCH_VERSION}")
@@ -162,9 +204,6 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> CNNModel:
         net = DeepSZNet(config)
     except Exception as exc:
         raise InputError(path, f"bad network configuration in the model file: {exc}") from None
-    sd = obj.get("state_dict")
-    if not isinstance(sd, dict):
-        raise InputError(path, "model file has no state_dict")
     want = net.state_dict()
     missing = sorted(set(want) - set(sd))
     extra = sorted(set(sd) - set(want))
@@ -178,7 +217,6 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> CNNModel:
         if sd[k].is_floating_point() and not torch.isfinite(sd[k]).all():
             raise InputError(path, f"weight {k} holds NaN or inf values")
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()})
-    card = obj.get("card") or {}
     p = card.get("platt") or {}
     try:
         platt = Platt(float(p["a"]), float(p["b"]))
@@ -188,3 +226,20 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> CNNModel:
         raise InputError(path, "model card's Platt coefficients are not finite")
     net = net.to(device).eval()
     return CNNModel(net, platt, card, path)
+
+
+def _verify_checksum(path: Path, arch: dict, sd: dict, card: dict) -> None:
+    """InputError 'damaged: checksum mismatch' unless the payload hashes to the card's sha256; a warning if the
+    card has none (a file from before checksums)."""
+    want = card.get(CHECKSUM_KEY)
+    if want is None:
+        warnings.warn(f"{path}: model file has no checksum (written before szviewer checked them), so damage to it "
+                      "cannot be detected; save it again to add one", stacklevel=3)
+        return
+    try:
+        got = payload_sha256(arch, sd, card)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(path, f"damaged: its payload cannot be checksummed ({type(exc).__name__})") from None
+    if got != want:
+        raise InputError(path, "damaged: checksum mismatch (the weights or the card are not what was written; "
+                               "use an intact copy of the file)")

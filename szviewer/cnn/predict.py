@@ -14,8 +14,13 @@ precisions:
   error uses more than half of its bound, the bound widens to twice that error and more cutouts are re-scored.
   Probabilities far from the decision boundary barely move with the raw score (most cutouts are clear
   negatives at p ~ 1e-3), so only ~5-10% of cutouts need the fp32 pass.
-- ``'auto'`` (the default): ``'checked'`` where the CPU computes bf16 in hardware (AVX-512 BF16 or AMX) or on a
-  CUDA GPU with bf16, else ``'fp32'``.
+- ``'auto'`` (the default): ``'checked'`` where bf16 is computed in hardware (a CPU with AVX-512 BF16 or AMX, a
+  CUDA GPU of compute capability >= 8), else ``'fp32'`` (AVX2, and AVX-512 without BF16, where bf16 is only
+  emulated and slower than fp32). The same rule decides training's bf16 autocast
+  (:func:`szviewer.cnn.fused.bf16_native_on`).
+
+On a CPU the fast paths score several batches at once, one per intra-op thread, each on a single-threaded
+worker (``streams``, :func:`szviewer.cnn.fused.batched`): 2x one multi-threaded batch at a time on 2 busy cores.
 
 ``fast=False`` is the eager fp32 reference (plain modules, no folding). Without the oneDNN fused ops (an older
 or unusual PyTorch build) or on a GPU, the fast path runs the folded network as modules instead.
@@ -29,7 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from szviewer.cnn.fused import FusedPlan, batched, bf16_native, check_plan, folded, fused_available
+from szviewer.cnn.fused import (
+    FusedPlan,
+    batched,
+    bf16_native_on,
+    check_plan,
+    default_streams,
+    folded,
+    fused_available,
+)
 from szviewer.cnn.model import Bottleneck, DeepSZNet, raw_score
 from szviewer.cnn.modelfile import CNNModel, Platt
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
@@ -68,15 +81,14 @@ def fuse_for_inference(net: DeepSZNet) -> DeepSZNet:
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """'auto' -> 'checked' where bf16 runs in hardware (CPU AVX-512 BF16 / AMX, CUDA with bf16), else 'fp32'."""
+    """'auto' -> 'checked' where bf16 runs in hardware (:func:`szviewer.cnn.fused.bf16_native_on`: CPU AVX-512 BF16
+    or AMX, CUDA compute capability >= 8), else 'fp32'. An explicit 'bf16' or 'checked' is obeyed anywhere (slower
+    than fp32 where bf16 is emulated)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return "checked" if torch.cuda.is_bf16_supported() else "fp32"
-    return "checked" if bf16_native() else "fp32"
+    return "checked" if bf16_native_on(torch.device(device).type) else "fp32"
 
 
 def _tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -86,12 +98,12 @@ def _tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
 class _ModulePath:
     """The folded network as channels-last modules (GPU, or a PyTorch without the fused ops); fp32 or bf16."""
 
-    def __init__(self, net: DeepSZNet, device: torch.device, batch: int, bf16: bool):
+    def __init__(self, net: DeepSZNet, device: torch.device, batch: int, bf16: bool, streams: int = 1):
         net = fuse_for_inference(net).to(device).to(memory_format=torch.channels_last)
         if bf16:  # first convolution (3 input bands) and head stay fp32
             net.stem[3:].to(torch.bfloat16)
             net.stages.to(torch.bfloat16)
-        self.net, self.device, self.batch, self.bf16 = net, device, batch, bf16
+        self.net, self.device, self.batch, self.bf16, self.streams = net, device, batch, bf16, streams
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         net = self.net
@@ -104,7 +116,7 @@ class _ModulePath:
 
     @torch.inference_mode()
     def raw(self, images: np.ndarray) -> np.ndarray:
-        return batched(images, self.batch, self._forward)
+        return batched(images, self.batch, self._forward, self.streams)
 
 
 class _EagerPath:
@@ -140,8 +152,9 @@ class Scorer:
     """
 
     def __init__(self, net: DeepSZNet, fast: bool = True, device: str = "cpu", batch: int = 128,
-                 precision: str = "auto", platt: Platt | None = None, tol: float = 0.01):
+                 precision: str = "auto", platt: Platt | None = None, tol: float = 0.01, streams: int | None = None):
         self.device = torch.device(device)
+        self.streams = default_streams(device) if streams is None else max(1, int(streams))
         self.fast = fast
         self.precision = resolve_precision(precision, device) if fast else "fp32"
         self.platt = platt or Platt(1.0, 0.0)
@@ -156,21 +169,24 @@ class Scorer:
             self._paths["fp32"] = _EagerPath(net, self.device, batch)
             return
         need = {"fp32": ("fp32",), "bf16": ("bf16",), "checked": ("bf16", "fp32")}[self.precision]
+        self.engines: dict[str, str] = {}
         for prec in need:
             self._paths[prec] = self._build(net, prec)
+        self.engine = self.engines[need[0]]  # the path that scores every cutout
 
     def _build(self, net: DeepSZNet, prec: str):
         bf16 = prec == "bf16"
         if self.device.type == "cpu" and fused_available():
             try:
-                plan = FusedPlan(net, torch.bfloat16 if bf16 else torch.float32, batch=self.batch)
+                plan = FusedPlan(net, torch.bfloat16 if bf16 else torch.float32, batch=self.batch,
+                                 streams=self.streams)
                 check_plan(plan, net, atol=0.5 if bf16 else 1e-3)
-                self.engine = "fused"
+                self.engines[prec] = "fused"
                 return plan
-            except (RuntimeError, TypeError, AttributeError):  # ops of another signature in this PyTorch
+            except (RuntimeError, TypeError, AttributeError):  # ops of another signature, or no bf16 kernels here
                 pass
-        self.engine = "modules"
-        return _ModulePath(net, self.device, self.batch, bf16)
+        self.engines[prec] = "modules"
+        return _ModulePath(net, self.device, self.batch, bf16, self.streams if self.device.type == "cpu" else 1)
 
     def raw(self, images: np.ndarray) -> np.ndarray:
         """Raw scores (logit differences) of (n, 3, 32, 32) uK cutouts."""

@@ -16,13 +16,22 @@ The schedule, for each ratio r in ``settings.ratios`` (paper: 1, 2, ..., 20):
 
 Reproducibility and resume. The batch of global step t is a pure function of ``(seed, t)`` (a numpy Generator
 seeded with both), the learning rate a pure function of the step within the ratio, and the network is
-initialised from ``torch.manual_seed(seed)``. A checkpoint (weights, optimizer momentum, counters, the best
-weights of the ratio and overall, the log) is written atomically every ``checkpoint_every`` batches and at
-the end of each ratio; ``resume=True`` restores it and finishes with the same weights as an uninterrupted run.
+initialised from ``torch.manual_seed(seed)``. Every preset is defined by steps (batches) alone, never by wall
+time, so a preset gives the same run on any machine up to floating-point differences; a time budget
+(``max_seconds``) is an explicit opt-in, recorded in the card when it ends a run. A checkpoint (weights,
+optimizer momentum, counters, the best weights of the ratio and overall, the log) is written atomically every
+``checkpoint_every`` batches, every ``checkpoint_seconds`` of wall time (default 120 s, so Ctrl-C or a kill loses at
+most that) and at the end of each ratio; ``resume=True`` restores it and finishes with bit-identical weights to an
+uninterrupted run (same machine and thread count). Writing a checkpoint never changes the run.
 
 Fast path (``fast=True``): channels-last tensors, and bf16 autocast where bf16 runs in hardware (CPU AVX-512
-BF16 / AMX, CUDA), about 2-3x faster there; elsewhere (AVX2) fp32, since emulated bf16 is slower. The weights
-and optimizer stay fp32.
+BF16 / AMX, CUDA compute capability >= 8), about 2-3x faster there; elsewhere (AVX2, AVX-512 without BF16) fp32,
+since emulated bf16 is slower. The weights and optimizer stay fp32.
+
+Time. :func:`measure_rates` times a few real training steps of a preset's batch size (and the validation
+scoring) on this machine; :func:`estimate_seconds` turns that into the longest the preset can take
+(:func:`plan_max_steps` steps, every validation pass), and :func:`train` reports progress in steps of that plan
+with an "at most ... left" ETA from its own measured step time.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,96 +49,28 @@ import torch
 import torch.nn.functional as F
 
 from szviewer.atomic import atomic_path, write_text
-from szviewer.cnn.fused import bf16_native
-from szviewer.cnn.model import DeepSZNet, NetConfig, raw_score
+from szviewer.cnn.fused import bf16_native_on
+from szviewer.cnn.model import DeepSZNet, raw_score
+from szviewer.cnn.settings import (  # noqa: F401 - re-exported: szviewer.cnn.train is where callers look
+    NetConfig,
+    TrainSettings,
+    _ratio_cap,
+    estimate_seconds,
+    format_duration,
+    learning_rate,
+    plan_max_evals,
+    plan_max_steps,
+    plan_position,
+)
 from szviewer.errors import InputError
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
 
 CHECKPOINT_FORMAT = "szviewer-cnn-checkpoint"
 LOG_COLUMNS = ("step", "ratio", "step_in_ratio", "lr", "loss", "val_loss")
+CHECKPOINT_SECONDS = 120.0  # default wall-time interval between checkpoints
 
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyper-parameters of the dynamic stratified schedule; ``TrainSettings.preset('paper' | 'quick')``."""
-
-    preset: str = "paper"
-    ratios: tuple[int, ...] = tuple(range(1, 21))
-    batch: int = 128
-    lr: float = 5e-3
-    momentum: float = 0.9
-    weight_decay: float = 3e-3
-    warmup_batches: int = 500
-    warmup_factor: float = 1.0 / 3.0
-    lr_steps: tuple[int, ...] = (1000,)
-    lr_gamma: float = 0.1
-    eval_every: int = 100
-    patience: int = 1000
-    max_batches_per_ratio: int | None = None
-    checkpoint_every: int = 500
-    max_seconds: float | None = None
-    seed: int = 0
-    fast: bool = False
-    augment: bool = False
-    level: str = "all"
-    net: NetConfig = field(default_factory=NetConfig)
-
-    @classmethod
-    def preset_named(cls, name: str, **overrides) -> TrainSettings:
-        """'paper': exactly paper section 2.2.2. 'quick': the same kind of schedule sized for ~30 min on 2 CPU cores.
-        'long': between the two, for a larger sky on a CPU (about an hour on 2 cores for 1,000 deg^2).
-
-        'quick' uses batch 64, ratios 1, 2, 4 (r doubles instead of += 1), a 100-batch warm-up, lr x0.1 after 300
-        batches, validation every 50 batches, 200-batch patience and at most 400 batches per ratio (<= 1,200
-        batches, about 10-20 minutes on 2 CPU cores), bf16 autocast + channels-last, dihedral augmentation
-        (rotations and flips of the cutout, which leave the sky statistics unchanged), the fixed asinh input
-        scaling, and a 1,500 s time budget: if it runs out, the current ratio ends at once with its best weights
-        and training stops (then, and only then, the result depends on the machine's speed). On the seed-2
-        synthetic sky this schedule generalised better (F1 0.54, AUC 0.92) than batch 128 with ratios 1, 2, 4, 8
-        and 500 batches per ratio (F1 0.45, AUC 0.85); see models/README.md.
-
-        'long' keeps quick's fast path, augmentation and input scaling but the paper's batch of 128, ratios 1, 2, 4,
-        8, a 300-batch warm-up, lr x0.1 after 1,500 batches, validation every 100 batches, 600-batch patience and at
-        most 2,000 batches per ratio (<= 8,000 batches), with no time budget. It is meant for skies with a thousand
-        or more training positives (1,000 deg^2 of the default generator has 2,340), where quick's 1,200 batches of
-        64 draw each positive only about ten times; the shipped model was trained with it.
-        """
-        if name == "paper":
-            s = cls(preset="paper")
-        elif name == "quick":
-            s = cls(preset="quick", batch=64, ratios=(1, 2, 4), warmup_batches=100, lr_steps=(300,), eval_every=50,
-                    patience=200, max_batches_per_ratio=400, checkpoint_every=100, max_seconds=1500.0, fast=True,
-                    augment=True, net=NetConfig(scaling="fixed"))
-        elif name == "long":
-            s = cls(preset="long", batch=128, ratios=(1, 2, 4, 8), warmup_batches=300, lr_steps=(1500,),
-                    eval_every=100, patience=600, max_batches_per_ratio=2000, checkpoint_every=200, max_seconds=None,
-                    fast=True, augment=True, net=NetConfig(scaling="fixed"))
-        else:
-            raise ValueError(f"unknown preset {name!r} (paper, quick or long)")
-        return replace(s, **overrides) if overrides else s
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ratios"] = list(self.ratios)
-        d["lr_steps"] = list(self.lr_steps)
-        d["net"] = self.net.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainSettings:
-        d = dict(d)
-        d["ratios"] = tuple(d["ratios"])
-        d["lr_steps"] = tuple(d["lr_steps"])
-        d["net"] = NetConfig.from_dict(d["net"])
-        return cls(**d)
-
-
-def learning_rate(s: TrainSettings, k: int) -> float:
-    """The learning rate of the k-th batch (0-based) of a ratio: linear warm-up from lr*factor, steps x gamma."""
-    lr = s.lr * s.lr_gamma ** sum(k >= b for b in s.lr_steps)
-    if k < s.warmup_batches:
-        lr *= s.warmup_factor + (1.0 - s.warmup_factor) * k / s.warmup_batches
-    return lr
+#: the clock of training's wall-time rules (checkpoints, ETA, an opt-in ``max_seconds``); tests replace it
+_clock = time.monotonic
 
 
 def batch_plan(seed: int, step: int, ratio: float, n_pos: int, n_neg: int, batch: int):
@@ -193,11 +134,10 @@ def load_split(store, split: str, level: str = "all", chunk: int = 2048,
 
 
 def bf16_autocast_pays(device_type: str) -> bool:
-    """bf16 autocast only where bf16 runs in hardware (CUDA with bf16, CPU AVX-512 BF16 / AMX): emulated bf16 on
-    an AVX2 CPU is several times slower than fp32 and would make a run's length depend on the machine."""
-    if device_type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return bf16_native()
+    """bf16 autocast only where bf16 runs in hardware (:func:`szviewer.cnn.fused.bf16_native_on`: CPU AVX-512
+    BF16 / AMX, CUDA compute capability >= 8): emulated bf16 (an AVX2 CPU, AVX-512 without BF16, an older GPU) is
+    slower than fp32 and would make a run's length depend on the machine."""
+    return bf16_native_on(device_type)
 
 
 @torch.inference_mode()
@@ -233,6 +173,62 @@ def _clone_state(net: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+def measure_rates(s: TrainSettings, x: np.ndarray, y: np.ndarray | None = None, device: str = "cpu",
+                  steps: int = 3, cancelled: CancelFn | None = None) -> dict:
+    """Time ``steps`` real training steps of ``s`` (its batch size, network, fast path, augmentation) after one
+    warm-up step (the median), and the validation scoring, on cutouts ``x`` (a few hundred real ones are plenty).
+
+    Runs on a throw-away network and its own random numbers (a later :func:`train` is unaffected). Returns
+    {'step_seconds', 'eval_seconds_per_cutout', 'steps', 'batch', 'device', 'threads', 'bf16_autocast'}.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        raise ValueError("measure_rates needs some cutouts")
+    y = np.zeros(len(x), dtype=bool) if y is None else np.asarray(y, dtype=bool)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(12345)
+        net = DeepSZNet(s.net).to(device)
+    if s.fast:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    dev_type = torch.device(device).type
+    amp = s.fast and bf16_autocast_pays(dev_type)
+    labels = torch.from_numpy(y.astype(np.int64))
+    net.train()
+
+    def step(t: int) -> None:
+        check_cancel(cancelled, "measuring the training speed")
+        rng = np.random.default_rng([t, 0x7E])
+        rows = rng.integers(0, len(x), s.batch)
+        xb = torch.from_numpy(x[rows])
+        if s.augment:
+            xb = dihedral(xb, rng.integers(0, 8, s.batch))
+        yb = labels[torch.from_numpy(rows)].to(device)
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(xb.to(device))
+        loss = F.cross_entropy(logits.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if dev_type == "cuda":
+            torch.cuda.synchronize()
+
+    step(0)
+    times = []
+    for t in range(1, steps + 1):
+        t0 = time.perf_counter()
+        step(t)
+        times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times))  # a neighbour's burst on a shared machine moves one step, not the median
+    xv = x[: min(len(x), 512)]
+    raw_scores(net, xv[:64], fast=s.fast)  # warm-up
+    t0 = time.perf_counter()
+    raw_scores(net, xv, fast=s.fast)
+    eval_s = (time.perf_counter() - t0) / len(xv)
+    return {"step_seconds": step_s, "eval_seconds_per_cutout": eval_s, "steps": steps, "batch": s.batch,
+            "device": str(device), "threads": torch.get_num_threads(), "bf16_autocast": bool(amp)}
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the chosen network (weights loaded, eval mode) and the history."""
@@ -248,6 +244,7 @@ class TrainResult:
     steps: int
     seconds: float
     log: list[dict]
+    stopped_by_time: bool = False
 
 
 def _write_log(path: Path | None, log: list[dict]) -> None:
@@ -280,20 +277,34 @@ def load_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+#: settings that may differ between a checkpoint and its resume: neither changes what a step computes
+RESUME_MAY_CHANGE = ("max_seconds", "checkpoint_every")
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    return ({k: v for k, v in a.items() if k not in RESUME_MAY_CHANGE}
+            == {k: v for k, v in b.items() if k not in RESUME_MAY_CHANGE})
+
+
 def train(store=None, settings: TrainSettings | None = None, *, data: tuple[SplitData, SplitData] | None = None,
           checkpoint_path: str | Path | None = None, log_path: str | Path | None = None, resume: bool = False,
           select: Callable[[np.ndarray, np.ndarray], float] | None = None, device: str = "cpu",
-          progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> TrainResult:
+          checkpoint_seconds: float | None = CHECKPOINT_SECONDS, progress: ProgressFn | None = None,
+          cancelled: CancelFn | None = None) -> TrainResult:
     """Train the DeepSZ CNN on the 'train' rows of ``store`` (or on in-memory ``data`` = (train, val)).
 
-    ``checkpoint_path``: where the checkpoint goes (None: no checkpoints). ``log_path``: a CSV training log
+    ``checkpoint_path``: where the checkpoint goes (None: no checkpoints); it is written every
+    ``settings.checkpoint_every`` batches, after any batch that ends ``checkpoint_seconds`` of wall time since the
+    last one (None: no wall-time rule), and at the end of each ratio. ``log_path``: a CSV training log
     (step, ratio, step_in_ratio, lr, loss, val_loss), rewritten atomically with each checkpoint and at the end.
-    ``resume``: continue from ``checkpoint_path`` (its settings must equal ``settings``).
-    Progress is reported between batches as (batches done, planned maximum, message); ``cancelled`` is
-    checked between batches and raises :class:`~szviewer.errors.Cancelled`, leaving the last checkpoint valid.
+    ``resume``: continue from ``checkpoint_path`` (its settings must equal ``settings`` except for
+    :data:`RESUME_MAY_CHANGE`); the result is bit-identical to an uninterrupted run.
+    Progress is reported between batches as (position in the plan of :func:`plan_max_steps` batches, that
+    maximum, message with an "at most ... left" estimate from the measured step time); ``cancelled`` is checked
+    between batches and raises :class:`~szviewer.errors.Cancelled`, leaving the last checkpoint valid.
     """
     s = settings or TrainSettings.preset_named("paper")
-    t0 = time.perf_counter()
+    t0 = _clock()
     ck_path = None if checkpoint_path is None else Path(checkpoint_path)
     log_path = None if log_path is None else Path(log_path)
     ck = None
@@ -301,7 +312,7 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
         if ck_path is None:
             raise ValueError("resume needs a checkpoint_path")
         ck = load_checkpoint(ck_path)
-        if ck["settings"] != s.to_dict():
+        if not _same_run(ck["settings"], s.to_dict()):
             raise InputError(ck_path, "the checkpoint was made with other training settings "
                                       f"(preset {ck['settings'].get('preset')!r}); train without --resume")
     if data is None:
@@ -331,7 +342,7 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
     amp = s.fast and bf16_autocast_pays(dev_type)
 
     st = {"ratio_index": 0, "k": 0, "step": 0, "best_loss": math.inf, "since": 0, "elapsed": 0.0, "stop": False,
-          "best_select": -math.inf, "best_ratio": None, "per_ratio": [], "log": []}
+          "best_select": -math.inf, "best_ratio": None, "per_ratio": [], "log": [], "checkpoints": 0}
     ratio_best: dict | None = None
     overall_best: dict | None = None
     if ck is not None:
@@ -341,13 +352,19 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
         ratio_best = ck["ratio_best"]
         overall_best = ck["overall_best"]
 
-    t_run = time.perf_counter()
+    t_run = _clock()
     elapsed0 = float(st.get("elapsed", 0.0))
+    last_ck = [t_run]
+    cap = _ratio_cap(s)
+    total = plan_max_steps(s)
+    pos0 = plan_position(s, st["ratio_index"], st["k"])  # where this process starts in the plan
 
     def checkpoint():
+        last_ck[0] = _clock()
         if ck_path is None:
             return
-        st["elapsed"] = elapsed0 + time.perf_counter() - t_run
+        st["elapsed"] = elapsed0 + last_ck[0] - t_run
+        st["checkpoints"] = int(st.get("checkpoints", 0)) + 1
         _save_checkpoint(ck_path, {"format": CHECKPOINT_FORMAT, "settings": s.to_dict(), "data": data_id, "state": st,
                                    "model": net.state_dict(), "optimizer": opt.state_dict(),
                                    # the schedule and the sampler are pure functions of these counters:
@@ -357,8 +374,16 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
                                    "ratio_best": ratio_best, "overall_best": overall_best})
         _write_log(log_path, st["log"])
 
-    cap = s.max_batches_per_ratio or (20 * s.patience)
-    total = len(s.ratios) * cap
+    def eta(pos: int) -> str:
+        """'at most N min left': the plan's remaining batches at this run's measured seconds per batch."""
+        done = pos - pos0
+        if done < 2:
+            return "measuring the step time"
+        left = (_clock() - t_run) / done * (total - pos)
+        if s.max_seconds is not None:
+            left = min(left, max(0.0, s.max_seconds - (elapsed0 + _clock() - t_run)))
+        return f"at most {format_duration(left)} left"
+
     y_all = torch.from_numpy(tr.y.astype(np.int64))
     net.train()
     while st["ratio_index"] < len(s.ratios):
@@ -377,7 +402,7 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
                     ratio_best = _clone_state(net)
                 elif k > 0:
                     st["since"] += s.eval_every
-            over_time = s.max_seconds is not None and elapsed0 + time.perf_counter() - t_run > s.max_seconds
+            over_time = s.max_seconds is not None and elapsed0 + _clock() - t_run > s.max_seconds
             if st["since"] >= s.patience or k >= cap or over_time:
                 st["stop"] = st["stop"] or over_time
                 break
@@ -406,9 +431,11 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
             st["log"].append({"step": st["step"], "ratio": r, "step_in_ratio": st["k"], "lr": lr, "loss": lv,
                               "val_loss": None})
             if progress is not None:
-                progress(st["ratio_index"] * cap + st["k"], total,
-                         f"r={r} loss={lv:.3f} best val={st['best_loss']:.3f}")
-            if ck_path is not None and st["step"] % s.checkpoint_every == 0:
+                pos = plan_position(s, st["ratio_index"], st["k"])
+                progress(pos, total, f"r={r} ({st['ratio_index'] + 1}/{len(s.ratios)}) loss={lv:.3f} "
+                                     f"best val={st['best_loss']:.3f}, {eta(pos)}")
+            if ck_path is not None and (st["step"] % s.checkpoint_every == 0 or (
+                    checkpoint_seconds is not None and _clock() - last_ck[0] >= checkpoint_seconds)):
                 checkpoint()
         # end of the ratio's epoch: best weights of this ratio, scored on the plain validation set
         net.load_state_dict(ratio_best)
@@ -416,14 +443,18 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
         score = float(select(raw, va.y))
         st["per_ratio"].append({"ratio": r, "batches": st["k"], "best_val_loss": st["best_loss"],
                                 "plain_val_loss": weighted_val_loss(raw, va.y, None), "select": score,
-                                "end_step": st["step"]})
+                                "end_step": st["step"], "ended_by": "time budget" if st["stop"] else
+                                "patience" if st["k"] < cap else "batch cap"})
         if score > st["best_select"] or overall_best is None:
             st["best_select"], st["best_ratio"] = score, r
             overall_best = ratio_best
         st["ratio_index"] += 1
         st["k"], st["best_loss"], st["since"] = 0, math.inf, 0
-        if st["stop"]:  # the time budget ran out: finish with the ratios done so far
+        if st["stop"]:  # the opt-in time budget ran out: finish with the ratios done so far
             st["ratio_index"] = len(s.ratios)
+        if progress is not None:
+            pos = plan_position(s, st["ratio_index"], 0)
+            progress(pos, total, f"ratio {r} done after {st['per_ratio'][-1]['batches']} batches, {eta(pos)}")
         checkpoint()
     net.load_state_dict(overall_best)
     net.eval()
@@ -431,4 +462,5 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
     _write_log(log_path, st["log"])
     return TrainResult(net=net, settings=s, best_ratio=int(st["best_ratio"]), best_select=float(st["best_select"]),
                        per_ratio=list(st["per_ratio"]), val_raw=val_raw, val_labels=va.y, val_rows=va.rows,
-                       steps=int(st["step"]), seconds=time.perf_counter() - t0, log=st["log"])
+                       steps=int(st["step"]), seconds=_clock() - t0, log=st["log"],
+                       stopped_by_time=bool(st["stop"]))

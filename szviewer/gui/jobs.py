@@ -408,12 +408,12 @@ def cutouts(workspace: str, overwrite: bool = False, progress=None, cancelled=No
     return {k: v for k, v in s.items() if not isinstance(v, (list, dict))}
 
 
-def mf(workspace: str, progress=None, cancelled=None) -> dict:
+def mf(workspace: str, overwrite: bool = False, progress=None, cancelled=None) -> dict:
     """The matched filter over a workspace: its catalogue and the ``mf_snr`` score column (szviewer mf)."""
     from szviewer.jobs.mf import run_mf_on_workspace
     from szviewer.workspace import Workspace
 
-    s = run_mf_on_workspace(Workspace(workspace), progress=progress, cancelled=cancelled)
+    s = run_mf_on_workspace(Workspace(workspace), progress=progress, cancelled=cancelled, overwrite=overwrite)
     print(f"matched filter: {s.get('detections')} detections, {s.get('positives_detected')} of "
           f"{s.get('positives')} clusters detected, {s.get('seconds')} s")
     return s
@@ -427,6 +427,15 @@ def train(workspace: str, preset: str = "quick", device: str = "auto", progress=
     s = train_job(Workspace(workspace), preset=preset, device=device, progress=progress, cancelled=cancelled)
     print(f"trained ({preset}, {device}): val F1 {s.get('val_f1')}, test F1 {s.get('test_f1')}, {s.get('seconds')} s")
     return s
+
+
+def train_estimate(workspace: str, preset: str = "quick", device: str = "auto", cancelled=None) -> dict:
+    """How long training can take on this machine (szviewer train --estimate): a few real training steps are
+    timed and remembered for the train dialog; torch loads in this process only."""
+    from szviewer.jobs.cnn import train_estimate as estimate
+    from szviewer.workspace import Workspace
+
+    return estimate(Workspace(workspace), preset=preset, device=device, cancelled=cancelled)
 
 
 def predict(workspace: str, device: str = "auto", progress=None, cancelled=None) -> dict:

@@ -12,6 +12,8 @@ from PyQt6 import QtCore, QtWidgets
 from szviewer.gui.jobs import JOB_KINDS, Job, JobRunner, JobSpec, available
 from szviewer.gui.state import ViewerState
 
+#: The workspace product each job kind replaces (asked before, as the CLI's --overwrite).
+REPLACES = {"cutouts": "cutouts", "mf": "mf"}
 STATUS_TEXT = {"queued": "queued", "running": "running", "done": "done", "failed": "FAILED",
                "cancelled": "cancelled"}
 
@@ -96,21 +98,36 @@ class SimulateDialog(QtWidgets.QDialog):
 
 
 class TrainDialog(QtWidgets.QDialog):
-    """Preset and device of a CNN training run."""
+    """Preset and device of a CNN training run, with how long it can take on this machine.
 
-    def __init__(self, parent=None):
+    The estimate is measured, not promised (:func:`szviewer.jobs.cnn.train_estimate`): a step time remembered from
+    an earlier measurement here is shown at once; otherwise a few real training steps of the preset are timed in
+    a background process (torch never loads in the app) and the label updates when they are done.
+    """
+
+    PRESETS = (("quick", "quick: at most 1,200 batches of 64 (for ~100 deg²)"),
+               ("long", "long: at most 8,000 batches of 128 (for 1,000 deg² or more)"),
+               ("paper", "paper: the paper's schedule exactly (20 ratios, patience 1,000)"))
+
+    def __init__(self, parent=None, workspace: str | None = None, measure_mode: str = "process"):
         super().__init__(parent)
         self.setWindowTitle("Train the CNN")
+        self.workspace = workspace
+        self.measure_mode = measure_mode
+        self._job: Job | None = None
+        self._job_key: tuple | None = None
         f = QtWidgets.QFormLayout(self)
         self.preset = QtWidgets.QComboBox()
-        self.preset.addItem("quick (about 30 min on 2 CPU cores for 100 deg²)", "quick")
-        self.preset.addItem("long (about an hour on 2 CPU cores for 1,000 deg²)", "long")
-        self.preset.addItem("paper (the paper's schedule: hours)", "paper")
+        for name, text in self.PRESETS:
+            self.preset.addItem(text, name)
         self.device = QtWidgets.QComboBox()
         for d in ("auto", "cpu", "cuda"):  # szviewer.jobs.cnn.resolve_device
             self.device.addItem(d)
         f.addRow("preset", self.preset)
         f.addRow("device", self.device)
+        self.estimate = QtWidgets.QLabel("")
+        self.estimate.setWordWrap(True)
+        f.addRow("time here", self.estimate)
         f.addRow(QtWidgets.QLabel("Training runs in its own process: Cancel stops it at once, and the model is "
                                   "only written when training completes."))
         bb = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
@@ -118,9 +135,65 @@ class TrainDialog(QtWidgets.QDialog):
         bb.accepted.connect(self.accept)
         bb.rejected.connect(self.reject)
         f.addRow(bb)
+        self.timer = QtCore.QTimer(self, interval=200)
+        self.timer.timeout.connect(self._poll)
+        self.preset.currentIndexChanged.connect(self.update_estimate)
+        self.device.currentIndexChanged.connect(self.update_estimate)
+        self.finished.connect(lambda *_: self._stop_measuring())
+        self.update_estimate()
 
     def options(self) -> dict:
         return {"preset": self.preset.currentData(), "device": self.device.currentText()}
+
+    def update_estimate(self, *_) -> None:
+        """Show the remembered estimate of the chosen preset, or start measuring it in the background."""
+        self._stop_measuring()
+        if not self.workspace:
+            self.estimate.setText("open a workspace to measure how long training takes here")
+            return
+        from szviewer.errors import SzviewerError
+        from szviewer.jobs.cnn import train_estimate
+        from szviewer.workspace import Workspace
+
+        opts = self.options()
+        try:
+            est = train_estimate(Workspace(self.workspace), measure=False, **opts)
+        except (SzviewerError, OSError, ValueError) as exc:
+            self.estimate.setText(f"cannot estimate: {exc}")
+            return
+        if est is not None:
+            self.estimate.setText(est["text"])
+            return
+        self.estimate.setText(f"measuring a few {opts['preset']} training steps on this machine…")
+        self._job_key = (opts["preset"], opts["device"])
+        self._job = Job(JobSpec("measure training speed", "szviewer.gui.jobs:train_estimate",
+                                {"workspace": str(self.workspace), **opts}, mode=self.measure_mode))
+        self._job.start()
+        self.timer.start()
+
+    def _poll(self) -> None:
+        job = self._job
+        if job is None:
+            self.timer.stop()
+            return
+        job.poll()
+        if job.active:
+            return
+        self.timer.stop()
+        self._job = None
+        if (self.preset.currentData(), self.device.currentText()) != self._job_key:
+            return
+        if job.status == "done" and isinstance(job.result, dict) and job.result.get("text"):
+            self.estimate.setText(job.result["text"])
+        else:
+            self.estimate.setText(f"could not measure the training speed here ({job.error or job.status})")
+
+    def _stop_measuring(self) -> None:
+        """Drop a measurement in flight: it is asked to stop and ends by itself at its next step (never waited on)."""
+        self.timer.stop()
+        if self._job is not None and self._job.active:
+            self._job.cancel()
+        self._job = None
 
 
 class JobsPanel(QtWidgets.QWidget):
@@ -197,7 +270,8 @@ class JobsPanel(QtWidgets.QWidget):
 
     def _clicked(self, kind: str) -> Job | None:
         if kind == "train":
-            dlg = TrainDialog(self)
+            ws = self.state.workspace
+            dlg = TrainDialog(self, str(ws.root) if ws is not None else None)
             if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
                 return None
             return self.run_on_workspace(kind, **dlg.options())
@@ -210,7 +284,12 @@ class JobsPanel(QtWidgets.QWidget):
             return None
         spec = JOB_KINDS[kind]
         kw = {"workspace": str(ws.root)}
-        if kind == "cutouts" and ws.has("cutouts"):
+        product = REPLACES.get(kind)
+        if product and product in ws.products and "overwrite" not in kwargs:
+            ans = QtWidgets.QMessageBox.question(self, "Replace results",
+                                                 f"This workspace already has {product} results. Replace them?")
+            if ans != QtWidgets.QMessageBox.StandardButton.Yes:
+                return None
             kw["overwrite"] = True
         extra = ", ".join(f"{k} {v}" for k, v in kwargs.items())
         return self.submit(JobSpec(f"{spec['label']}: {ws.root.name}" + (f" ({extra})" if extra else ""),

@@ -20,6 +20,19 @@ def demo_path() -> Path:
     return demo_workspace_path()
 
 
+
+def _has_cutouts(path) -> bool:
+    """True when ``path`` is a workspace whose cutout set is built (its manifest says so and the files exist)."""
+    from szviewer.errors import SzviewerError
+    from szviewer.workspace import Workspace
+
+    if not (path / "workspace.json").exists():
+        return False
+    try:
+        return Workspace(path).has("cutouts")
+    except SzviewerError:
+        return False
+
 class WelcomeView(QtWidgets.QWidget):
     open_workspace = QtCore.pyqtSignal(str)
     choose_workspace = QtCore.pyqtSignal()
@@ -104,7 +117,7 @@ class WelcomeView(QtWidgets.QWidget):
         self.cancel_btn.setVisible(self.job is not None and self.job.active)
         self.demo_btn.setEnabled(not (self.job is not None and self.job.active))
         dp = demo_path()
-        complete = (dp / "cutouts.h5").exists() and (dp / "workspace.json").exists()
+        complete = _has_cutouts(dp)
         self.open_demo_btn.setVisible(complete)
         self.demo_btn.setText("Rebuild the demo workspace" if complete else "Build the demo workspace")
         if workspace is not None:
@@ -122,7 +135,7 @@ class WelcomeView(QtWidgets.QWidget):
     # ------------------------------------------------------------------ jobs
     def build_demo(self) -> Job:
         dp = demo_path()
-        if (dp / "workspace.json").exists() and (dp / "cutouts.h5").exists():
+        if _has_cutouts(dp):
             ans = QtWidgets.QMessageBox.question(self, "Rebuild the demo workspace",
                                                  f"Replace the demo workspace at {dp}?")
             if ans != QtWidgets.QMessageBox.StandardButton.Yes:

@@ -15,6 +15,8 @@ when it has one, else the shipped model (:func:`default_model_path`).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from pathlib import Path
@@ -123,20 +125,41 @@ def training_sky(ws: Workspace) -> dict:
             "cutouts": ws.products.get("cutouts", {}).get("summary", {}).get("splits")}
 
 
+def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max_seconds: float | None = None,
+                   overrides: dict | None = None):
+    """The :class:`~szviewer.cnn.train.TrainSettings` of a run: a preset (defined by steps), the level and seed,
+    an opt-in wall-clock budget ``max_seconds`` and ``overrides`` (TrainSettings fields; tests)."""
+    from szviewer.cnn.settings import TrainSettings
+
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise InputError(None, f"--max-seconds {max_seconds}: must be a positive number of seconds")
+    extra = dict(overrides or {})
+    if max_seconds is not None:
+        extra["max_seconds"] = float(max_seconds)
+    return TrainSettings.preset_named(preset, level=level, seed=seed, **extra)
+
+
 def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: str = "auto", resume: bool = False,
               progress: ProgressFn | None = None, cancelled: CancelFn | None = None, seed: int = 0,
-              model_out: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
+              model_out: str | os.PathLike | None = None, overrides: dict | None = None,
+              max_seconds: float | None = None, checkpoint_seconds: float | None = 120.0) -> dict:
     """Train on the workspace's 'train' cutouts, calibrate on 'val', evaluate on 'val'/'test', save the model.
 
-    ``preset``: 'paper' (paper section 2.2.2 exactly; hours on a CPU), 'quick' (about 30 min on 2 CPU cores for
-    100 deg^2) or 'long' (about an hour on 2 CPU cores for 1,000 deg^2; :meth:`TrainSettings.preset_named`).
-    ``resume``: continue from ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests).
+    ``preset``: 'quick' (at most 1,200 batches of 64; for ~100 deg^2), 'long' (at most 8,000 batches of 128; for
+    1,000 deg^2 or more) or 'paper' (paper section 2.2.2 exactly; :meth:`TrainSettings.preset_named`). A preset
+    is a number of steps, so its result does not depend on the machine; :func:`train_estimate` says how long it
+    takes here. ``max_seconds``: an opt-in wall-clock budget (recorded in the card). ``checkpoint_seconds``: a
+    checkpoint at least this often besides every ``checkpoint_every`` batches. ``resume``: continue from
+    ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests).
     Writes ``cnn/model.pt`` (or ``model_out``) and records the product ``cnn_model``; returns a summary.
     """
     from szviewer.cnn.modelfile import CNNModel, fit_platt, save_model
-    from szviewer.cnn.train import TrainSettings, train
+    from szviewer.cnn.settings import plan_max_steps
+    from szviewer.cnn.train import train
 
     t0 = time.perf_counter()
+    if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+        raise InputError(None, f"--checkpoint-seconds {checkpoint_seconds}: must be a positive number of seconds")
     dev = resolve_device(device)
     store = ws.cutout_store()
     try:
@@ -148,10 +171,11 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
             if not labels[split == name].any():
                 raise InputError(store.path, f"the {name!r} split has no positive cutouts, so the CNN cannot be "
                                              f"{'trained' if name == 'train' else 'calibrated'}; use a larger sky")
-        settings = TrainSettings.preset_named(preset, level=level, seed=seed, **(overrides or {}))
+        settings = train_settings(preset, level, seed, max_seconds, overrides)
         ws.path(CNN_DIR).mkdir(exist_ok=True)
         res = train(store, settings, checkpoint_path=ws.path(CHECKPOINT), log_path=ws.path(TRAIN_LOG),
-                    resume=resume, select=best_f1, device=dev, progress=progress, cancelled=cancelled)
+                    resume=resume, select=best_f1, device=dev, checkpoint_seconds=checkpoint_seconds,
+                    progress=progress, cancelled=cancelled)
         import torch
 
         net = res.net.cpu().to(memory_format=torch.contiguous_format).eval()
@@ -161,7 +185,9 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
         card = {
             "preset": preset, "level": level, "training_sky": training_sky(ws), "workspace": str(ws.root),
             "train_settings": settings.to_dict(), "best_ratio": res.best_ratio, "per_ratio": res.per_ratio,
-            "steps": res.steps, "train_seconds": round(res.seconds, 1), "device": dev,
+            "steps": res.steps, "plan_max_steps": plan_max_steps(settings), "train_seconds": round(res.seconds, 1),
+            "seconds_per_step": round(res.seconds / max(res.steps, 1), 3), "stopped_by_time": res.stopped_by_time,
+            "device": dev,
             "metrics_same_sky": metrics,
             "val_f1": metrics["val_f1"], "test_f1": metrics["test_f1"],
             "created": now_iso(),
@@ -171,6 +197,7 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
     finally:
         store.close()
     summary = {"model": str(out), "preset": preset, "best_ratio": res.best_ratio, "steps": res.steps,
+               "plan_max_steps": plan_max_steps(settings), "stopped_by_time": res.stopped_by_time,
                "val_f1": metrics["val_f1"], "val_threshold": metrics["val_threshold"],
                "test_f1": metrics["test_f1"], "platt": platt.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
     files = [CHECKPOINT, TRAIN_LOG]
@@ -178,6 +205,137 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
         files.insert(0, MODEL)
     ws.record("cnn_model", files, settings=settings.to_dict(), provenance={"device": dev}, summary=summary)
     return summary
+
+
+RATE_CACHE = "cache/cnn_train_rates.json"  # under $SZVIEWER_HOME (default ~/.szviewer)
+RATE_CACHE_DAYS = 30.0
+
+
+def _home() -> Path:
+    return Path(os.environ.get("SZVIEWER_HOME", Path.home() / ".szviewer"))
+
+
+def _machine_key(settings, device: str) -> str:
+    """What a measured step time depends on: the CPU, cores, thread settings, library versions, the device and
+    the run's batch, network and fast path (computed without importing torch)."""
+    import hashlib
+    import platform
+    from importlib import metadata
+
+    cpu, flags = platform.processor(), ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.partition(":")[2].strip() for ln in text.splitlines() if ln.startswith("model name")), cpu)
+        flags = next((ln.partition(":")[2].strip() for ln in text.splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "?"
+    key = {"machine": platform.machine(), "cpu": cpu, "flags": hashlib.sha1(flags.encode()).hexdigest()[:12],
+           "cores": cores, "threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch_version, "device": device,
+           "batch": settings.batch, "net": settings.net.to_dict(), "fast": settings.fast, "augment": settings.augment}
+    return json.dumps(key, sort_keys=True)
+
+
+def _cached_rates(key: str) -> dict | None:
+    path = _home() / RATE_CACHE
+    try:
+        entry = json.loads(path.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(entry, dict) or time.time() - float(entry.get("time", 0)) > RATE_CACHE_DAYS * 86400:
+        return None
+    return entry
+
+
+def _cache_rates(key: str, rates: dict) -> None:
+    from szviewer.atomic import write_json
+
+    path = _home() / RATE_CACHE
+    try:
+        cache = json.loads(path.read_text())
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    cache[key] = dict(rates, time=time.time(), measured=now_iso())
+    try:
+        write_json(path, cache)
+    except OSError:  # a read-only home: the estimate is still shown, just not remembered
+        pass
+
+
+def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", device: str = "auto", seed: int = 0,
+                   max_seconds: float | None = None, resume: bool = False, overrides: dict | None = None,
+                   measure: bool = True, sample: int = 256, cancelled: CancelFn | None = None) -> dict | None:
+    """How long :func:`train_job` with these arguments can take on this machine, from a measured step time.
+
+    ``measure=True`` times a few real training steps of the preset's batch size (and the validation scoring) on
+    ``sample`` of the workspace's training cutouts (a few seconds, :func:`szviewer.cnn.train.measure_rates`) and
+    remembers the rates in ``$SZVIEWER_HOME/cache/cnn_train_rates.json``; ``measure=False`` only uses that
+    cache and never imports torch (the app's train dialog), returning None when nothing is cached for this
+    machine. The bound covers every step of the plan and every validation pass (patience usually ends ratios
+    sooner), reading the cutouts and scoring 'val' and 'test' afterwards.
+
+    Returns {'seconds' (upper bound), 'steps', 'plan_steps', 'step_seconds', 'measured', 'text', ...}.
+    """
+    from szviewer.cnn.settings import estimate_seconds, format_duration
+
+    settings = train_settings(preset, level, seed, max_seconds, overrides)
+    key = _machine_key(settings, device)
+    store = ws.cutout_store()
+    try:
+        if level not in store.levels:
+            raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
+        split = np.asarray(store.table["split"])
+        labels = np.asarray(store.table["label"], dtype=bool)
+        counts = {name: int((split == name).sum()) for name in ("train", "val", "test")}
+        rows = np.nonzero(split == "train")[0]
+        if rows.size == 0:
+            raise InputError(store.path, "the cutout store has no 'train' cutouts to train on")
+        n_pick = min(sample if measure else 64, rows.size)  # without measuring: only the reading rate
+        pick = np.random.default_rng(0).choice(rows, n_pick, replace=False)
+        pick.sort()
+        t_read = time.perf_counter()
+        x = store.images(pick, level)
+        read_s = (time.perf_counter() - t_read) / len(pick)
+        y = labels[pick]
+    finally:
+        store.close()
+    rates = None if measure else _cached_rates(key)
+    when = f"here on {rates['measured'][:16].replace('T', ' ')} UTC" if rates else "here just now"
+    if rates is None:
+        if not measure:
+            return None
+        from szviewer.cnn.train import measure_rates
+
+        rates = measure_rates(settings, x, y, device=resolve_device(device), cancelled=cancelled)
+        _cache_rates(key, rates)
+    rates = dict(rates, read_seconds_per_cutout=read_s)
+    done = 0
+    if resume and measure and ws.path(CHECKPOINT).is_file():
+        from szviewer.cnn.settings import plan_position
+        from szviewer.cnn.train import load_checkpoint
+
+        st = load_checkpoint(ws.path(CHECKPOINT))["state"]
+        done = plan_position(settings, int(st["ratio_index"]), int(st["k"]))
+    est = estimate_seconds(settings, rates, n_val=counts["val"], n_read=counts["train"] + counts["val"],
+                           n_score=counts["val"] + counts["test"], done_steps=done)
+    prec = "bf16 autocast" if rates.get("bf16_autocast") else "fp32"
+    budget = f"; stops at the --max-seconds budget of {format_duration(max_seconds)}" if max_seconds else ""
+    text = (f"expected duration on this machine: at most {format_duration(est['seconds'])} "
+            f"({est['steps']:,} steps of {settings.batch} at {rates['step_seconds']:.2f} s/step measured {when}, "
+            f"{prec}, {rates.get('threads', '?')} threads; {est['evals']} validation passes over "
+            f"{counts['val']:,} cutouts{budget}); patience usually ends a ratio sooner, other work on the machine "
+            "slows it")
+    return {"preset": preset, "seconds": est["seconds"], "steps": est["steps"], "plan_steps": est["plan_steps"],
+            "evals": est["evals"], "step_seconds": rates["step_seconds"], "parts": est["parts"], "measured": when,
+            "device": rates.get("device", device), "batch": settings.batch, "text": text}
 
 
 def model_for(ws: Workspace, model_path: str | os.PathLike | None = None) -> Path:

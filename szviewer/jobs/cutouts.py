@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from szviewer.cutouts.build import CutoutSettings, build_cutouts
 from szviewer.cutouts.grid import GridSettings
-from szviewer.errors import InputError, OutputExistsError
+from szviewer.errors import InputError
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.sky.tiles import Footprint
 from szviewer.workspace import CUTOUTS as STORE
@@ -33,14 +33,14 @@ def grid_for(ws: Workspace, settings: CutoutSettings) -> CutoutSettings:
 
 def make_cutouts(ws: Workspace, settings: CutoutSettings, overwrite: bool = False,
                  progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> dict:
-    """Cut the workspace's sky into the DeepSZ set and record it."""
+    """Cut the workspace's sky into the DeepSZ set and commit it as the product ``cutouts`` (a rebuilt cutout set
+    makes every finder's scores stale)."""
     if not ws.has("sky"):
         raise InputError(ws.root, "workspace has no sky yet (run `szviewer simulate` or `szviewer import`)")
-    if ws.path(STORE).exists() and not overwrite:
-        raise OutputExistsError(ws.path(STORE), "pass --overwrite to rebuild the cutouts")
     sky = ws.sky()
     settings = grid_for(ws, settings)
-    summary = build_cutouts(sky, footprint_of(ws), ws.halos(), ws.path(STORE), settings,
-                            provenance={"workspace_kind": ws.kind}, progress=progress, cancelled=cancelled)
-    ws.record("cutouts", [STORE], settings=settings.to_dict(), summary=summary)
+    with ws.writing("cutouts", overwrite=overwrite) as w:
+        summary = build_cutouts(sky, footprint_of(ws), ws.halos(), w.path(STORE), settings,
+                                provenance={"workspace_kind": ws.kind}, progress=progress, cancelled=cancelled)
+        w.settings, w.summary = settings.to_dict(), summary
     return summary

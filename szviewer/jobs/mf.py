@@ -21,7 +21,6 @@ import time
 import numpy as np
 from astropy.table import Table, vstack
 
-from szviewer.atomic import atomic_path
 from szviewer.cutouts.grid import CutoutGrid, GridSettings
 from szviewer.errors import Cancelled, InputError
 from szviewer.progress import CancelFn, ProgressFn
@@ -97,37 +96,58 @@ def tile_mask(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | No
     return m <= 0
 
 
+def _user_beams(settings) -> bool:
+    """True when the settings carry beams the user gave (``--beam-fwhm``), which the workspace's must not replace."""
+    return any(settings.beam_fwhm_arcmin) or any(settings.beam_tables)
+
+
+def _beam_settings(beams: list) -> dict:
+    """MFSettings fields for per-band beams (:class:`szviewer.sky.beams.Beam` or None): Gaussian FWHMs, and
+    B_ell tables (resampled compactly, :func:`szviewer.mf.settings.resample_beam_table`) where a band has one."""
+    from szviewer.mf.settings import resample_beam_table
+
+    fwhm = tuple(0.0 if b is None else float(b.fwhm_equivalent_arcmin()) for b in beams)
+    if not any(b is not None and b.is_table for b in beams):
+        return {"beam_fwhm_arcmin": fwhm, "beam_tables": ()}
+    tables = tuple(resample_beam_table(b) if (b is not None and b.is_table) else () for b in beams)
+    return {"beam_fwhm_arcmin": fwhm, "beam_tables": tables}
+
+
 def instrument_settings(ws: Workspace, settings):
-    """``settings`` with the workspace instrument's effective frequencies and beams (Gaussian FWHM; a B_ell
-    table enters as its equivalent FWHM), where the user did not set beams."""
+    """``settings`` with the workspace instrument's bands (effective frequencies, any number), beams (Gaussian FWHM
+    or B_ell tables; unless the user gave beams) and noise model (atmospheric 1/f knees, slopes, correlation and
+    anisotropy: the model noise is the instrument's own)."""
     from szviewer.sky.instruments import Instrument
 
     inst = ws.products["sky"].get("settings", {}).get("instrument")
     if not isinstance(inst, dict):
         return settings
     inst = Instrument.from_dict(inst)
-    changes = {}
-    if tuple(settings.bands_ghz) != tuple(inst.freqs_ghz):
-        changes["bands_ghz"] = tuple(inst.freqs_ghz)
-    if not any(settings.beam_fwhm_arcmin):
-        changes["beam_fwhm_arcmin"] = tuple(b.beam.fwhm_equivalent_arcmin() for b in inst.bands)
-    return settings.replace(**changes) if changes else settings
+    changes = {"bands_ghz": tuple(inst.freqs_ghz),
+               "noise_ell_knee": tuple(b.ell_knee for b in inst.bands),
+               "noise_alpha_knee": tuple(b.alpha_knee for b in inst.bands),
+               "noise_atm_correlation": inst.atmosphere_correlation, "noise_anisotropy": inst.anisotropy}
+    if len(settings.ps_dl3000_uk2) not in (0, len(inst.bands)):
+        changes["ps_dl3000_uk2"] = ()
+    if _user_beams(settings) and len(settings.beam_fwhm_arcmin) == len(inst.bands):
+        pass
+    else:
+        changes.update(_beam_settings([b.beam for b in inst.bands]))
+    return settings.replace(**changes)
 
 
 def fits_settings(ws: Workspace, sky, settings, noise: dict) -> tuple:
-    """The MF settings and white depths [uK-arcmin] for the user's FITS maps: the recorded effective frequencies,
-    the recorded beams (FWHM, or a B_ell table's equivalent FWHM) unless the user gave beams, and the median depth
-    of each band's ivar map (else the paper's depth for a paper band)."""
+    """The MF settings and white depths [uK-arcmin] for the user's FITS maps: the recorded effective frequencies
+    (any number of bands), the recorded beams (FWHM or B_ell tables) unless the user gave beams, and the median
+    depth of each band's ivar map (else the paper's depth for a paper band)."""
     bands = tuple(sky.bands)
-    if len(bands) != settings.nband:
-        raise InputError(ws.root, f"the matched filter takes {settings.nband} bands (like the paper's 90/148/219 GHz) "
-                                  f"for now; this workspace has {len(bands)} ({', '.join(map(str, bands))} GHz)")
-    freqs = tuple(float(sky.freqs_ghz[b]) for b in bands) if hasattr(sky, "freqs_ghz") else bands
+    freqs = tuple(float(sky.freqs_ghz[b]) for b in bands) if hasattr(sky, "freqs_ghz") else tuple(map(float, bands))
     changes = {"bands_ghz": freqs}
+    if len(settings.ps_dl3000_uk2) not in (0, len(bands)):
+        changes["ps_dl3000_uk2"] = ()
     beams = getattr(sky, "beams", {}) or {}
-    if not any(settings.beam_fwhm_arcmin) and any(beams.get(b) is not None for b in bands):
-        changes["beam_fwhm_arcmin"] = tuple(0.0 if beams.get(b) is None else beams[b].fwhm_equivalent_arcmin()
-                                            for b in bands)
+    if not (_user_beams(settings) and len(settings.beam_fwhm_arcmin) == len(bands)):
+        changes.update(_beam_settings([beams.get(b) for b in bands]))
     summary = ws.products["sky"].get("summary", {}).get("bands", {})
     depth = []
     for b in bands:
@@ -144,8 +164,46 @@ def fits_settings(ws: Workspace, sky, settings, noise: dict) -> tuple:
     return settings.replace(**changes), depth
 
 
+class BandStack:
+    """Per-band 2-D arrays (e.g. memory-mapped ivar maps) seen as one (nband, ny, nx) array for slicing."""
+
+    def __init__(self, arrays: list):
+        self.arrays = arrays
+        self.shape = (len(arrays),) + tuple(arrays[0].shape)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple) or key[0] != slice(None):
+            raise IndexError("BandStack supports [:, rows, cols] only")
+        return np.stack([np.asarray(a[key[1:]], dtype=np.float32) for a in self.arrays])
+
+
+def tile_ivar(ws: Workspace, tile) -> np.ndarray | None:
+    """The inverse-variance maps (nband, ny, nx) [1/uK^2 per pixel] of a synthetic tile from the sky's depth pattern
+    (the hits it was simulated with, :func:`szviewer.sky.synthetic.tile_hits`); None for uniform depth."""
+    from szviewer.sky.noise_maps import ivar_map
+    from szviewer.sky.synthetic import SimulationSettings, tile_hits
+
+    st = ws.products["sky"].get("settings", {})
+    if not isinstance(st.get("instrument"), dict):
+        return None
+    sim = SimulationSettings.from_dict(st)
+    hits = tile_hits(sim, tile)
+    if hits is None:
+        return None
+    return ivar_map(sim.instrument, hits, sim.pixel_arcmin)
+
+
+def combined_rms_check(metas: list[dict], settings) -> dict:
+    """The S/N rms check (:func:`szviewer.mf.runner.rms_check`) over every run of a workspace (one per tile)."""
+    from szviewer.mf.runner import rms_check
+
+    rows = [m["snr_rms"] for m in metas if m.get("snr_rms")]
+    rows = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+    return rms_check(rows if rows.size else np.zeros((0, len(settings.theta_c_arcmin))), settings)
+
+
 def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | None = None,
-                        cancelled: CancelFn | None = None) -> dict:
+                        cancelled: CancelFn | None = None, overwrite: bool = False) -> dict:
     """Run the MF over the workspace, write ``mf_catalog.fits`` and the ``mf_snr`` score column."""
     from szviewer.mf.runner import Cancelled as MFCancelled
     from szviewer.mf.runner import run_mf
@@ -155,12 +213,15 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
     settings = settings or MFSettings()
     if not ws.has("cutouts"):
         raise InputError(ws.root, "workspace has no cutouts yet (run `szviewer cutouts WS`): the MF scores them")
+    ws.check_replace("mf", overwrite)
+    started = ws.generations("mf")
     t0 = time.perf_counter()
     noise = {int(b): float(v) for b, v in
              ws.products["sky"].get("settings", {}).get("noise_uk_arcmin", NOISE_UK_ARCMIN).items()}
     halos = ws.halos()
     sky = ws.sky()
     cats = []
+    checks: list[dict] = []  # each run's S/N rms check (catalogue meta)
     if ws.kind == "synthetic":
         srcs = Table.read(ws.path("sources.fits")) if ws.has("sources") else None
         settings = instrument_settings(ws, settings)
@@ -177,10 +238,11 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
             try:
                 cat = run_mf(maps, tile.wcs(), tile.pixel_arcmin, settings,
                              noise_uk_arcmin=[noise[b] for b in sky.bands], sources=ps, cancel=cancelled,
-                             mask=tile_mask(ws, sky, k, srcs))
+                             mask=tile_mask(ws, sky, k, srcs), ivar=tile_ivar(ws, tile))
             except MFCancelled:
                 raise Cancelled("matched filter cancelled") from None
             del maps
+            checks.append(cat.meta)
             cat = cat[tile.owned.contains(np.asarray(cat["ra"]), np.asarray(cat["dec"]))]
             cat["tile"] = np.full(len(cat), tile.index, dtype=np.int32)
             cats.append(cat)
@@ -189,12 +251,15 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
     elif ws.kind == "fits":
         settings, depth = fits_settings(ws, sky, settings, noise)
         maps = sky.band_maps()
+        ivars = [sky.ivar(b) for b in sky.bands] if hasattr(sky, "ivar") else []
+        ivar = BandStack(ivars) if ivars and all(v is not None for v in ivars) else None
         try:
             cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings,
-                         noise_uk_arcmin=depth, cancel=cancelled, mask=~sky.usable,
+                         noise_uk_arcmin=depth, cancel=cancelled, mask=~sky.usable, ivar=ivar,
                          progress=None if progress is None else (lambda d, t: progress(d, t, "tiles")))
         except MFCancelled:
             raise Cancelled("matched filter cancelled") from None
+        checks.append(cat.meta)
         cats.append(cat)
     else:
         raise InputError(ws.root, f"the matched filter does not run on {ws.kind} workspaces yet "
@@ -218,14 +283,22 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
     else:
         snr = np.full(len(table), np.nan)
     # FITS headers take short keys; the settings travel as one JSON string (astropy writes CONTINUE cards)
-    catalog.meta = {"MATCHRAD": MATCH_RADIUS_ARCMIN, "MFSET": json.dumps(settings.to_dict())}
-    with atomic_path(ws.path(CATALOG)) as tmp:
-        catalog.write(tmp, format="fits")
+    check = combined_rms_check(checks, settings)
+    catalog.meta = {"MATCHRAD": MATCH_RADIUS_ARCMIN, "MFSET": json.dumps(settings.to_dict(compact=True)),
+                    "NOISE": settings.noise_mode, "SNRRMS": json.dumps(check["snr_rms"]),
+                    "RMSOK": bool(check["snr_rms_ok"]) if check["snr_rms_ok"] is not None else True}
+    if check["warning"]:
+        catalog.meta["MFWARN"] = check["warning"]
     labels = np.asarray(table["label"], bool)
     summary = {"detections": len(catalog), "cutouts_with_detection": int(np.isfinite(snr).sum()),
                "positives_detected": int((np.isfinite(snr) & labels).sum()), "positives": int(labels.sum()),
-               "seconds": round(time.perf_counter() - t0, 2)}
-    ws.write_scores("mf", np.asarray(table["id"]), {"mf_snr": snr, "mf_detected": np.isfinite(snr).astype(float)},
-                    meta={"missing": "NaN: no detection assigned to this cutout", "match_radius_arcmin": 1.0},
-                    settings=settings.to_dict(), summary=summary, files=[CATALOG])
+               "seconds": round(time.perf_counter() - t0, 2), "noise_mode": settings.noise_mode,
+               "bands_ghz": list(settings.bands_ghz), "depth_weighted": any(c.get("depth_weighted") for c in checks),
+               "snr_rms": check["snr_rms"], "snr_rms_median": check["snr_rms_median"],
+               "snr_rms_ok": check["snr_rms_ok"], "warning": check["warning"]}
+    with ws.writing("mf", overwrite=overwrite, started=started) as w:  # the catalogue and the scores: one commit
+        catalog.write(w.path(CATALOG), format="fits")
+        w.write_scores(np.asarray(table["id"]), {"mf_snr": snr, "mf_detected": np.isfinite(snr).astype(float)},
+                       meta={"missing": "NaN: no detection assigned to this cutout", "match_radius_arcmin": 1.0})
+        w.settings, w.summary = settings.to_dict(), summary
     return summary

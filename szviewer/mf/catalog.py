@@ -2,8 +2,10 @@
 
 Columns: ``name`` ('SZ Jhhmmss.s+ddmmss', truncated, not rounded, as the IAU convention asks), ``ra``,
 ``dec`` [deg], ``snr``, ``theta_c_arcmin``, ``y0``, ``y0_err`` (central Compton y of the beta = 1 model and
-its analytic noise), ``tile`` (index of the owning tile), ``flags`` (bit mask, see ``FLAG_*``), and the map
-pixel position ``x``, ``y`` (column, row; 0-based, fractional).
+its noise), ``tile`` (index of the owning tile), ``flags`` (bit mask, see ``FLAG_*``), the map pixel position
+``x``, ``y`` (column, row; 0-based, fractional), ``pos_err_arcmin`` (1-sigma position error per axis),
+``snr_peak`` (S/N of the peak pixel of the winning scale) and ``theta_c_fit_arcmin`` (core radius interpolated
+between the filter scales); see :mod:`szviewer.mf.peaks`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ FLAG_NEAR_SOURCE = 1
 #: The candidate's pixel group reaches a masked region (hole, map edge): position and S/N may be biased.
 FLAG_NEAR_MASK = 2
 
-COLUMNS = ("name", "ra", "dec", "snr", "theta_c_arcmin", "y0", "y0_err", "tile", "flags", "x", "y")
+COLUMNS = ("name", "ra", "dec", "snr", "theta_c_arcmin", "y0", "y0_err", "tile", "flags", "x", "y", "pos_err_arcmin",
+           "snr_peak", "theta_c_fit_arcmin")
 
 
 def jname(ra_deg: float, dec_deg: float, prefix: str = "SZ") -> str:
@@ -52,12 +55,14 @@ def pixel_to_radec(wcs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def empty_catalog() -> Table:
-    t = Table(names=COLUMNS, dtype=("U24", "f8", "f8", "f8", "f8", "f8", "f8", "i4", "i4", "f8", "f8"))
+    t = Table(names=COLUMNS, dtype=("U24", "f8", "f8", "f8", "f8", "f8", "f8", "i4", "i4", "f8", "f8", "f8", "f8",
+                                    "f8"))
     return t
 
 
 def build_catalog(cands: np.ndarray, wcs, settings: MFSettings, tiles: np.ndarray | None = None,
-                  flags: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> Table:
+                  flags: np.ndarray | None = None, meta: dict[str, Any] | None = None,
+                  pixel_arcmin: float | None = None) -> Table:
     """Table of candidates (``peaks.CANDIDATE_DTYPE`` array, positions in map pixels), sorted by S/N.
 
     ``wcs`` converts pixels to sky; ``None`` leaves ra/dec NaN and names empty (pixel-only use).
@@ -77,15 +82,20 @@ def build_catalog(cands: np.ndarray, wcs, settings: MFSettings, tiles: np.ndarra
                    "snr": cands["snr"].astype(float), "theta_c_arcmin": cands["theta_c_arcmin"].astype(float),
                    "y0": cands["y0"].astype(float), "y0_err": cands["y0_err"].astype(float),
                    "tile": tiles, "flags": flags, "x": cands["x"].astype(float),
-                   "y": cands["y"].astype(float)},
+                   "y": cands["y"].astype(float),
+                   "pos_err_arcmin": cands["pos_err_pix"].astype(float) * (pixel_arcmin or np.nan),
+                   "snr_peak": cands["snr_peak"].astype(float),
+                   "theta_c_fit_arcmin": cands["theta_c_fit_arcmin"].astype(float)},
                   names=COLUMNS)
         t.sort("snr", reverse=True)
     t["ra"].unit = "deg"
     t["dec"].unit = "deg"
     t["theta_c_arcmin"].unit = "arcmin"
+    t["pos_err_arcmin"].unit = "arcmin"
+    t["theta_c_fit_arcmin"].unit = "arcmin"
     t["x"].unit = "pix"
     t["y"].unit = "pix"
-    t.meta["mf_settings"] = settings.to_dict()
+    t.meta["mf_settings"] = settings.to_dict(compact=True)
     t.meta["flag_bits"] = {"NEAR_SOURCE": FLAG_NEAR_SOURCE, "NEAR_MASK": FLAG_NEAR_MASK}
     t.meta["method"] = "multi-frequency matched filter (Melin et al. 2006; DeepSZ paper section 2.1)"
     if meta:

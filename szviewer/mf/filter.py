@@ -26,8 +26,8 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 
-from szviewer.mf.noise import data_noise_power, model_noise_power, solve_noise
-from szviewer.mf.profiles import profile_fourier, spectral_beams
+from szviewer.mf.noise import instrument_power, model_sky_power, solve_noise
+from szviewer.mf.profiles import profile_fourier, settings_spectral_beams
 from szviewer.mf.settings import MFSettings
 
 
@@ -47,7 +47,11 @@ class MatchedFilterBank:
 
     Attributes: ``u`` = P^-1 g (nband, ny, nx//2+1) float32; ``h`` = sigma_s P_s(k) (nscale, ny, nx//2+1)
     float32, so that ``S/N_s = irfft2(h_s Z)``; ``sigma`` (nscale,) the analytic standard deviation of the y0
-    estimate at each scale [dimensionless Compton y].
+    estimate at each scale [dimensionless Compton y]; ``curv_x``, ``curv_y`` (nscale,) the expected curvature of
+    a cluster's normalised S/N peak along x and y [1/pixel^2] (``R(d) ~ 1 - c d^2 / 2``), so the position error
+    of a peak of S/N nu is ``1 / (nu sqrt(c))`` pixels per axis (the Fisher bound of the matched-filter
+    likelihood ``ln L = nu(x)^2 / 2``); ``alpha``, ``beta`` (nscale,) or None: the variance of the S/N map of
+    maps weighted by sqrt(h) at relative hits h is ``alpha + beta h`` (instrument and sky parts of the noise).
     """
 
     shape: tuple[int, int]
@@ -57,6 +61,10 @@ class MatchedFilterBank:
     h: np.ndarray
     sigma: np.ndarray
     workers: int = 2
+    curv_x: np.ndarray | None = None
+    curv_y: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    beta: np.ndarray | None = None
 
     @property
     def nscale(self) -> int:
@@ -100,98 +108,101 @@ class MatchedFilterBank:
         y0 = snr * self.sigma.astype(np.float32)[:, None, None]
         return y0, self.sigma.copy(), snr
 
+    def position_error_pix(self, scale, snr) -> np.ndarray:
+        """1-sigma position error per axis [pixels] of peaks of S/N ``snr`` at scale index ``scale``:
+        ``sqrt((1/c_x + 1/c_y) / 2) / snr``."""
+        scale = np.asarray(scale, dtype=int)
+        c = 0.5 * (1.0 / self.curv_x[scale] + 1.0 / self.curv_y[scale])
+        return np.sqrt(c) / np.maximum(np.asarray(snr, dtype=float), 1e-6)
+
+
+def _quadratic_form(u: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """``u^T P u`` per mode: u (nband, ny, nxh), P (nband, nband, ny, nxh) -> (ny, nxh)."""
+    return np.einsum("iyx,ijyx,jyx->yx", u, power, u, optimize=True)
+
 
 def build_filter_bank(shape: tuple[int, int], pixel_arcmin: float, settings: MFSettings,
-                      noise_power: np.ndarray) -> MatchedFilterBank:
+                      noise_power: np.ndarray, split: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> MatchedFilterBank:
     """Matched filters for every core radius of ``settings`` given the noise covariance ``noise_power``.
 
     ``noise_power`` (nband, nband, ny, nx//2+1) in uK^2 per pixel, from :func:`noise.model_noise_power` or
-    :func:`noise.data_noise_power`.
+    :func:`noise.data_noise_power`. ``split`` = (instrument part, sky part) of the true noise of maps weighted by
+    sqrt(hits), at unit hits (the covariance at hits h being ``instrument + h sky``): it gives the bank's local
+    normalisation ``alpha``, ``beta``.
     """
     shape = (int(shape[0]), int(shape[1]))
     npix = shape[0] * shape[1]
-    g = spectral_beams(shape, pixel_arcmin, settings.bands_ghz, settings.beam_fwhm_arcmin,
-                       settings.pixel_window)
+    g = settings_spectral_beams(shape, pixel_arcmin, settings)
     u = solve_noise(noise_power, g)
     u[:, 0, 0] = 0.0  # drop the DC mode: the mean of a tile carries no cluster information
     q = np.einsum("iyx,iyx->yx", g, u)
     wts = rfft_mode_weights(shape)[None, :]
+    kx2 = (2 * np.pi * np.fft.rfftfreq(shape[1]))[None, :] ** 2
+    ky2 = (2 * np.pi * np.fft.fftfreq(shape[0]))[:, None] ** 2
+    qa = qb = None
+    if split is not None:
+        qa = _quadratic_form(u, split[0])
+        qb = _quadratic_form(u, split[1])
     nscale = len(settings.theta_c_arcmin)
     h = np.empty((nscale, shape[0], shape[1] // 2 + 1), dtype=np.float32)
     sigma = np.empty(nscale)
+    cx, cy = np.empty(nscale), np.empty(nscale)
+    alpha = np.empty(nscale) if split is not None else None
+    beta = np.empty(nscale) if split is not None else None
     for s, tc in enumerate(settings.theta_c_arcmin):
         p = profile_fourier(shape, pixel_arcmin, tc, settings.beta, settings.truncate_theta_c)
-        inv_var = float(np.sum(wts * p * p * q)) / npix
+        w_pq = wts * p * p * q
+        inv_var = float(np.sum(w_pq)) / npix
         if not inv_var > 0:
             raise ValueError(f"filter of theta_c = {tc}' has no signal: check the noise covariance")
         sigma[s] = 1.0 / np.sqrt(inv_var)
         h[s] = sigma[s] * p
+        cx[s] = float(np.sum(w_pq * kx2)) / npix / inv_var
+        cy[s] = float(np.sum(w_pq * ky2)) / npix / inv_var
+        if split is not None:
+            hh = wts * (sigma[s] * p) ** 2
+            alpha[s] = float(np.sum(hh * qa)) / npix
+            beta[s] = float(np.sum(hh * qb)) / npix
     return MatchedFilterBank(shape=shape, pixel_arcmin=float(pixel_arcmin),
                              theta_c_arcmin=tuple(settings.theta_c_arcmin), u=u.astype(np.float32), h=h,
-                             sigma=sigma, workers=settings.fft_workers)
-
-
-def _bright_cluster_model(bank: MatchedFilterBank, maps: np.ndarray, settings: MFSettings,
-                          detect: np.ndarray | None) -> np.ndarray | None:
-    """Maps (nband, ny, nx) of the best-fit templates of the candidates above ``data_noise_clean_snr``."""
-    from szviewer.mf.peaks import PeakFinder  # peaks does not import filter; local to keep the graph flat
-
-    finder = PeakFinder(bank.shape, settings.data_noise_clean_snr, bank.theta_c_arcmin, detect)
-    z = bank.combine(maps)
-    for s in range(bank.nscale):
-        finder.add(s, bank.snr_map(z, s), bank.sigma[s])
-    cands = finder.candidates()
-    if len(cands) == 0:
-        return None
-    ny, nx = bank.shape
-    acc = np.zeros((ny, nx // 2 + 1), dtype=np.complex128)
-    for s in np.unique(cands["scale"]):
-        c = cands[cands["scale"] == s]
-        delta = np.zeros(bank.shape)
-        np.add.at(delta, (c["y_peak"], c["x_peak"]), c["y0"])
-        acc += scipy.fft.rfft2(delta, workers=bank.workers) * (bank.h[s] / bank.sigma[s])
-    g = spectral_beams(bank.shape, bank.pixel_arcmin, settings.bands_ghz, settings.beam_fwhm_arcmin,
-                       settings.pixel_window)
-    return scipy.fft.irfft2(g * acc[None], s=bank.shape, axes=(-2, -1), workers=bank.workers)
+                             sigma=sigma, workers=settings.fft_workers, curv_x=cx, curv_y=cy, alpha=alpha,
+                             beta=beta)
 
 
 def data_filter_bank(maps: np.ndarray, pixel_arcmin: float, settings: MFSettings,
                      weight: np.ndarray | None = None, weight_applied: bool = False,
                      detect: np.ndarray | None = None) -> MatchedFilterBank:
-    """Filter bank whose noise is the smoothed power of the maps themselves (as ACT's nemo does).
+    """Filter bank whose noise is the smoothed power of the maps themselves (as ACT's nemo does), iterated
+    with the bright candidates' templates subtracted (:func:`szviewer.mf.tilefilter.filter_prepared`).
 
-    The maps contain the clusters, whose power would inflate the noise and lower their own S/N (by ~15% for
-    S/N ~ 7 clusters in a 2 deg tile of white noise). So, unless ``settings.data_noise_clean_snr`` is 0, the
-    candidates above that S/N in a first pass are subtracted (their best-fit template at the peak pixel and
-    best scale) and the noise is estimated again from the cleaned maps.
     ``weight`` is the apodisation, already applied to ``maps`` if ``weight_applied``.
     """
-    maps = np.asarray(maps)
+    from szviewer.mf.tilefilter import filter_prepared
+
+    maps = np.asarray(maps, dtype=np.float32)
     shape = maps.shape[1:]
-    kw = dict(smooth_ell=settings.data_noise_smooth_ell, workers=settings.fft_workers,
-              min_smooth_pix=settings.data_noise_min_smooth_pix)
-    if weight is not None and not weight_applied:
+    if weight is None:
+        weight = np.ones(shape, dtype=np.float32)
+    elif not weight_applied:
         maps = maps * weight[None]
-    power = data_noise_power(maps, pixel_arcmin, weight, weight_applied=True, **kw)
-    bank = build_filter_bank(shape, pixel_arcmin, settings, power)
-    if settings.data_noise_clean_snr > 0:
-        model = _bright_cluster_model(bank, maps, settings, detect)
-        if model is not None:
-            if weight is not None:
-                model *= weight[None]
-            power = data_noise_power(maps - model, pixel_arcmin, weight, weight_applied=True, **kw)
-            bank = build_filter_bank(shape, pixel_arcmin, settings, power)
-    return bank
+    if detect is None:
+        detect = weight >= 1.0
+    return filter_prepared(maps, weight, detect, pixel_arcmin, settings.replace(noise_mode="data")).bank
 
 
 @lru_cache(maxsize=4)
 def model_filter_bank(shape: tuple[int, int], pixel_arcmin: float, settings: MFSettings,
-                      noise_uk_arcmin: tuple[float, ...] | None = None) -> MatchedFilterBank:
-    """Filter bank for the analytic noise model, cached per (tile shape, pixel, settings, noise depth)."""
-    power = model_noise_power(shape, pixel_arcmin, settings, noise_uk_arcmin)
-    bank = build_filter_bank(shape, pixel_arcmin, settings, power)
-    for arr in (bank.u, bank.h, bank.sigma):  # shared through the cache: protect it
-        arr.setflags(write=False)
+                      noise_uk_arcmin: tuple[float, ...] | None = None, sky_scale: float = 1.0) -> MatchedFilterBank:
+    """Filter bank for the analytic noise model, cached per (tile shape, pixel, settings, noise depth, sky scale).
+
+    ``sky_scale`` is the mean relative hits of maps weighted by sqrt(hits) (1: unweighted maps); the bank's
+    ``alpha``, ``beta`` give the S/N variance at any relative hits."""
+    sky = model_sky_power(shape, pixel_arcmin, settings)
+    inst = instrument_power(shape, pixel_arcmin, settings, noise_uk_arcmin)
+    bank = build_filter_bank(shape, pixel_arcmin, settings, inst + sky_scale * sky, split=(inst, sky))
+    for arr in (bank.u, bank.h, bank.sigma, bank.curv_x, bank.curv_y, bank.alpha, bank.beta):
+        arr.setflags(write=False)  # shared through the cache: protect it
     return bank
 
 

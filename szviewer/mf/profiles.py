@@ -118,6 +118,72 @@ def _spectral_beams_cached(shape: tuple[int, int], pixel_arcmin: float, bands_gh
     return out
 
 
+@lru_cache(maxsize=8)
+def _settings_transfers_cached(shape: tuple[int, int], pixel_arcmin: float, settings) -> np.ndarray:
+    ell = ell_grid(shape[0], shape[1], pixel_arcmin)
+    pw = pixel_window(shape) if settings.pixel_window else 1.0
+    out = np.empty((settings.nband, shape[0], shape[1] // 2 + 1))
+    for i in range(settings.nband):
+        out[i] = settings.beam(i)(ell) * pw
+    out.setflags(write=False)
+    return out
+
+
+def settings_transfers(shape: tuple[int, int], pixel_arcmin: float, settings) -> np.ndarray:
+    """What the sky goes through in each band of ``settings`` (an :class:`~szviewer.mf.settings.MFSettings`):
+    its beam (B_ell table or Gaussian FWHM, :meth:`MFSettings.beam`) times the pixel window if applied;
+    (nband, ny, nx//2+1), cached per grid, read-only."""
+    return _settings_transfers_cached((int(shape[0]), int(shape[1])), float(pixel_arcmin), settings)
+
+
+def settings_spectral_beams(shape: tuple[int, int], pixel_arcmin: float, settings) -> np.ndarray:
+    """``g_i(k) = f_i B_i(k) W(k)`` for the bands, beams (tables or FWHM) and effective frequencies of
+    ``settings``, in uK per unit y; (nband, ny, nx//2+1), cached, read-only."""
+    return _settings_g_cached((int(shape[0]), int(shape[1])), float(pixel_arcmin), settings)
+
+
+@lru_cache(maxsize=8)
+def _settings_g_cached(shape, pixel_arcmin, settings) -> np.ndarray:
+    f = np.array([float(tsz_uk_per_y(nu)) for nu in settings.bands_ghz])
+    out = f[:, None, None] * settings_transfers(shape, pixel_arcmin, settings)
+    out.setflags(write=False)
+    return out
+
+
+def profile_fourier_any(shape: tuple[int, int], pixel_arcmin: float, theta_c_arcmin: float, beta: float = 1.0,
+                        truncate: float = 5.0) -> np.ndarray:
+    """:func:`profile_fourier` for any core radius, without filling the cache (fitted radii are all different)."""
+    return scipy.fft.rfft2(profile_real(shape, pixel_arcmin, theta_c_arcmin, beta, truncate)).real
+
+
+def paint_templates(shape: tuple[int, int], pixel_arcmin: float, settings, x, y, y0, theta_c_arcmin,
+                    theta_step_arcmin: float = 0.02) -> np.ndarray:
+    """Maps [uK] (nband, ny, nx) of beta-model clusters exactly as the filter of ``settings`` models them (its
+    beams, tables included, pixel window, effective frequencies), at fractional pixel positions, with any core
+    radius (rounded to ``theta_step_arcmin`` to share one profile transform between close radii). For the
+    iterative noise estimate (template subtraction) and injections."""
+    ny, nx = shape
+    x, y, y0 = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (x, y, y0))
+    tcs = np.atleast_1d(np.asarray(theta_c_arcmin, dtype=float))
+    if x.size == 0:
+        return np.zeros((settings.nband, ny, nx))
+    tcs = np.maximum(np.round(tcs / theta_step_arcmin) * theta_step_arcmin, theta_step_arcmin)
+    fy = np.fft.fftfreq(ny)
+    fx = np.fft.rfftfreq(nx)
+    grid = {float(t) for t in settings.theta_c_arcmin}
+    acc = np.zeros((ny, nx // 2 + 1), dtype=complex)
+    for tc in np.unique(tcs):
+        j = tcs == tc
+        ey = np.exp(-2j * np.pi * fy[:, None] * y[j][None, :]) * y0[j][None, :]
+        ex = np.exp(-2j * np.pi * x[j][:, None] * fx[None, :])
+        prof = (profile_fourier(shape, pixel_arcmin, float(tc), settings.beta, settings.truncate_theta_c)
+                if float(tc) in grid else
+                profile_fourier_any(shape, pixel_arcmin, float(tc), settings.beta, settings.truncate_theta_c))
+        acc += prof * (ey @ ex)
+    g = settings_spectral_beams(shape, pixel_arcmin, settings)
+    return scipy.fft.irfft2(g * acc[None], s=shape, axes=(-2, -1))
+
+
 def template_fourier(shape: tuple[int, int], pixel_arcmin: float, theta_c_arcmin: float,
                      bands_ghz: Sequence[float], beam_fwhm_arcmin: Sequence[float], beta: float = 1.0,
                      truncate: float = 5.0, with_pixel_window: bool = True) -> np.ndarray:

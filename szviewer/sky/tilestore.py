@@ -17,6 +17,7 @@ import numpy as np
 
 from szviewer.atomic import atomic_path
 from szviewer.errors import InputError
+from szviewer.progress import check_cancel
 from szviewer.sky.tiles import Tile
 
 FORMAT = "szviewer-tile"
@@ -65,8 +66,13 @@ class TileWriter:
                     cg = g.create_group(name)
                     for i, (data, scale) in enumerate(terms):
                         chunks = (1, min(256, data.shape[1]), min(256, data.shape[2]))
-                        ds = cg.create_dataset(f"t{i}", data=data, chunks=chunks, compression="lzf",
-                                               shuffle=True)
+                        ds = cg.create_dataset(f"t{i}", shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                               compression="lzf", shuffle=True)
+                        # a band's rows of chunks at a time: short calls, so a signal can stop the job at once
+                        for b in range(data.shape[0]):
+                            for r in range(0, data.shape[1], chunks[1]):
+                                check_cancel(None, "writing the tile")
+                                ds[b, r:r + chunks[1]] = data[b, r:r + chunks[1]]
                         ds.attrs["band_scale"] = scale
 
 
