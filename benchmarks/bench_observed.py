@@ -105,7 +105,7 @@ def run(area_deg2: float = 100.0) -> list[dict]:
         rows += _reads(tmp / "spt3g-paper")
         shutil.rmtree(tmp / "act-dr6", ignore_errors=True)
         for inst in instrument_names():
-            _, card = _simulate(tmp, "card-" + inst, inst, 25.0, seed=2)
+            _, card = _simulate(tmp, "card-" + inst, inst, 100.0, seed=2)  # one 10 deg tile
             for r in card["noise"]:
                 kr = r["ell_knee_ratio"]
                 rows.append({"name": f"{inst} {r['band']} GHz: measured / preset white level"

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from szviewer.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -27,7 +29,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sfx = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + sfx, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part" + sfx, dir=path.parent)
     os.close(fd)
     os.unlink(tmp)  # let the writer create it
     tmp_path = Path(tmp)
@@ -84,7 +86,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"{path}: directory {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part.tmp", dir=directory)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -117,3 +119,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+
+
+def require_space(folder, need_bytes: float, what: str) -> None:
+    """Refuse, before any work, a write of about ``need_bytes`` where the disk has less free (with a 10% margin)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < 1.1 * need_bytes:
+        raise InputError(folder, f"{what} needs about {need_bytes / 1e9:.2f} GB but only {free / 1e9:.2f} GB are "
+                                "free here; free some space or choose another folder")
+
+
+def require_writable(folder) -> None:
+    """Refuse, before any work, a folder where nothing can be written (read-only, no permission)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".write-test.{os.getpid()}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise InputError(folder, f"cannot write here ({exc.strerror}): read-only or no permission") from None
+    os.close(fd)
+    os.unlink(name)

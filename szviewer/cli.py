@@ -17,28 +17,27 @@ from szviewer.errors import Cancelled, SzviewerError
 
 
 def _band_values(text: str | None, what: str) -> dict[int, float]:
-    """Parse '90=1.6,148=1.2,219=1.1' into {90: 1.6, ...}."""
+    """Parse '90=1.6,148=1.2,219=1.1' into {90: 1.6, ...}: finite values >= 0, each band once."""
     if not text:
         return {}
     out = {}
     for part in text.split(","):
         try:
             band, value = part.split("=")
-            out[int(band)] = float(value)
+            b, v = int(band), float(value)
         except ValueError:
             raise SzviewerError(f"{what}: cannot read {part!r}; expected BAND=VALUE, e.g. 90=1.6") from None
+        if not (math.isfinite(v) and v >= 0):
+            raise SzviewerError(f"{what} {part}: the value must be a finite number >= 0")
+        if b in out:
+            raise SzviewerError(f"{what}: band {b} is given twice ({b}={out[b]:g} and {part})")
+        out[b] = v
     return out
 
 
-def _band_paths(items: list[str] | None) -> dict[int, str]:
-    out = {}
-    for item in items or []:
-        try:
-            band, path = item.split("=", 1)
-            out[int(band)] = path
-        except ValueError:
-            raise SzviewerError(f"{item!r}: expected BAND=PATH, e.g. 90=map_090.fits") from None
-    return out
+def _band_paths(items: list[str] | None, flag: str = "--map") -> dict[int, str]:
+    """Repeated ``--map BAND=PATH`` options; a band given twice is an error."""
+    return _band_items(items, flag, "90=map_090.fits")
 
 
 @contextlib.contextmanager
@@ -128,30 +127,28 @@ def _fits_sky_lines(summary: dict, hints: bool = False) -> list[str]:
 
 
 def cmd_import(args) -> int:
-    from szviewer.jobs.importing import import_fits, import_sehgal
+    from szviewer.jobs.importing import import_agora, import_fits, import_sehgal, import_websky
 
-    if bool(args.sehgal) == bool(args.fits):
-        raise SzviewerError("give either --sehgal DIR or --fits BAND=MAP (once per band, e.g. --fits 90=f090.fits)")
+    sources = [f for f, v in (("--sehgal", args.sehgal), ("--websky", args.websky), ("--agora", args.agora),
+                              ("--fits", args.fits)) if v]
+    if len(sources) != 1:
+        raise SzviewerError("give one of --sehgal DIR, --websky DIR, --agora DIR or --fits BAND=MAP (once per band, "
+                            "e.g. --fits 90=f090.fits)" + (f"; got {', '.join(sources)}" if sources else ""))
     extras = [f for f, v in (("--ivar", args.ivar), ("--beam", args.beam), ("--freq", args.freq),
                              ("--mask", args.mask)) if v]
-    if args.sehgal and extras:
-        raise SzviewerError(f"{', '.join(extras)}: only with --fits maps, not with --sehgal")
-    if args.sehgal:
-        region = None
-        if args.region:
-            from szviewer.sky.tiles import Footprint
-
-            try:
-                region = Footprint(*(float(v) for v in args.region.split(",")))
-            except (TypeError, ValueError) as exc:
-                raise SzviewerError(f"--region {args.region!r}: expected RA0,RA1,DEC0,DEC1 in degrees "
-                                    f"({exc})") from None
-        try:
-            summary = import_sehgal(args.sehgal, args.out, halo_file=args.halos, overwrite=args.overwrite,
-                                    region=region)
-        except ValueError as exc:
-            raise SzviewerError(str(exc)) from None
-    else:
+    if not args.fits and extras:
+        raise SzviewerError(f"{', '.join(extras)}: only with --fits maps, not with {sources[0]}")
+    sim_only = [f for f, v in (("--cib", args.cib), ("--mass-floor", args.mass_floor)) if v is not None]
+    if not (args.websky or args.agora) and sim_only:
+        raise SzviewerError(f"{', '.join(sim_only)}: only with --websky or --agora")
+    if args.cmb_alm and not args.websky:
+        raise SzviewerError("--cmb-alm: only with --websky")
+    if args.prefer and not args.agora:
+        raise SzviewerError("--prefer: only with --agora")
+    if args.fits and args.region:
+        raise SzviewerError("--region: only with a HEALPix sky (--sehgal, --websky, --agora); FITS maps have their "
+                            "own footprint")
+    if args.fits:
         freqs = {}
         for b, text in _band_items(args.freq, "--freq", "90=97.8").items():
             try:
@@ -169,7 +166,44 @@ def cmd_import(args) -> int:
               f"deg, halos {summary['halos']}")
         print("\n".join(_fits_sky_lines(summary, hints=True)))
         return 0
-    print(f"workspace {args.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    region = None
+    if args.region:
+        from szviewer.sky.tiles import Footprint
+
+        try:
+            region = Footprint(*(float(v) for v in args.region.split(",")))
+        except (TypeError, ValueError) as exc:
+            raise SzviewerError(f"--region {args.region!r}: expected RA0,RA1,DEC0,DEC1 in degrees "
+                                f"({exc})") from None
+    floor = None
+    if args.mass_floor is not None:
+        if not (math.isfinite(args.mass_floor) and args.mass_floor >= 0):
+            raise SzviewerError(f"--mass-floor {args.mass_floor}: must be a finite number >= 0 of Msun")
+        floor = args.mass_floor
+    try:
+        if args.sehgal:
+            summary = import_sehgal(args.sehgal, args.out, halo_file=args.halos, overwrite=args.overwrite,
+                                    region=region)
+        else:
+            with _progress("import") as bar:
+                if args.websky:
+                    summary = import_websky(args.websky, args.out, halo_file=args.halos, overwrite=args.overwrite,
+                                            region=region, cib=args.cib or "interp", mass_floor=floor,
+                                            cmb_alm=args.cmb_alm, progress=bar)
+                else:
+                    summary = import_agora(args.agora, args.out, halo_file=args.halos, overwrite=args.overwrite,
+                                           region=region, cib=args.cib or "interp", mass_floor=floor,
+                                           prefer=tuple(args.prefer or ()), progress=bar)
+    except ValueError as exc:
+        raise SzviewerError(str(exc)) from None
+    shown = {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in summary.items()
+             if k != "warning" and not isinstance(v, dict)}
+    print(f"workspace {args.out}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    for comp, bands in summary.get("recipes", {}).items():
+        for band, parts in bands.items():
+            print(f"  {comp:<6} {band:>4} GHz: {'; '.join(parts)}")
+    if summary.get("warning"):
+        print(f"szviewer: warning: {summary['warning']}", file=sys.stderr)
     return 0
 
 
@@ -233,8 +267,8 @@ def cmd_cutouts(args) -> int:
     from szviewer.jobs.cutouts import make_cutouts
     from szviewer.workspace import Workspace
 
-    if args.stride_arcmin <= 0:
-        raise SzviewerError(f"--stride-arcmin {args.stride_arcmin}: must be positive")
+    if not (math.isfinite(args.stride_arcmin) and args.stride_arcmin > 0):
+        raise SzviewerError(f"--stride-arcmin {args.stride_arcmin}: must be a positive, finite number of arcmin")
     ws = Workspace(args.workspace)
     levels = tuple(v.strip() for v in args.levels.split(",") if v.strip())
     if args.noise_seed is not None and ws.kind != "sehgal":
@@ -334,7 +368,33 @@ def _print_mf_check(check: dict) -> None:
         print(f"WARNING: {check['warning']}")
 
 
+def _mf_inject(args, ws, settings) -> int:
+    """``szviewer mf WS --inject N [--seed S]``: the selection function by injection (product mf_injection)."""
+    from szviewer.jobs.mf import INJECTIONS, run_injection_on_workspace
+    from szviewer.mf.selection import InjectionSettings
+
+    try:
+        inj = InjectionSettings(n=args.inject, seed=args.seed, arnaud_frac=args.inject_arnaud_frac)
+    except ValueError as exc:
+        raise SzviewerError(f"--inject: {exc}") from None
+    with _progress("mf inject") as bar:
+        s = run_injection_on_workspace(ws, settings, inj, progress=bar, overwrite=args.overwrite)
+    c5 = s.get("completeness_snr_true_ge_5")
+    print(f"{s['n_injected']} clusters injected ({s['n_beta']} beta model, {s['n_arnaud']} Arnaud) in {s['rounds']} "
+          f"round(s), {s['noise_mode']} noise; {s['n_recovered']} recovered within {s['match_arcmin']:g}' at "
+          f"S/N >= {s['snr_cut']:g}; {s['seconds']:.1f} s")
+    if c5 is not None:
+        print(f"completeness at noise-free S/N >= 5: {c5:.3f}; recovered/true S/N median {s['snr_ratio_median']} "
+              f"(16-84%: {s['snr_ratio_p16']}-{s['snr_ratio_p84']}); offset median {s['offset_median_arcmin']}', "
+              f"90% {s['offset_p90_arcmin']}'")
+    print(f"table: {ws.file('mf_injection', INJECTIONS)}")
+    return 0
+
+
 def cmd_mf(args) -> int:
+    if args.map and args.inject is not None:
+        raise SzviewerError("--inject runs on a workspace (szviewer mf WS --inject N): import the maps first "
+                            "(szviewer import --fits ...)")
     if args.map:
         return _mf_on_maps(args)
     if not args.workspace:
@@ -344,6 +404,8 @@ def cmd_mf(args) -> int:
 
     ws = Workspace(args.workspace)
     settings = _mf_settings(args, ws.bands)
+    if args.inject is not None:
+        return _mf_inject(args, ws, settings)
     with _progress("mf") as bar:
         s = run_mf_on_workspace(ws, settings, progress=bar, overwrite=args.overwrite)
     print(f"{s['detections']} detections at S/N >= {settings.snr_threshold:g} ({s.get('noise_mode', '')} noise); "
@@ -404,6 +466,9 @@ def _mf_on_maps(args) -> int:
                                 f"BAND=DEPTH, or use --noise data (the default with --map)")
         noise = [depth_given.get(b, paper.get(b)) for b in sky.bands]
     maps = sky.band_maps()
+    for b, m in zip(sky.bands, maps, strict=True):
+        if not np.isfinite(m).any():
+            raise SzviewerError(f"{sky.files[b]}: every pixel of band {b} is NaN; there is nothing to filter")
     mask = None if sky.mask_file is None and ivar is None else ~sky.usable
     try:
         with _progress("mf") as bar:
@@ -451,7 +516,7 @@ def cmd_train(args) -> int:
             if bar is not None:
                 bar.close()
             bar = tqdm(total=total, desc="train", leave=False, file=sys.stderr, unit="step",
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         bar.n = done
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
@@ -459,7 +524,7 @@ def cmd_train(args) -> int:
     try:
         s = train_job(ws, preset=args.preset, level=args.level, device=args.device, resume=args.resume,
                       progress=progress, seed=args.seed, max_seconds=args.max_seconds,
-                      checkpoint_seconds=args.checkpoint_seconds)
+                      checkpoint_seconds=args.checkpoint_seconds, overwrite=args.overwrite)
     finally:
         if bar is not None:
             bar.close()
@@ -472,18 +537,20 @@ def cmd_predict(args) -> int:
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
+    levels = [args.level]
+    if args.all_levels:
+        with ws.cutout_store() as st:
+            levels = list(st.levels)
+    for product in [f"cnn{'' if lv == 'all' else '_' + lv}" for lv in levels] + (["cnn_dense"] if args.dense else []):
+        ws.check_replace(product, args.overwrite)  # every output checked before any scoring
     with _progress("predict") as bar:
-        levels = [args.level]
-        if args.all_levels:
-            with ws.cutout_store() as st:
-                levels = list(st.levels)
         for level in levels:
             s = predict_job(ws, model_path=args.model, level=level, device=args.device, precision=args.precision,
-                            progress=bar)
+                            progress=bar, overwrite=args.overwrite)
             print(_summary_line(s))
         if args.dense:
             d = dense_job(ws, model_path=args.model, level=args.level, stride_arcmin=args.stride_arcmin,
-                          device=args.device, precision=args.precision, progress=bar)
+                          device=args.device, precision=args.precision, progress=bar, overwrite=args.overwrite)
             print("dense: " + _summary_line(d))
     return 0
 
@@ -568,8 +635,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing workspace (only when complete)")
     s.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("import", help="make a workspace from Sehgal HEALPix maps or flat-sky FITS maps")
+    s = sub.add_parser("import", help="make a workspace from Sehgal, Websky or AGORA HEALPix maps or flat-sky FITS "
+                                      "maps")
     s.add_argument("--sehgal", metavar="DIR", help="folder with {090,148,219}_{component}_healpix.fits")
+    s.add_argument("--websky", metavar="DIR",
+                   help="Websky folder: tsz.fits (Compton-y), ksz.fits (uK), cib_nu*.fits (MJy/sr), lensed_alm*.fits "
+                        "(synthesised once into the workspace), halos.pksc")
+    s.add_argument("--agora", metavar="DIR",
+                   help="AGORA folder: agora_*{cmb,tsz,ksz,cib,rad}*.fits maps (uK or Compton-y as the header or "
+                        "name says) and halo shells agora_halolc_*.npz (also in a subfolder such as halocat/)")
     s.add_argument("--fits", action="append", metavar="BAND=FILE",
                    help="a band's flat-sky FITS map in uK_CMB (CAR or TAN, square pixels of any size), once per "
                         "band; BAND an integer id in GHz (e.g. 98, 150, 220), any number of bands")
@@ -583,9 +657,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask", metavar="FILE",
                    help="one mask on the maps' grid: 1 = use, 0 = masked (footprint, source holes), values in "
                         "between for apodised edges")
-    s.add_argument("--halos", metavar="CATALOG", help="truth halos: halo_sz.ascii, halo_nbody.ascii, ECSV, FITS")
+    s.add_argument("--halos", metavar="CATALOG",
+                   help="truth halos: halo_sz.ascii, halo_nbody.ascii, halo_nbody.binary, halos.pksc, an "
+                        "agora_halolc_*.npz shell, ECSV, FITS (default: the simulation's own)")
     s.add_argument("--region", metavar="RA0,RA1,DEC0,DEC1",
-                   help="with --sehgal: only this part of the octant (default: all of RA 0-90, Dec 0-90)")
+                   help="HEALPix skies: the footprint of the cutouts in degrees (default the octant RA 0-90, Dec "
+                        "0-90; with --sehgal it must stay inside it, where Sehgal's halos are unique)")
+    s.add_argument("--cib", choices=("interp", "nearest"), default=None,
+                   help="--websky/--agora: each band's CIB (and radio) from a power law in frequency between the "
+                        "two maps that bracket it, per pixel (interp, the default; a map within 0.1%% of the band "
+                        "is taken as it is) or the intensity of the nearest map (nearest)")
+    s.add_argument("--mass-floor", type=float, default=None, metavar="MSUN",
+                   help="--websky/--agora: halos below this mass are dropped as they are read (Websky M200m, AGORA "
+                        "M_vir; default 1e14 Msun, below every label rule's threshold)")
+    s.add_argument("--cmb-alm", metavar="FILE", help="--websky: the lensed-CMB alm file when the folder has several")
+    s.add_argument("--prefer", action="append", metavar="TEXT",
+                   help="--agora: when several maps fit one component and frequency (experiments, feedback models), "
+                        "take the one whose name holds TEXT (repeat, most preferred first)")
     s.add_argument("--out", required=True, help="workspace folder to create")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_import)
@@ -634,6 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--find-sources", action=argparse.BooleanOptionalAction, default=None,
                    help="find point sources in the maps (beam-scale filter) and subtract them before the cluster "
                         "filter (default: on with --map; a workspace subtracts its source catalogue)")
+    s.add_argument("--inject", type=int, default=None, metavar="N",
+                   help="selection function: inject N clusters (beta model and Arnaud profiles) into the workspace's "
+                        "maps in memory, rerun the filter, match within 1'; writes the product mf_injection")
+    s.add_argument("--seed", type=int, default=0, help="with --inject: seed of the injections (default 0)")
+    s.add_argument("--inject-arnaud-frac", type=float, default=0.3, metavar="F",
+                   help="with --inject: fraction of Arnaud-profile clusters (M500, z), the rest beta models "
+                        "(default 0.3)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_mf)
 
@@ -656,6 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-seconds", type=float, default=120.0, metavar="S",
                    help="also write a checkpoint after S seconds of wall time (default 120), besides every few "
                         "hundred batches, so an interruption loses at most that; --resume continues exactly")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the workspace's trained model, or start again over a run's checkpoint")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="score every cutout with the CNN (calibrated cnn_prob)")
@@ -672,6 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): bf16 with an fp32 re-score of every cutout whose probability it could move "
                         "by > 0.01, where bf16 is native (AVX-512 BF16, AMX, CUDA sm_80+); else fp32. bf16: fastest "
                         "where native, unchecked; bf16 and checked are slower than fp32 where bf16 is emulated")
+    s.add_argument("--overwrite", action="store_true", help="replace the workspace's earlier CNN scores")
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("evaluate", help="the paper's Table 1 for a workspace, figures and an HTML report")
     s.add_argument("workspace")
@@ -729,12 +827,29 @@ def _os_error_line(exc: OSError) -> str | None:
 def main(argv: list[str] | None = None, signals: bool | None = None) -> int:
     """Run one command; ``signals`` (default: when ``argv`` is the real command line) makes SIGINT and SIGTERM
     cancel it (:func:`szviewer.progress.install_signal_handlers`); tests calling ``main([...])`` keep theirs."""
-    from szviewer.progress import Interrupted, cancel_signal, exit_status, install_signal_handlers, interrupt_handled
+    from szviewer.progress import install_signal_handlers
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if signals if signals is not None else argv is None:
         install_signal_handlers()
+    try:
+        return _run(args)
+    finally:
+        _print_notices()
+
+
+def _print_notices() -> None:
+    from szviewer.workspace import NOTICES
+
+    for note in NOTICES:
+        print(f"szviewer: note: {note}", file=sys.stderr)
+    NOTICES.clear()
+
+
+def _run(args) -> int:
+    from szviewer.progress import Interrupted, cancel_signal, exit_status, interrupt_handled
+
     try:
         if args.command is None:
             return cmd_main(args)

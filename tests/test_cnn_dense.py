@@ -65,7 +65,7 @@ def test_dense_job_on_small_workspace(small_ws, tmp_path):
     summary = dense_job(ws, model_path=model, stride_arcmin=2.0, threshold=0.5, device="cpu")
     ws = Workspace(ws.root)
     assert ws.has("cnn_dense")
-    cat = Table.read(ws.path("cnn/dense_candidates.fits"))
+    cat = Table.read(ws.file("cnn_dense", "dense_candidates.fits"))
     assert set(cat.colnames) >= {"ra", "dec", "prob", "tile"} and len(cat) == summary["candidates"]
     with ws.cutout_store() as store:
         ids = np.asarray(store.table["id"])

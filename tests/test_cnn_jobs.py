@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from szviewer.cnn.model import NetConfig  # noqa: E402
-from szviewer.errors import Cancelled, InputError  # noqa: E402
+from szviewer.errors import Cancelled, InputError, OutputExistsError  # noqa: E402
 from szviewer.workspace import Workspace  # noqa: E402
 
 TINY = dict(ratios=(1, 2), batch=32, warmup_batches=4, lr_steps=(20,), eval_every=4, patience=8,
@@ -37,14 +37,17 @@ def trained(small_ws, tmp_path_factory):
 
 def test_train_job_writes_model_log_and_checkpoint(trained):
     from szviewer.cnn.modelfile import load_model
-    from szviewer.jobs.cnn import CHECKPOINT, MODEL, TRAIN_LOG
+    from szviewer.jobs.cnn import CHECKPOINT, TRAIN_LOG
 
     ws, summary = trained
     ws = Workspace(ws.root)
     assert ws.has("cnn_model")
-    for f in (MODEL, CHECKPOINT, TRAIN_LOG):
+    for f in (CHECKPOINT, TRAIN_LOG):
         assert ws.path(f).is_file()
-    card = load_model(ws.path(MODEL)).card
+    assert ws.file("cnn_model", "train_log.csv").is_file()
+    model = ws.file("cnn_model", "model.pt")
+    assert summary["model"] == str(model) and model.parts[-2].startswith("g")
+    card = load_model(model).card
     assert card["preset"] == "quick" and card["training_sky"]["seed"] == 7
     assert card["training_sky"]["area_deg2"] == pytest.approx(4.0, rel=0.05)
     for key in ("val_f1", "test_f1", "platt", "architecture", "input_scaling", "versions", "sha256"):
@@ -68,7 +71,9 @@ def test_predict_job_writes_scores(trained):
     order = np.argsort(cols["cnn_raw"])
     assert np.all(np.diff(cols["cnn_prob"][order]) >= -1e-12)  # calibration keeps the ranking
     assert summary["cutouts"] == ids.size and summary["precision"] in ("checked", "fp32")
-    exact = predict_job(ws, device="cpu", precision="fp32")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict_job(ws, device="cpu", precision="fp32")
+    exact = predict_job(ws, device="cpu", precision="fp32", overwrite=True)
     assert exact["precision"] == "fp32" and exact["refined_fp32"] == 0
     cols32 = Workspace(ws.root).scores(ids)
     assert np.max(np.abs(cols32["cnn_prob"] - cols["cnn_prob"])) <= 0.01
@@ -79,8 +84,13 @@ def test_resume_and_cancel_job(trained):
     from szviewer.jobs.cnn import train_job
 
     ws, first = trained
+    ws = Workspace(ws.root)
+    gen = ws.products["cnn_model"]["generation"]
+    with pytest.raises(OutputExistsError, match="--overwrite"):  # a trained model is not replaced unasked
+        train_job(ws, preset="quick", device="cpu", overrides=TINY)
     with pytest.raises(Cancelled):
-        train_job(ws, preset="quick", device="cpu", overrides=TINY, cancelled=lambda: True)
+        train_job(ws, preset="quick", device="cpu", overrides=TINY, cancelled=lambda: True, resume=True)
+    assert Workspace(ws.root).products["cnn_model"]["generation"] == gen  # a cancel changes nothing
     again = train_job(ws, preset="quick", device="cpu", overrides=TINY, resume=True)  # resumes the finished run
     assert again["steps"] == first["steps"]
 
@@ -92,7 +102,7 @@ def test_predict_job_refuses_bad_model(trained, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
     with pytest.raises(InputError, match="bad.pt"):
-        predict_job(ws, model_path=bad, device="cpu")
+        predict_job(ws, model_path=bad, device="cpu", overwrite=True)
 
 
 def test_default_model_path(monkeypatch, tmp_path):

@@ -194,6 +194,27 @@ def test_this_cpu_uses_fp32_unless_bf16_is_native():
         assert resolve_precision("auto") == "fp32"
 
 
+def test_streams_give_the_same_scores_and_restore_the_threads(monkeypatch):
+    """Several batches at once on single-threaded workers: the very same numbers as one batch at a time (each is
+    one thread's arithmetic either way), on the fused plan and on the module fallback; the thread count is back."""
+    import szviewer.cnn.predict as predict_mod
+
+    net = _trained_bn(TINY)
+    x = _cutouts(100, seed=7)  # 7 batches of 16, the last short
+    threads = torch.get_num_threads()
+    assert Scorer(net, batch=16, precision="fp32").streams == threads  # the default: one stream per thread
+    one = Scorer(net, batch=16, precision="fp32", streams=1).raw(x)
+    many = Scorer(net, batch=16, precision="fp32", streams=3)
+    np.testing.assert_array_equal(many.raw(x), one)
+    assert torch.get_num_threads() == threads
+    monkeypatch.setattr(predict_mod, "fused_available", lambda: False)
+    mods = Scorer(net, batch=16, precision="fp32", streams=3)
+    assert mods.engine == "modules"
+    np.testing.assert_array_equal(mods.raw(x), Scorer(net, batch=16, precision="fp32", streams=1).raw(x))
+    np.testing.assert_allclose(mods.raw(x), one, rtol=1e-4, atol=1e-4)
+    assert torch.get_num_threads() == threads
+
+
 def test_uncertain_band_of_the_checked_precision():
     from szviewer.cnn.modelfile import Platt
     from szviewer.cnn.predict import BF16_ERR_ABS, uncertain
@@ -241,6 +262,8 @@ def test_checked_precision_holds_the_tolerance(monkeypatch):
 
 
 def test_importing_cnn_package_and_job_is_cheap():
-    code = "import sys, szviewer.cnn, szviewer.jobs.cnn; print('torch' in sys.modules)"
+    code = ("import sys, szviewer.cnn, szviewer.jobs.cnn, szviewer.cnn.settings as st; "
+            "st.estimate_seconds(st.TrainSettings.preset_named('quick'), {'step_seconds': 1.0, "
+            "'eval_seconds_per_cutout': 0.0}, n_val=10); print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False", r.stdout + r.stderr

@@ -206,7 +206,7 @@ from szviewer.cnn.train import train
 tr, va = easy_set(120, 12, 2), easy_set(60, 6, 3)
 def progress(done, total, msg):
     print("step", done, flush=True)
-    time.sleep(0.05)  # slower, not different: the parent kills it mid-run
+    time.sleep(0.02)  # slower, not different: the parent kills it mid-run
 train(None, tiny_settings(checkpoint_every=10**6), data=(tr, va), checkpoint_path={ck!r}, checkpoint_seconds=0.2,
       progress=progress)
 print("finished", flush=True)
@@ -300,3 +300,7 @@ def test_resume_refuses_other_settings_or_no_checkpoint(tmp_path):
               checkpoint_path=tmp_path / "c.pt", resume=True)
     with pytest.raises(InputError, match="nothing.pt"):
         train(None, s, data=(tr, va), checkpoint_path=tmp_path / "nothing.pt", resume=True)
+    # a time budget or the checkpoint interval may change on resume: neither changes what a step computes
+    again = train(None, TrainSettings.from_dict({**s.to_dict(), "max_seconds": 3600.0, "checkpoint_every": 3}),
+                  data=(tr, va), checkpoint_path=tmp_path / "c.pt", resume=True)
+    assert again.steps == 7

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from szviewer.workspace import Workspace
+
 pytest.importorskip("pytestqt")
 
 from PyQt6 import QtCore  # noqa: E402
@@ -57,6 +59,30 @@ def test_opens_a_workspace_with_scores(window, wsdir):
     assert window.gallery.model.rowCount() == s.n
     assert set(window.f1.stats.rows) == {(m, sp) for m in ("MF", "CNN", "PROD", "AND") for sp in ("val", "test")}
     assert "scores: cnn_prob, mf_snr" in window.status_label.text()
+
+
+def test_a_malformed_or_stale_workspace_is_shown_not_a_hang(window, wsdir, tmp_path):
+    """A damaged manifest: the app says which file and field, and stays usable; stale scores are announced."""
+    import json
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(wsdir["bare"], bad)
+    m = json.loads((bad / "workspace.json").read_text())
+    del m["bands"]
+    (bad / "workspace.json").write_text(json.dumps(m))
+    assert not window.open_workspace(str(bad))
+    assert "workspace.json" in window._last_error and "bands" in window._last_error
+    assert window.open_workspace(str(wsdir["scored"]))  # still usable afterwards
+    stale = tmp_path / "stale"
+    shutil.copytree(wsdir["scored"], stale)
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.jobs.cutouts import make_cutouts
+
+    make_cutouts(Workspace(stale), CutoutSettings(), overwrite=True)
+    assert window.open_workspace(str(stale))
+    assert any("mf scores are stale" in w and "--overwrite" in w for w in window.state.warnings)
+    assert "stale" in window.statusBar().currentMessage()
 
 
 def test_threshold_drag_shows_the_engines_f1(window, wsdir, qtbot):

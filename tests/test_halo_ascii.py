@@ -10,7 +10,7 @@ from astropy.table import Table
 
 from szviewer.errors import InputError
 from szviewer.sky import halo_ascii
-from szviewer.sky.halo_ascii import read_halo_table, read_sehgal_halos, restrict_to_octant
+from szviewer.sky.halo_ascii import read_halo_table, read_sehgal_binary, read_sehgal_halos, restrict_to_octant
 
 # (z, ra, dec, m_vir, r_vir, y_int or r500, m500): 4 inside the octant, 3 outside
 HALOS = [
@@ -47,7 +47,8 @@ def test_halo_sz_48_columns(tmp_path):
     p = write(tmp_path / "halo_sz.ascii", sz_rows())
     t = read_halo_table(p)
     assert t.meta["source"] == str(p) and t.meta["format"] == "halo_sz"
-    assert t.colnames == ["halo_id", "z", "ra", "dec", "m_vir", "r_vir", "m500", "r500", "y_int_arcmin2"]
+    assert t.colnames == ["halo_id", "z", "ra", "dec", "m_vir", "r_vir", "m500", "r500", "y_int_arcmin2", "m200c",
+                          "m200m"]
     assert t["halo_id"].dtype == np.int64 and list(t["halo_id"]) == list(range(7))
     ref = np.array(HALOS)
     np.testing.assert_allclose(t["z"], ref[:, 0])
@@ -74,6 +75,40 @@ def test_halo_nbody_20_columns_and_octant(tmp_path):
     o = restrict_to_octant(t)
     assert list(o["halo_id"]) == [0, 1, 2, 3]
     assert o.meta["source"] == str(p)
+
+
+def test_halo_nbody_binary_both_byte_orders(tmp_path):
+    """halo_nbody.binary: 20 float32 per halo in the ASCII column order, written here with numpy alone."""
+    rows = nbody_rows()
+    rows[:, 12] = np.array(HALOS)[:, 3] * 0.8  # M200 (critical)
+    ascii_t = read_sehgal_halos(write(tmp_path / "halo_nbody.ascii", rows))
+    for order in ("<", ">"):
+        p = tmp_path / f"halo_nbody_{order == '<'}.binary"
+        rows.astype(f"{order}f4").tofile(p)
+        t = read_halo_table(p)  # dispatched on the extension
+        assert t.meta["format"] == "halo_nbody_binary" and t.meta["endian"] == ("little" if order == "<" else "big")
+        assert t.colnames == ascii_t.colnames and list(t["halo_id"]) == list(range(len(HALOS)))
+        for c in ("z", "ra", "dec", "m_vir", "r_vir", "m500", "r500", "m200c"):
+            np.testing.assert_allclose(t[c], ascii_t[c], rtol=1e-7)  # float32 of the same numbers
+        assert np.all(np.isnan(t["y_int_arcmin2"])) and t["m_vir"].unit == u.Msun
+    # an optional leading int32 count
+    p = tmp_path / "counted.binary"
+    p.write_bytes(np.int32(len(HALOS)).tobytes() + rows.astype("<f4").tobytes())
+    np.testing.assert_allclose(read_sehgal_binary(p)["m_vir"], ascii_t["m_vir"], rtol=1e-7)
+
+
+def test_halo_nbody_binary_bad_files(tmp_path):
+    rows = nbody_rows().astype("<f4").tobytes()
+    p = tmp_path / "halo_nbody.binary"
+    p.write_bytes(rows[:-10])
+    with pytest.raises(InputError, match=r"halo_nbody\.binary: \d+ bytes is not a whole number of halos.*truncated"):
+        read_sehgal_binary(p)
+    p.write_bytes(np.random.default_rng(0).integers(0, 255, 80 * 7, dtype=np.uint8).tobytes())
+    with pytest.raises(InputError, match=r"halo_nbody\.binary: only \d+% of the first 7 rows look like halos"):
+        read_sehgal_binary(p)
+    p.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        read_sehgal_binary(p)
 
 
 def test_blank_lines_and_block_boundaries(tmp_path, monkeypatch):

@@ -70,6 +70,28 @@ def test_sehgal_import_and_cutouts(sehgal_dir, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_sehgal_import_warns_of_coarse_maps_and_reads_binary_halos(sehgal_dir, tmp_path, capsys):
+    """Nside 1024 (3.4' pixels) against 0.25' cutout pixels: the import says so (and records it); halo_nbody.binary
+    (20 float32 per halo, the ASCII column order) is found beside the maps when there is no ASCII catalogue."""
+    (sehgal_dir / "halo_sz.ascii").unlink()
+    rows = np.zeros((3, 20), np.float32)
+    rows[:, 0] = [0.5, 0.1, 0.6]
+    rows[:, 1] = [1.2, 1.5, 200.0]
+    rows[:, 2] = [1.1, 1.5, 10.0]
+    rows[:, 10] = [4e14, 5e14, 9e14]
+    rows.astype("<f4").tofile(sehgal_dir / "halo_nbody.binary")
+    ws = tmp_path / "ws"
+    assert main(["import", "--sehgal", str(sehgal_dir), "--region", "0,2.5,0,2", "--out", str(ws)]) == 0
+    cap = capsys.readouterr()
+    assert "halos 2" in cap.out
+    assert "warning: the HEALPix maps (Nside 1024, 3.44' pixels) are coarser than the cutouts' 0.25' pixels" in cap.err
+    w = Workspace(ws)
+    assert "coarser" in w.products["sky"]["summary"]["warning"]
+    assert w.products["halos"]["provenance"]["source"].endswith("halo_nbody.binary")
+    assert main(["info", str(ws)]) == 0
+    assert "WARNING: the HEALPix maps (Nside 1024" in capsys.readouterr().out
+
+
 def test_sehgal_import_refuses_missing_band(sehgal_dir, tmp_path, capsys):
     (sehgal_dir / "219_tsz_healpix.fits").unlink()
     assert main(["import", "--sehgal", str(sehgal_dir), "--out", str(tmp_path / "ws")]) == 2

@@ -134,9 +134,12 @@ def test_pure_noise_snr_maps_have_unit_variance_in_deep_and_shallow_parts():
         st = settings_for(inst, noise_mode=mode, theta_c_arcmin=(0.5, 1.5, 3.0))
         res = filter_prepared(prep, w, det, inst.pixel_arcmin, st, [b.white_uk_arcmin for b in inst.bands], h)
         snr = snr_from_maps(res.bank, prep * np.sqrt(h)[None], h, res.norm)
+        # data mode meets the issue's 1.00 +- 0.03 (measured over 4 skies: 1.007-1.027); the model's analytic
+        # a + b h normalisation reads the deep part up to 3% high (1.017-1.031 over 4 skies)
+        tol = 0.03 if mode == "data" else 0.04
         for s in range(3):
             for part in (deep, shallow):
-                assert np.std(snr[s][part]) == pytest.approx(1.0, abs=0.06), (mode, s)
+                assert np.std(snr[s][part]) == pytest.approx(1.0, abs=tol), (mode, s)
         # the test has teeth: ignoring the depth, the shallow part's S/N maps are far wider than the deep part's
         flat = filter_prepared(prep, w, det, inst.pixel_arcmin, st, [b.white_uk_arcmin for b in inst.bands], None)
         raw = snr_from_maps(flat.bank, prep)
@@ -155,6 +158,25 @@ def test_inhomogeneous_1_over_f_clusters_read_the_local_ideal():
         assert ok.all() and d.max() < 1.0
         ratios.append(r)
     assert np.median(np.concatenate(ratios)) == pytest.approx(1.0, abs=0.04)
+
+
+def test_anisotropic_1_over_f_in_data_mode_reads_the_ideal():
+    """The spt3g preset: atmospheric 1/f (ell_knee 1200-2300, slope -3) in stripes along RA (anisotropy 4), beams.
+    The plain Gaussian smoothing of the 2-D noise power blurs the steep 1/f and reads S/N at ~0.92 of the ideal;
+    whitened by its ring models in the CMB basis before the smoothing (noise.data_noise_power), the median is
+    the ideal's (measured 1.001 on these skies; 0.994 over 3 larger skies at the preset's 0.25' pixels)."""
+    inst = dataclasses.replace(load_instrument("spt3g"), pixel_arcmin=PIX, name="spt3g-0.5")
+    assert inst.anisotropy == 4.0 and inst.has_one_over_f
+    st = settings_for(inst, noise_mode="data")
+    white, plain = [], []
+    for seed in (21, 22):
+        sky = make_test_sky(inst, (600, 600), seed, n_clusters=9, spacing_arcmin=90, sigma_cache=CACHE)
+        _, ok, r, d = measure(sky, st, inst)
+        assert ok.all() and d.max() < 1.0
+        white.append(r)
+        plain.append(measure(sky, st.replace(data_noise_whiten=False), inst)[2])
+    assert np.median(np.concatenate(white)) == pytest.approx(1.0, abs=0.03)
+    assert np.median(np.concatenate(plain)) < 0.95  # the test has teeth
 
 
 def test_any_number_of_bands_and_beam_tables():

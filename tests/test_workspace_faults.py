@@ -310,3 +310,83 @@ def test_info_into_a_closed_pipe_is_quiet(small_ws):
     r = subprocess.run(f"{sys.executable} -m szviewer info {small_ws['path']} | head -1", shell=True,
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("workspace") and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------- inputs checked up front
+
+def _car_maps(tmp_path, nan_band=None):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---CAR", "DEC--CAR"]
+    w.wcs.crval = [10.0, 0.0]
+    w.wcs.crpix = [100.5, 100.5]
+    w.wcs.cdelt = [-0.5 / 60, 0.5 / 60]
+    paths = {}
+    for band in (90, 148, 219):
+        data = np.random.default_rng(band).normal(0, 10, (200, 200)).astype(np.float32)
+        if band == nan_band:
+            data[:] = np.nan
+        hdr = w.to_header()
+        hdr["BUNIT"] = "uK_CMB"
+        paths[band] = tmp_path / f"m{band}.fits"
+        fits.PrimaryHDU(data, hdr).writeto(paths[band])
+    return paths
+
+
+def test_bad_values_are_refused_before_any_work(tmp_path, capsys):
+    paths = _car_maps(tmp_path, nan_band=148)
+    maps = [a for b, p in paths.items() for a in ("--map", f"{b}={p}")]
+    cases = [
+        (["mf", *maps, "--map", f"90={paths[90]}", "--out", str(tmp_path / "c.ecsv")], "given twice"),
+        (["mf", *maps, "--out", str(tmp_path / "c.ecsv")], "every pixel of band 148 is NaN"),
+        (["mf", *maps, "--beam-fwhm", "90=nan,148=1.2,219=1.1", "--out", str(tmp_path / "c.ecsv")], "finite"),
+        (["mf", *maps, "--beam-fwhm", "90=-1,148=1.2,219=1.1", "--out", str(tmp_path / "c.ecsv")], ">= 0"),
+        (["simulate", "--out", str(tmp_path / "ws"), "--area", "nan"], "finite"),
+        (["simulate", "--out", str(tmp_path / "ws"), "--beam-fwhm", "90=1.6,90=1.2"], "given twice"),
+    ]
+    for cmd, what in cases:
+        assert main(cmd) == 2, cmd
+        err = capsys.readouterr().err
+        assert what in err and "Traceback" not in err, (cmd, err)
+    assert not (tmp_path / "c.ecsv").exists() and not (tmp_path / "ws").exists()
+
+
+def test_a_short_score_column_is_one_line(scratch_ws, capsys):
+    import h5py
+
+    ws = Workspace(scratch_ws)
+    _scores(ws, "mf", "mf_snr")
+    path = Workspace(scratch_ws).file("mf", "scores.h5")
+    with h5py.File(path, "r+") as f:
+        data = f["mf_snr"][:-5]
+        del f["mf_snr"]
+        f["mf_snr"] = data
+    assert main(["evaluate", str(scratch_ws)]) == 2
+    err = capsys.readouterr().err
+    assert "mf_snr" in err and "values for" in err and "Traceback" not in err
+
+
+def test_leftovers_of_killed_runs_are_removed_and_said(scratch_ws, tmp_path, capsys):
+    """Leftovers of runs that are gone (their pid in the name) go at the next write or with info --clean; a live
+    writer's temporary files are left alone."""
+    dead = 2 ** 22 + 12345  # above the kernel's pid_max default: no such process
+    (scratch_ws / f".mf_catalog.fits.{dead}.abc.part.fits").write_text("x")
+    (scratch_ws / "mf").mkdir(exist_ok=True)
+    (scratch_ws / "mf" / f".g.partial-{dead}-xyz").mkdir()
+    (tmp_path / f".scratch.partial-{dead}-old").mkdir()
+    live = scratch_ws / f".other.{os.getpid()}.abc.part"
+    live.write_text("in use")
+    assert main(["info", str(scratch_ws), "--clean"]) == 0
+    assert "removed 3 leftover(s)" in capsys.readouterr().out
+    assert live.exists() and not list(tmp_path.glob(".scratch.partial-*"))
+    (scratch_ws / f".cutouts.h5.{dead}.q.part.h5").write_text("x")
+    ws = Workspace(scratch_ws)
+    _scores(ws, "mf", "mf_snr")
+    assert ws.notices == [f"removed 1 leftover(s) of killed runs in {scratch_ws}"]
+    assert not (scratch_ws / f".cutouts.h5.{dead}.q.part.h5").exists() and live.exists()
+    # and the CLI says it when the command ends
+    (scratch_ws / f".x.{dead}.q.part").write_text("x")
+    assert main(["mf", str(scratch_ws), "--overwrite", "--snr-threshold", "50"]) == 0
+    assert "note: removed 1 leftover(s)" in capsys.readouterr().err

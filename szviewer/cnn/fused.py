@@ -50,8 +50,9 @@ def batched(images: np.ndarray, batch: int, forward, streams: int = 1) -> np.nda
     starts = range(0, len(images), batch)
     streams = min(int(streams), len(starts))
     if streams <= 1:
-        for a in starts:
-            out[a:a + batch] = forward(images[a:a + batch])
+        with torch.inference_mode():
+            for a in starts:
+                out[a:a + batch] = forward(images[a:a + batch])
         return out
 
     def work(a: int) -> None:

@@ -277,7 +277,8 @@ def load_checkpoint(path: str | Path) -> dict:
     return ck
 
 
-#: settings that may differ between a checkpoint and its resume: neither changes what a step computes
+#: settings that may differ between a checkpoint and its resume: neither changes what a step computes (a run that
+#: an opt-in time budget already ended stays ended)
 RESUME_MAY_CHANGE = ("max_seconds", "checkpoint_every")
 
 

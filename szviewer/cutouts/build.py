@@ -64,6 +64,7 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
     npix, pix = settings.grid.npix, settings.grid.pixel_arcmin
     out_path = Path(out_path)
     dropped = 0
+    notes: list[str] = []
     if hasattr(sky, "window_origins"):
         kind = "tiles"
         check_cancel(cancelled, "cutting")
@@ -87,6 +88,16 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
         table["tile"] = np.zeros(len(table), dtype=np.int32)
         comps = components_for(list(settings.levels), sky.components)
         where = sky.describe() if hasattr(sky, "describe") else {}
+        from szviewer.atomic import require_space
+
+        # the cache of samples: LZF keeps about 90% of smooth float32 maps
+        require_space(out_path.parent, 0.9 * 4 * len(table) * len(comps) * len(sky.bands) * npix * npix,
+                      f"the HEALPix samples of {len(table)} cutouts")
+        nside = int(getattr(sky, "nside", 8192))
+        side = float(np.degrees(np.sqrt(4 * np.pi / (12 * nside * nside)))) * 60
+        if side > 1.5 * pix:
+            notes.append(f"the HEALPix maps (Nside {nside}, {side:.2f}' pixels) are coarser than the cutouts' "
+                         f"{pix:g}' pixels: each map pixel fills about {(side / pix) ** 2:.0f} cutout pixels")
     noise = {int(b): float(v) for b, v in (settings.noise_uk_arcmin or NOISE_UK_ARCMIN).items()}
     counts = split_counts(table)
     attrs = {
@@ -113,7 +124,7 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
     seconds = time.perf_counter() - t0
     return {"cutouts": n, "grid_size": grid.size, "positives": int(np.sum(table["label"])),
             "removed_train_neighbours": removed, "dropped_bad_pixels": dropped, "splits": counts,
-            "components": list(comps), "pixels": kind, "seconds": round(seconds, 2)}
+            "components": list(comps), "pixels": kind, "seconds": round(seconds, 2), "warnings": notes}
 
 
 def _sample_healpix(sky, images, table, comps, npix, pix, batch, progress, cancelled) -> None:

@@ -33,6 +33,10 @@ def read_scores(path: str | os.PathLike, ids: np.ndarray | None = None) -> dict[
             cols = {k: f[k][...] for k in f.keys() if k != "id"}
     except OSError as exc:
         raise InputError(path, f"not a readable HDF5 file (truncated or corrupt): {exc}") from None
+    for k, v in cols.items():
+        if v.shape != stored.shape:
+            raise InputError(path, f"score column {k!r} has {v.size} values for {stored.size} cutouts (damaged "
+                                   "file); rerun the finder that wrote it")
     if ids is not None and not np.array_equal(stored, np.asarray(ids)):
         raise InputError(path, "score rows do not match the cutout store (rebuilt cutouts?); rerun the finders")
     return cols

@@ -419,12 +419,14 @@ def mf(workspace: str, overwrite: bool = False, progress=None, cancelled=None) -
     return s
 
 
-def train(workspace: str, preset: str = "quick", device: str = "auto", progress=None, cancelled=None) -> dict:
+def train(workspace: str, preset: str = "quick", device: str = "auto", overwrite: bool = False, progress=None,
+          cancelled=None) -> dict:
     """Train the CNN on the workspace's training cutouts (szviewer train); torch loads in this process only."""
     from szviewer.jobs.cnn import train_job
     from szviewer.workspace import Workspace
 
-    s = train_job(Workspace(workspace), preset=preset, device=device, progress=progress, cancelled=cancelled)
+    s = train_job(Workspace(workspace), preset=preset, device=device, progress=progress, cancelled=cancelled,
+                  overwrite=overwrite)
     print(f"trained ({preset}, {device}): val F1 {s.get('val_f1')}, test F1 {s.get('test_f1')}, {s.get('seconds')} s")
     return s
 
@@ -438,12 +440,12 @@ def train_estimate(workspace: str, preset: str = "quick", device: str = "auto", 
     return estimate(Workspace(workspace), preset=preset, device=device, cancelled=cancelled)
 
 
-def predict(workspace: str, device: str = "auto", progress=None, cancelled=None) -> dict:
+def predict(workspace: str, device: str = "auto", overwrite: bool = False, progress=None, cancelled=None) -> dict:
     """Score every cutout with the CNN (szviewer predict): the workspace's model, else the shipped one."""
     from szviewer.jobs.cnn import predict_job
     from szviewer.workspace import Workspace
 
-    s = predict_job(Workspace(workspace), device=device, progress=progress, cancelled=cancelled)
+    s = predict_job(Workspace(workspace), device=device, progress=progress, cancelled=cancelled, overwrite=overwrite)
     print(f"CNN: {s.get('cutouts')} cutouts scored with {s.get('model')} in {s.get('seconds')} s")
     return s
 

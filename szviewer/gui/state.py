@@ -169,6 +169,11 @@ class ViewerState:
                 data.scores = {k: np.asarray(v, dtype=float) for k, v in ws.scores(data.columns["id"]).items()}
             except InputError as exc:  # e.g. scores of older cutouts: show the cutouts, say why there are no scores
                 warnings.append(str(exc))
+            for product in ws.score_products():
+                why = ws.stale(product)
+                if why:
+                    warnings.append(f"{product} scores are stale ({'; '.join(why)}): refresh with "
+                                    f"`{ws.refresh_command(product)}`")
         self.set_data(data, workspace=ws, store=store, thresholds=thresholds)
         self.warnings = warnings
 

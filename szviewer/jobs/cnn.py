@@ -2,15 +2,16 @@
 
 torch is never imported at module load: the ``szviewer.cnn`` modules are imported inside the functions.
 
-Files a training run writes in the workspace (folder ``cnn/``)::
+Files a training run writes in the workspace::
 
-    cnn/checkpoint.pt    the latest training checkpoint (atomic; ``resume=True`` continues from it)
-    cnn/train_log.csv    step, ratio, step_in_ratio, lr, loss, val_loss (atomic rewrites)
-    cnn/model.pt         the trained, Platt-calibrated model with its card (product ``cnn_model``)
+    cnn/checkpoint.pt             the latest training checkpoint (atomic; ``resume=True`` continues from it)
+    cnn/train_log.csv             step, ratio, step_in_ratio, lr, loss, val_loss (atomic rewrites)
+    cnn_model/gNNNNNN/model.pt    the trained, Platt-calibrated model with its card, and a copy of the log,
+                                  committed as the product ``cnn_model`` (``szviewer.workspace``)
 
-``predict_job`` writes the columns ``cnn_prob`` (calibrated) and ``cnn_raw`` (logit difference) of the
-workspace score table and records the product ``cnn``. Its default model is the workspace's own trained model
-when it has one, else the shipped model (:func:`default_model_path`).
+``predict_job`` commits the columns ``cnn_prob`` (calibrated) and ``cnn_raw`` (logit difference) as the product
+``cnn`` (made from the cutouts and the model: a retrained model or rebuilt cutouts make it stale). Its default
+model is the workspace's own trained model when it has one, else the shipped model (:func:`default_model_path`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from szviewer.errors import InputError
+from szviewer.errors import InputError, OutputExistsError
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.workspace import Workspace, now_iso
 
 CNN_DIR = "cnn"
 CHECKPOINT = "cnn/checkpoint.pt"
 TRAIN_LOG = "cnn/train_log.csv"
-MODEL = "cnn/model.pt"
 SHIPPED_MODEL = "deepsz_synthetic.pt"
 MODEL_ENV = "SZVIEWER_MODEL"
 
@@ -125,6 +126,18 @@ def training_sky(ws: Workspace) -> dict:
             "cutouts": ws.products.get("cutouts", {}).get("summary", {}).get("splits")}
 
 
+def _check_trainable(store, level: str) -> None:
+    """InputError naming the store unless it has ``level`` and positives in 'train' and 'val' (to calibrate)."""
+    if level not in store.levels:
+        raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
+    split = np.asarray(store.table["split"])
+    labels = np.asarray(store.table["label"], dtype=bool)
+    for name in ("train", "val"):
+        if not labels[split == name].any():
+            raise InputError(store.path, f"the {name!r} split has no positive cutouts, so the CNN cannot be "
+                                         f"{'trained' if name == 'train' else 'calibrated'}; use a larger sky")
+
+
 def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max_seconds: float | None = None,
                    overrides: dict | None = None):
     """The :class:`~szviewer.cnn.train.TrainSettings` of a run: a preset (defined by steps), the level and seed,
@@ -142,7 +155,8 @@ def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max
 def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: str = "auto", resume: bool = False,
               progress: ProgressFn | None = None, cancelled: CancelFn | None = None, seed: int = 0,
               model_out: str | os.PathLike | None = None, overrides: dict | None = None,
-              max_seconds: float | None = None, checkpoint_seconds: float | None = 120.0) -> dict:
+              max_seconds: float | None = None, checkpoint_seconds: float | None = 120.0,
+              overwrite: bool = False) -> dict:
     """Train on the workspace's 'train' cutouts, calibrate on 'val', evaluate on 'val'/'test', save the model.
 
     ``preset``: 'quick' (at most 1,200 batches of 64; for ~100 deg^2), 'long' (at most 8,000 batches of 128; for
@@ -151,26 +165,30 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
     takes here. ``max_seconds``: an opt-in wall-clock budget (recorded in the card). ``checkpoint_seconds``: a
     checkpoint at least this often besides every ``checkpoint_every`` batches. ``resume``: continue from
     ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests).
-    Writes ``cnn/model.pt`` (or ``model_out``) and records the product ``cnn_model``; returns a summary.
+    Commits the model as the product ``cnn_model`` (``cnn_model/gNNNNNN/model.pt`` and its training log; or writes
+    ``model_out``); a run that would replace a trained model or a finished run's checkpoint without ``resume`` needs
+    ``overwrite``. Returns a summary.
     """
     from szviewer.cnn.modelfile import CNNModel, fit_platt, save_model
     from szviewer.cnn.settings import plan_max_steps
     from szviewer.cnn.train import train
 
     t0 = time.perf_counter()
+    if not resume and not overwrite:
+        if model_out is None and "cnn_model" in ws.products:
+            ws.check_replace("cnn_model", overwrite)
+        if ws.path(CHECKPOINT).exists():
+            raise OutputExistsError(ws.path(CHECKPOINT), "a training run's checkpoint; pass --resume to continue it "
+                                                         "or --overwrite to start again")
+    if model_out is not None and Path(model_out).exists() and not overwrite:
+        raise OutputExistsError(model_out, "pass --overwrite to replace it")
+    started = ws.generations("cnn_model")
     if checkpoint_seconds is not None and not checkpoint_seconds > 0:
         raise InputError(None, f"--checkpoint-seconds {checkpoint_seconds}: must be a positive number of seconds")
     dev = resolve_device(device)
     store = ws.cutout_store()
     try:
-        if level not in store.levels:
-            raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
-        split = np.asarray(store.table["split"])
-        labels = np.asarray(store.table["label"], dtype=bool)
-        for name in ("train", "val"):
-            if not labels[split == name].any():
-                raise InputError(store.path, f"the {name!r} split has no positive cutouts, so the CNN cannot be "
-                                             f"{'trained' if name == 'train' else 'calibrated'}; use a larger sky")
+        _check_trainable(store, level)
         settings = train_settings(preset, level, seed, max_seconds, overrides)
         ws.path(CNN_DIR).mkdir(exist_ok=True)
         res = train(store, settings, checkpoint_path=ws.path(CHECKPOINT), log_path=ws.path(TRAIN_LOG),
@@ -192,18 +210,21 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
             "val_f1": metrics["val_f1"], "test_f1": metrics["test_f1"],
             "created": now_iso(),
         }
-        out = Path(model_out) if model_out is not None else ws.path(MODEL)
-        save_model(out, net, platt, card)
     finally:
         store.close()
-    summary = {"model": str(out), "preset": preset, "best_ratio": res.best_ratio, "steps": res.steps,
+    summary = {"model": "", "preset": preset, "best_ratio": res.best_ratio, "steps": res.steps,
                "plan_max_steps": plan_max_steps(settings), "stopped_by_time": res.stopped_by_time,
                "val_f1": metrics["val_f1"], "val_threshold": metrics["val_threshold"],
                "test_f1": metrics["test_f1"], "platt": platt.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
-    files = [CHECKPOINT, TRAIN_LOG]
-    if model_out is None:
-        files.insert(0, MODEL)
-    ws.record("cnn_model", files, settings=settings.to_dict(), provenance={"device": dev}, summary=summary)
+    if model_out is not None:
+        save_model(Path(model_out), net, platt, card)
+        summary["model"] = str(model_out)
+        return summary
+    with ws.writing("cnn_model", overwrite=True, started=started) as w:  # the model and its log: one commit
+        save_model(w.path("model.pt"), net, platt, card)
+        shutil.copyfile(ws.path(TRAIN_LOG), w.path("train_log.csv"))
+        w.settings, w.provenance, w.summary = settings.to_dict(), {"device": dev}, summary
+    summary["model"] = str(ws.file("cnn_model", "model.pt"))
     return summary
 
 
@@ -290,14 +311,11 @@ def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", dev
     key = _machine_key(settings, device)
     store = ws.cutout_store()
     try:
-        if level not in store.levels:
-            raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
+        _check_trainable(store, level)
         split = np.asarray(store.table["split"])
         labels = np.asarray(store.table["label"], dtype=bool)
         counts = {name: int((split == name).sum()) for name in ("train", "val", "test")}
         rows = np.nonzero(split == "train")[0]
-        if rows.size == 0:
-            raise InputError(store.path, "the cutout store has no 'train' cutouts to train on")
         n_pick = min(sample if measure else 64, rows.size)  # without measuring: only the reading rate
         pick = np.random.default_rng(0).choice(rows, n_pick, replace=False)
         pick.sort()
@@ -342,15 +360,23 @@ def model_for(ws: Workspace, model_path: str | os.PathLike | None = None) -> Pat
     """The model ``predict_job`` uses: ``model_path``, else the workspace's trained model, else the shipped one."""
     if model_path is not None:
         return Path(model_path)
-    if ws.has("cnn_model") and ws.path(MODEL).is_file():
-        return ws.path(MODEL)
+    if ws.has("cnn_model"):
+        return ws.file("cnn_model", "model.pt")
     return default_model_path()
+
+
+def _model_inputs(ws: Workspace, path: Path) -> tuple[tuple[str, ...], dict]:
+    """What a score product is made from: the cutouts, and the workspace's own model or an external model file."""
+    if ws.has("cnn_model") and Path(path).resolve() == ws.file("cnn_model", "model.pt").resolve():
+        return ("cutouts", "cnn_model"), {}
+    return ("cutouts",), {"model": path}
 
 
 def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
                 device: str = "auto", progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
-                batch: int = 128, precision: str = "auto") -> dict:
-    """Score every cutout of the workspace; writes ``cnn_prob`` and ``cnn_raw`` and records the product 'cnn'.
+                batch: int = 128, precision: str = "auto", overwrite: bool = False) -> dict:
+    """Score every cutout of the workspace; commits ``cnn_prob`` and ``cnn_raw`` as the product 'cnn' (replacing
+    earlier scores needs ``overwrite``).
 
     ``precision``: 'auto' (bf16 checked against fp32 where bf16 is native, else fp32), 'fp32', 'bf16' or
     'checked' (:class:`szviewer.cnn.predict.Scorer`); calibrated probabilities are within 0.01 of fp32 except with
@@ -363,7 +389,12 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
     from szviewer.cnn.predict import predict
 
     t0 = time.perf_counter()
+    suffix = "" if level == "all" else f"_{level}"
+    product = f"cnn{suffix}"
+    ws.check_replace(product, overwrite)
     path = model_for(ws, model_path)
+    inputs, external = _model_inputs(ws, path)
+    started = ws.generations(product, inputs)
     dev = resolve_device(device)
     model = load_model(path, device=dev)
     store = ws.cutout_store()
@@ -390,20 +421,20 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
         sel = split == name
         if labels[sel].any():
             summary[f"{name}_best_f1"] = best_f1(out["cnn_prob"][sel], labels[sel])
-    suffix = "" if level == "all" else f"_{level}"
-    ws.write_scores(f"cnn{suffix}", ids, {f"cnn_prob{suffix}": out["cnn_prob"], f"cnn_raw{suffix}": out["cnn_raw"]},
-                    meta=meta, settings={"model": str(path), "level": level, "device": dev,
-                                         "precision": out["precision"]}, summary=summary)
+    with ws.writing(product, inputs=inputs, overwrite=overwrite, external=external, started=started) as w:
+        w.write_scores(ids, {f"cnn_prob{suffix}": out["cnn_prob"], f"cnn_raw{suffix}": out["cnn_raw"]}, meta=meta)
+        w.settings = {"model": str(path), "level": level, "device": dev, "precision": out["precision"]}
+        w.summary = summary
     return summary
 
 
-DENSE_CANDIDATES = "cnn/dense_candidates.fits"
+DENSE_CANDIDATES = "dense_candidates.fits"  # in the product cnn_dense
 
 
 def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
               stride_arcmin: float = 2.0, threshold: float = 0.5, tiles: list[int] | None = None,
               device: str = "auto", precision: str = "auto", progress: ProgressFn | None = None,
-              cancelled: CancelFn | None = None) -> dict:
+              cancelled: CancelFn | None = None, overwrite: bool = False) -> dict:
     """Dense CNN scoring of a synthetic (tiled) workspace (paper section 3.4.2's suggestion; SCIENCE.md section 4).
 
     For each tile (or the listed ``tiles``): take the tile's observed map (for a component level: the sum of the
@@ -416,7 +447,6 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     """
     from astropy.table import Table
 
-    from szviewer.atomic import atomic_path
     from szviewer.cnn.dense import cell_max, score_tile
     from szviewer.cnn.modelfile import load_model
     from szviewer.progress import check_cancel
@@ -424,7 +454,11 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     if ws.kind != "synthetic":
         raise InputError(ws.root, "dense scoring works on tiled (synthetic) workspaces only")
     t0 = time.perf_counter()
+    ws.check_replace("cnn_dense", overwrite)
     path = model_for(ws, model_path)
+    inputs, external = _model_inputs(ws, path)
+    inputs = (*inputs, "sky")
+    started = ws.generations("cnn_dense", inputs)
     dev = resolve_device(device)
     model = load_model(path, device=dev)
     sky = ws.sky()
@@ -470,19 +504,20 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     cat.meta["MODEL"] = str(path)[-60:]
     cat.meta["STRIDE"] = stride_arcmin
     cat.meta["THRESH"] = threshold
-    with atomic_path(ws.path(DENSE_CANDIDATES)) as tmp:
-        cat.write(tmp, format="fits")
     summary = {"model": str(path), "tiles": todo, "stride_arcmin": stride_arcmin, "threshold": threshold,
                "candidates": len(cat), "seconds": round(time.perf_counter() - t0, 1)}
     scores = ws.scores(ids)
     if "cnn_prob" in scores:
         summary["edge_effect"] = edge_effect(table, {"cnn_prob (DeepSZ grid)": scores["cnn_prob"],
                                                      "cnn_dense_prob (2' dense, cell max)": dense_prob})
-    ws.write_scores("cnn_dense", ids, {"cnn_dense_prob": dense_prob},
-                    meta={"model": str(path), "stride_arcmin": stride_arcmin, "level": level,
-                          "missing": "NaN: the cutout's tile was not scored"},
-                    settings={"model": str(path), "level": level, "stride_arcmin": stride_arcmin,
-                              "threshold": threshold, "tiles": todo}, summary=summary, files=[DENSE_CANDIDATES])
+    with ws.writing("cnn_dense", inputs=inputs, overwrite=overwrite, external=external, started=started) as w:
+        cat.write(w.path(Path(DENSE_CANDIDATES).name), format="fits")  # the CNN catalogue and the scores: one commit
+        w.write_scores(ids, {"cnn_dense_prob": dense_prob},
+                       meta={"model": str(path), "stride_arcmin": stride_arcmin, "level": level,
+                             "missing": "NaN: the cutout's tile was not scored"})
+        w.settings = {"model": str(path), "level": level, "stride_arcmin": stride_arcmin, "threshold": threshold,
+                      "tiles": todo}
+        w.summary = summary
     return summary
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -202,13 +203,60 @@ def combined_rms_check(metas: list[dict], settings) -> dict:
     return rms_check(rows if rows.size else np.zeros((0, len(settings.theta_c_arcmin))), settings)
 
 
+@dataclass
+class MapRun:
+    """One map of a workspace as the filter reads it: a synthetic sky tile (``tile`` set: keep what it owns) or the
+    FITS maps; ``index`` of ``count`` runs."""
+
+    maps: object
+    wcs: object
+    pixel_arcmin: float
+    noise_uk_arcmin: list
+    sources: object
+    mask: object
+    ivar: object
+    tile: object
+    index: int
+    count: int
+
+
+def workspace_runs(ws: Workspace, settings, noise: dict):
+    """Generator: first the settings completed from the workspace (instrument bands, beams, 1/f; FITS effective
+    frequencies, beams, depths), then one :class:`MapRun` per map to filter (maps read lazily)."""
+    from szviewer.mf.sources import PointSources
+
+    sky = ws.sky()
+    if ws.kind == "synthetic":
+        srcs = Table.read(ws.path("sources.fits")) if ws.has("sources") else None
+        settings = instrument_settings(ws, settings)
+        yield settings
+        for k, tile in enumerate(sky.tiles):
+            ps = None
+            if srcs is not None:
+                x, y = tile.world_to_pix(np.asarray(srcs["ra"]), np.asarray(srcs["dec"]))
+                ok = np.isfinite(x) & (x > -2) & (x < tile.nx + 1) & (y > -2) & (y < tile.ny + 1)
+                flux = np.column_stack([np.asarray(srcs[f"flux_{b}"], float) for b in sky.bands])
+                ps = PointSources(x[ok], y[ok], flux[ok])
+            yield MapRun(sky.tile_maps(k), tile.wcs(), tile.pixel_arcmin, [noise[b] for b in sky.bands], ps,
+                         tile_mask(ws, sky, k, srcs), tile_ivar(ws, tile), tile, k, len(sky.tiles))
+    elif ws.kind == "fits":
+        settings, depth = fits_settings(ws, sky, settings, noise)
+        yield settings
+        ivars = [sky.ivar(b) for b in sky.bands] if hasattr(sky, "ivar") else []
+        ivar = BandStack(ivars) if ivars and all(v is not None for v in ivars) else None
+        yield MapRun(sky.band_maps(), sky.wcs, float(np.mean(sky.pixel_arcmin)), depth, None, ~sky.usable, ivar,
+                     None, 0, 1)
+    else:
+        raise InputError(ws.root, f"the matched filter does not run on {ws.kind} workspaces yet "
+                                  "(HEALPix maps need flat-sky tiles first)")
+
+
 def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | None = None,
                         cancelled: CancelFn | None = None, overwrite: bool = False) -> dict:
     """Run the MF over the workspace, write ``mf_catalog.fits`` and the ``mf_snr`` score column."""
     from szviewer.mf.runner import Cancelled as MFCancelled
     from szviewer.mf.runner import run_mf
     from szviewer.mf.settings import MFSettings
-    from szviewer.mf.sources import PointSources
 
     settings = settings or MFSettings()
     if not ws.has("cutouts"):
@@ -219,51 +267,28 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
     noise = {int(b): float(v) for b, v in
              ws.products["sky"].get("settings", {}).get("noise_uk_arcmin", NOISE_UK_ARCMIN).items()}
     halos = ws.halos()
-    sky = ws.sky()
     cats = []
     checks: list[dict] = []  # each run's S/N rms check (catalogue meta)
-    if ws.kind == "synthetic":
-        srcs = Table.read(ws.path("sources.fits")) if ws.has("sources") else None
-        settings = instrument_settings(ws, settings)
-        for k, tile in enumerate(sky.tiles):
-            if cancelled is not None and cancelled():
-                raise Cancelled("matched filter cancelled")
-            maps = sky.tile_maps(k)
-            ps = None
-            if srcs is not None:
-                x, y = tile.world_to_pix(np.asarray(srcs["ra"]), np.asarray(srcs["dec"]))
-                ok = np.isfinite(x) & (x > -2) & (x < tile.nx + 1) & (y > -2) & (y < tile.ny + 1)
-                flux = np.column_stack([np.asarray(srcs[f"flux_{b}"], float) for b in sky.bands])
-                ps = PointSources(x[ok], y[ok], flux[ok])
-            try:
-                cat = run_mf(maps, tile.wcs(), tile.pixel_arcmin, settings,
-                             noise_uk_arcmin=[noise[b] for b in sky.bands], sources=ps, cancel=cancelled,
-                             mask=tile_mask(ws, sky, k, srcs), ivar=tile_ivar(ws, tile))
-            except MFCancelled:
-                raise Cancelled("matched filter cancelled") from None
-            del maps
-            checks.append(cat.meta)
-            cat = cat[tile.owned.contains(np.asarray(cat["ra"]), np.asarray(cat["dec"]))]
-            cat["tile"] = np.full(len(cat), tile.index, dtype=np.int32)
-            cats.append(cat)
-            if progress is not None:
-                progress(k + 1, len(sky.tiles), f"tile {tile.index}: {len(cat)} detections")
-    elif ws.kind == "fits":
-        settings, depth = fits_settings(ws, sky, settings, noise)
-        maps = sky.band_maps()
-        ivars = [sky.ivar(b) for b in sky.bands] if hasattr(sky, "ivar") else []
-        ivar = BandStack(ivars) if ivars and all(v is not None for v in ivars) else None
+    runs = workspace_runs(ws, settings, noise)
+    settings = next(runs)
+    for run in runs:
+        if cancelled is not None and cancelled():
+            raise Cancelled("matched filter cancelled")
         try:
-            cat = run_mf(maps, sky.wcs, float(np.mean(sky.pixel_arcmin)), settings,
-                         noise_uk_arcmin=depth, cancel=cancelled, mask=~sky.usable, ivar=ivar,
-                         progress=None if progress is None else (lambda d, t: progress(d, t, "tiles")))
+            cat = run_mf(run.maps, run.wcs, run.pixel_arcmin, settings, noise_uk_arcmin=run.noise_uk_arcmin,
+                         sources=run.sources, cancel=cancelled, mask=run.mask, ivar=run.ivar,
+                         progress=None if (progress is None or run.tile is not None)
+                         else (lambda d, t: progress(d, t, "tiles")))
         except MFCancelled:
             raise Cancelled("matched filter cancelled") from None
         checks.append(cat.meta)
+        if run.tile is not None:
+            tile = run.tile
+            cat = cat[tile.owned.contains(np.asarray(cat["ra"]), np.asarray(cat["dec"]))]
+            cat["tile"] = np.full(len(cat), tile.index, dtype=np.int32)
+            if progress is not None:
+                progress(run.index + 1, run.count, f"tile {tile.index}: {len(cat)} detections")
         cats.append(cat)
-    else:
-        raise InputError(ws.root, f"the matched filter does not run on {ws.kind} workspaces yet "
-                                  "(HEALPix maps need flat-sky tiles first)")
     catalog = vstack(cats, metadata_conflicts="silent") if cats else Table()
     with ws.cutout_store() as st:
         table = st.table
@@ -301,4 +326,92 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
         w.write_scores(np.asarray(table["id"]), {"mf_snr": snr, "mf_detected": np.isfinite(snr).astype(float)},
                        meta={"missing": "NaN: no detection assigned to this cutout", "match_radius_arcmin": 1.0})
         w.settings, w.summary = settings.to_dict(), summary
+    return summary
+
+
+INJECTIONS = "mf_injections.fits"
+
+
+def _owned_fraction(tile, step: int = 16) -> float:
+    """Fraction of a sky tile's pixels (every ``step``-th) inside the area it owns."""
+    yy, xx = np.mgrid[0:tile.ny:step, 0:tile.nx:step]
+    ra, dec = tile.pix_to_world(xx.ravel(), yy.ravel())
+    return float(np.mean(tile.owned.contains(np.asarray(ra), np.asarray(dec))))
+
+
+def run_injection_on_workspace(ws: Workspace, settings=None, injection=None, progress: ProgressFn | None = None,
+                               cancelled: CancelFn | None = None, overwrite: bool = False) -> dict:
+    """The selection function of the matched filter on a workspace (issue 12 part 6; :mod:`szviewer.mf.selection`):
+    ``injection.n`` clusters injected into the observed maps (in memory), the filter rerun, matched within 1'.
+
+    Writes the product ``mf_injection``: ``mf_injections.fits`` (one row per injection: position, kind, y0,
+    theta_c or M500, z, theta500, the noise-free S/N ``snr_true``, what was recovered), the recovered-fraction
+    tables ``mf_selection_y0_theta_c.ecsv``, ``mf_selection_m500_z.ecsv``, ``mf_selection_snr_true.ecsv``, and a
+    summary (completeness, S/N ratio and offset distributions, timing)."""
+    from szviewer.mf.runner import Cancelled as MFCancelled
+    from szviewer.mf.selection import InjectionSettings, run_injection, selection_tables
+    from szviewer.mf.settings import MFSettings
+
+    settings = settings or MFSettings()
+    injection = injection or InjectionSettings()
+    ws.check_replace("mf_injection", overwrite)
+    started = ws.generations("mf_injection", ("sky",))
+    t0 = time.perf_counter()
+    noise = {int(b): float(v) for b, v in
+             ws.products["sky"].get("settings", {}).get("noise_uk_arcmin", NOISE_UK_ARCMIN).items()}
+    runs = workspace_runs(ws, settings, noise)
+    settings = next(runs)
+    sky = ws.sky()
+    if ws.kind == "synthetic":
+        frac = np.array([_owned_fraction(t) * t.ny * t.nx for t in sky.tiles])
+        share = np.floor(injection.n * frac / frac.sum()).astype(int)
+        share[np.argsort(-(injection.n * frac / frac.sum() - share))[:injection.n - share.sum()]] += 1
+    else:
+        share = np.array([injection.n])
+    parts = []
+    for run in runs:
+        if cancelled is not None and cancelled():
+            raise Cancelled("injection run cancelled")
+        n_k = int(share[run.index])
+        if n_k <= 0:
+            continue
+        rng = np.random.default_rng(np.random.SeedSequence(injection.seed, spawn_key=(run.index,)))
+        owned = None
+        if run.tile is not None:
+            tile = run.tile
+
+            def owned(x, y, tile=tile):
+                ra, dec = tile.pix_to_world(x, y)
+                return tile.owned.contains(np.asarray(ra), np.asarray(dec))
+
+        def tick(d, t, run=run):
+            if progress is not None:
+                progress(run.index * t + d, run.count * t, f"map {run.index + 1}/{run.count}: tile pass {d}/{t}")
+
+        try:
+            part = run_injection(run.maps, run.wcs, run.pixel_arcmin, settings, injection, n_k, rng,
+                                 noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, mask=run.mask,
+                                 ivar=run.ivar, owned=owned, progress=tick, cancel=cancelled)
+        except MFCancelled:
+            raise Cancelled("injection run cancelled") from None
+        part["map"] = np.full(len(part), run.index if run.tile is None else run.tile.index, dtype=np.int32)
+        parts.append(part)
+    table = vstack(parts, metadata_conflicts="silent") if parts else Table()
+    if not len(table):
+        raise InputError(ws.root, "no room for any injection: the maps' usable area is smaller than the injection "
+                                  f"spacing ({injection.spacing_arcmin:g}')")
+    tables, summary = selection_tables(table, settings.snr_threshold)
+    area = float(ws.geometry.get("area_deg2") or 0.0)
+    summary.update({"seconds": round(time.perf_counter() - t0, 2), "noise_mode": settings.noise_mode,
+                    "rounds": int(sum(p.meta.get("rounds", 0) for p in parts)),
+                    "n_requested": int(injection.n), "area_deg2": area or None,
+                    "spacing_arcmin": injection.spacing_arcmin, "avoid_arcmin": injection.avoid_arcmin,
+                    "match_arcmin": injection.match_arcmin})
+    table.meta = {"NOISE": settings.noise_mode, "MATCHRAD": injection.match_arcmin, "SNRCUT": settings.snr_threshold}
+    with ws.writing("mf_injection", inputs=("sky",), overwrite=overwrite, started=started) as w:
+        table.write(w.path(INJECTIONS), format="fits")
+        for name, t in tables.items():
+            t.write(w.path(f"mf_selection_{name}.ecsv"), format="ascii.ecsv")
+        w.settings = {"mf": settings.to_dict(), "injection": injection.to_dict()}
+        w.summary = summary
     return summary

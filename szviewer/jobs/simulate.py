@@ -51,7 +51,7 @@ def simulate_workspace(out: str | os.PathLike, settings: SimulationSettings, ove
     tiles = tiles_for(settings)
     geometry = {"type": "tiles", "footprint": list(fp.box), "area_deg2": fp.area_deg2,
                 "tiles": [t.to_dict() for t in tiles]}
-    from szviewer.workspace.products import require_space, require_writable
+    from szviewer.atomic import require_space, require_writable
 
     require_writable(Path(out).parent if not Path(out).exists() else Path(out))
     map_bytes = 4.0 * len(settings.bands) * sum(t.ny * t.nx for t in tiles)

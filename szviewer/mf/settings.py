@@ -47,7 +47,9 @@ class MFSettings:
 
     With ``noise_mode == 'data'`` the noise is the smoothed 2-D auto- and cross-power of the tile itself
     (as ACT's nemo does), smoothed with a Gaussian of ``data_noise_smooth_ell`` in ell but at least
-    ``data_noise_min_smooth_pix`` Fourier pixels. Clusters would sit in their own noise estimate and lower their
+    ``data_noise_min_smooth_pix`` Fourier pixels, after whitening by smooth ring models in a basis aligned with the
+    CMB (``data_noise_whiten``; :func:`szviewer.mf.noise.data_noise_power`), so that steep 1/f is not blurred.
+    Clusters would sit in their own noise estimate and lower their
     own S/N, so the estimate is iterated (szifi's iterative MMF, Zubeldia et al. 2023; nemo's DR6 two-pass run):
     candidates above ``data_noise_clean_snr`` are fitted (y0, theta_c, position), their templates subtracted from
     the maps, the noise re-estimated and the maps filtered again, until the set of those candidates is stable
@@ -66,8 +68,7 @@ class MFSettings:
     Checks: after filtering, the robust rms of each S/N map away from candidates is measured; where it departs from
     1 by more than ``rms_warn_frac`` the run says so (catalogue metadata, product summary).
 
-    Selection function: ``inject_n`` clusters (beta model and, a fraction ``inject_arnaud_frac``, Arnaud profiles)
-    are injected into the maps with seed ``inject_seed`` and the run repeated (``szviewer mf WS --inject N``).
+    Selection function: injections have their own settings (:class:`szviewer.mf.selection.InjectionSettings`).
 
     Tiling: maps are cut in tiles whose owned interior is ``tile_deg`` on a side, padded by
     ``tile_margin_arcmin`` on each side (overlap with the neighbours), apodised over ``apod_arcmin`` at the
@@ -96,6 +97,7 @@ class MFSettings:
     noise_anisotropy: float = 1.0
     data_noise_smooth_ell: float = 300.0
     data_noise_min_smooth_pix: float = 3.0
+    data_noise_whiten: bool = True
     data_noise_clean_snr: float = 5.0
     data_noise_iterations: int = 4
     data_noise_tolerance: float = 0.01
@@ -109,9 +111,6 @@ class MFSettings:
     point_source_snr: float = 5.0
     source_flag_radius_arcmin: float = 2.0
     source_flag_flux_mjy: float = 2.0
-    inject_n: int = 0
-    inject_seed: int = 0
-    inject_arnaud_frac: float = 0.3
     fft_workers: int = 2
 
     def __post_init__(self) -> None:
@@ -166,8 +165,6 @@ class MFSettings:
             raise ValueError("need data_noise_iterations >= 0, data_noise_clean_snr >= 0, data_noise_tolerance > 0")
         if self.tile_deg <= 0 or self.apod_arcmin < 0 or self.tile_margin_arcmin < self.apod_arcmin:
             raise ValueError("need tile_deg > 0 and tile_margin_arcmin >= apod_arcmin >= 0")
-        if self.inject_n < 0 or not 0.0 <= self.inject_arnaud_frac <= 1.0:
-            raise ValueError("need inject_n >= 0 and inject_arnaud_frac in [0, 1]")
 
     @property
     def nband(self) -> int:

@@ -49,7 +49,9 @@ class TileResult:
     """What one tile gives: ``candidates`` (``peaks.CANDIDATE_DTYPE``, tile pixels), the final ``bank``, the
     ``detect`` mask, ``snr_rms`` (nscale,) the robust rms of the final S/N maps away from candidates (NaN where
     nothing was measured), ``iterations`` (noise re-estimates made), ``norm`` (nscale, 2): the variance model
-    a, b of each S/N map (``a + b h``; (1, 0) when the depth is uniform or unknown)."""
+    a, b of each S/N map (``a + b h``; (1, 0) when the depth is uniform or unknown). ``maps_w``, ``weight``,
+    ``hits``: the filtered (weighted, apodised) maps, the apodisation and the relative hits (None: uniform), for
+    injections (:mod:`szviewer.mf.selection`)."""
 
     candidates: np.ndarray
     bank: MatchedFilterBank
@@ -57,6 +59,26 @@ class TileResult:
     snr_rms: np.ndarray
     iterations: int = 0
     norm: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    maps_w: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    hits: np.ndarray | None = None
+
+    def snr_maps(self, z: np.ndarray | None = None):
+        """Yield ``(scale, S/N map)`` of the final bank with the local normalisation, for the filtered maps
+        (``z`` None) or for a band-combined Fourier map ``z`` of other maps weighted the same way."""
+        z = self.bank.combine(self.maps_w) if z is None else z
+        for s in range(self.bank.nscale):
+            snr = self.bank.snr_map(z, s)
+            if self.hits is not None and self.norm.shape[0] == self.bank.nscale:
+                snr /= np.sqrt(np.float32(self.norm[s, 0]) + np.float32(self.norm[s, 1]) * self.hits)
+            yield s, snr
+
+    def sigma_map(self, s: int):
+        """The y0 noise of scale ``s``: a number (uniform depth) or a map."""
+        if self.hits is None or self.norm.shape[0] != self.bank.nscale:
+            return float(self.bank.sigma[s])
+        sd = np.sqrt(np.float32(self.norm[s, 0]) + np.float32(self.norm[s, 1]) * self.hits)
+        return self.bank.sigma[s] * sd / np.sqrt(self.hits)
 
 
 def relative_hits(ivar: np.ndarray, bad: np.ndarray, settings: MFSettings, pixel_arcmin: float,
@@ -259,18 +281,21 @@ def filter_prepared(prepared: np.ndarray, weight: np.ndarray, detect: np.ndarray
         nz = None if noise_uk_arcmin is None else tuple(float(v) for v in noise_uk_arcmin)
         bank = model_filter_bank(shape, float(pixel_arcmin), settings, nz, sky_scale)
         cands, rms, norm = _detect_pass(bank, maps_w, detect, hits, settings, True, None, cancel)
-        return TileResult(cands, bank, detect, rms, 0, norm)
+        return TileResult(cands, bank, detect, rms, 0, norm, maps_w, weight, hits)
 
     kw = dict(smooth_ell=settings.data_noise_smooth_ell, workers=settings.fft_workers,
               min_smooth_pix=settings.data_noise_min_smooth_pix,
-              transfer=settings_transfers(shape, pixel_arcmin, settings))
-    # the noise is estimated through a Hann window (noise.noise_window) of the maps before the tile's apodisation,
-    # keeping its hole ramps; inside the apodised rims the division is unstable, so those pixels are set to 0
+              transfer=settings_transfers(shape, pixel_arcmin, settings), whiten=settings.data_noise_whiten)
+    # the noise is estimated through a Tukey window (noise.noise_window) of the maps before the tile's apodisation,
+    # over the box of the tile that holds data (a map edge inside the tile would otherwise cut the window sharply
+    # and leak the large-scale CMB and 1/f power into the clusters' band), keeping the hole ramps; inside the
+    # apodised rims the division is unstable, so those pixels are set to 0
     inside = weight > 1e-3
     edges = cos_taper(shape, int(math.ceil(settings.apod_arcmin / pixel_arcmin - 1e-9)))
     holes = np.where(edges > 1e-6, weight / np.maximum(edges, 1e-6), 0.0)
     # (periodic maps, with nothing apodised, need no window)
-    nwin = noise_window(shape, np.clip(holes, 0.0, 1.0)) if weight.min() < 1.0 - 1e-6 else weight
+    nwin = noise_window(shape, np.clip(holes, 0.0, 1.0), box=_data_box(inside)) if weight.min() < 1.0 - 1e-6 \
+        else weight
     unapod = np.where(inside[None], maps_w / np.where(inside, weight, 1.0)[None], 0.0).astype(np.float32)
     clean = unapod
     prev = None
@@ -296,7 +321,16 @@ def filter_prepared(prepared: np.ndarray, weight: np.ndarray, detect: np.ndarray
         exclude = exclusion_mask(shape, cands, pixel_arcmin, settings)
         prev = bright
         iterations += 1
-    return TileResult(cands, bank, detect, rms, iterations, norm)
+    return TileResult(cands, bank, detect, rms, iterations, norm, maps_w, weight, hits)
+
+
+def _data_box(inside: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) of the rows and columns of the tile that hold data; None if none."""
+    rows = np.flatnonzero(inside.any(axis=1))
+    cols = np.flatnonzero(inside.any(axis=0))
+    if not rows.size or not cols.size:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def snr_from_maps(bank: MatchedFilterBank, maps: np.ndarray, hits: np.ndarray | None = None,

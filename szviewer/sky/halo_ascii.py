@@ -1,4 +1,4 @@
-"""Halo catalogs: Sehgal's ``halo_sz.ascii`` / ``halo_nbody.ascii``, or any astropy-readable table.
+"""Halo catalogs: Sehgal's ``halo_sz.ascii`` / ``halo_nbody.ascii`` / ``halo_nbody.binary``, or any table.
 
 Layouts (SCIENCE.md section 1; whitespace-separated, no header, 0-based columns):
 
@@ -8,7 +8,13 @@ Layouts (SCIENCE.md section 1; whitespace-separated, no header, 0-based columns)
   [km/s] | 9 M_fof | 10 M_vir [Msun] | 11 R_vir [proper Mpc] | 12 M200 | 13 R200 | 14 M500 | 15 R500 |
   16 M1500 | 17 R1500 | 18 M2500 | 19 R2500. Masses relative to the critical density, no h.
 
-The layout is detected from the number of columns on the first line. Every line must have that many
+- ``halo_nbody.binary``: the same 20 columns as float32, one halo after another (80 bytes a halo), no header;
+  the byte order is detected (:func:`read_sehgal_binary`).
+
+Websky's ``halos.pksc`` and AGORA's ``agora_halolc_*.npz`` shells are read by :mod:`szviewer.sky.websky` and
+:mod:`szviewer.sky.agora`; :func:`read_halo_table` hands such files to them.
+
+The ASCII layout is detected from the number of columns on the first line. Every line must have that many
 numeric columns; anything else is an :class:`InputError` naming the file, line and column.
 
 Speed: the file is read in ~32 MB blocks; each block is checked with a few vectorised byte operations
@@ -44,6 +50,8 @@ CANONICAL_UNITS: dict[str, u.UnitBase | None] = {
     "m500": u.Msun,
     "r500": u.Mpc,
     "y_int_arcmin2": u.arcmin**2,
+    "m200c": u.Msun,
+    "m200m": u.Msun,
 }
 #: Columns a generic (ECSV/FITS/CSV) halo table must provide.
 REQUIRED_COLUMNS: tuple[str, ...] = ("ra", "dec", "z", "m_vir")
@@ -51,8 +59,11 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("ra", "dec", "z", "m_vir")
 #: Sehgal layouts: number of columns -> (format name, {canonical name: 0-based column}).
 LAYOUTS: dict[int, tuple[str, dict[str, int]]] = {
     48: ("halo_sz", {"z": 0, "ra": 1, "dec": 2, "m_vir": 10, "r_vir": 12, "y_int_arcmin2": 13, "m500": 32}),
-    20: ("halo_nbody", {"z": 0, "ra": 1, "dec": 2, "m_vir": 10, "r_vir": 11, "m500": 14, "r500": 15}),
+    20: ("halo_nbody", {"z": 0, "ra": 1, "dec": 2, "m_vir": 10, "r_vir": 11, "m200c": 12, "m500": 14, "r500": 15}),
 }
+#: The 20-column layout of ``halo_nbody.ascii`` / ``halo_nbody.binary`` (SCIENCE.md section 1).
+NBODY_COLUMNS: tuple[str, ...] = ("z", "ra", "dec", "x", "y", "z_comoving", "vx", "vy", "vz", "m_fof", "m_vir",
+                                  "r_vir", "m200", "r200", "m500", "r500", "m1500", "r1500", "m2500", "r2500")
 
 _BLOCK = 32 * 1024 * 1024
 # bytes that may appear in a line of numbers: digits, sign, point, exponent, nan/inf spellings, whitespace
@@ -154,16 +165,88 @@ def read_sehgal_halos(path) -> Table:
             line_no += block.count(b"\n")
     data = np.concatenate(parts, axis=0) if parts else np.empty((0, len(usecols)))
 
-    n = data.shape[0]
-    t = Table(meta={"source": str(path), "format": fmt, "ncolumns": ncol})
-    t["halo_id"] = np.arange(n, dtype=np.int64)
     cols = dict(zip(names, data.T, strict=True))
+    return canonical_table(cols, data.shape[0], {"source": str(path), "format": fmt, "ncolumns": ncol})
+
+
+def canonical_table(cols: dict[str, np.ndarray], n: int, meta: dict, extra: dict[str, np.ndarray] | None = None
+                    ) -> Table:
+    """A halo Table with every canonical column (:data:`CANONICAL_UNITS`, NaN where ``cols`` has none; ``halo_id``
+    the row number unless given), then the ``extra`` columns, with units and ``meta``."""
+    t = Table(meta=dict(meta))
+    ids = cols.get("halo_id")
+    t["halo_id"] = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     for name in CANONICAL_UNITS:
         if name == "halo_id":
             continue
-        t[name] = np.ascontiguousarray(cols[name]) if name in cols else np.full(n, np.nan)
+        t[name] = np.ascontiguousarray(cols[name], dtype=float) if name in cols else np.full(n, np.nan)
+    for name, v in (extra or {}).items():
+        t[name] = v
     _set_units(t)
     return t
+
+
+def _plausible_halos(rows: np.ndarray) -> float:
+    """Fraction of rows of the 20-column layout whose z, RA, Dec and M_vir look like halos'."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        z, ra, dec, mvir = (rows[:, k].astype(np.float64) for k in (0, 1, 2, 10))
+        ok = ((z >= 0) & (z < 20) & (ra >= -360) & (ra <= 360) & (dec >= -90) & (dec <= 90)
+              & (mvir > 1e6) & (mvir < 1e18))
+    return float(np.mean(ok)) if rows.size else 0.0
+
+
+def read_sehgal_binary(path) -> Table:
+    """Read Sehgal's ``halo_nbody.binary``: 20 float32 per halo in the column order of ``halo_nbody.ascii``.
+
+    The file must be a whole number of 80-byte halos (an optional leading int32 count equal to the number of
+    halos is accepted); the byte order is the one in which the first rows look like halos (z 0-20, RA, Dec,
+    M_vir 1e6-1e18 Msun). Only the needed columns are copied out of a memory map. Returns the canonical table
+    of :func:`read_sehgal_halos` (format ``halo_nbody_binary``); anything else is an :class:`InputError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    size = path.stat().st_size
+    row_bytes = 20 * 4
+    offset = 0
+    if size % row_bytes:
+        head = np.fromfile(path, dtype=np.uint8, count=4)
+        counts = {int(head.view("<i4")[0]), int(head.view(">i4")[0])} if head.size == 4 else set()
+        if size % row_bytes == 4 and (size - 4) // row_bytes in counts:
+            offset = 4
+        else:
+            raise InputError(path, f"{size} bytes is not a whole number of halos of 20 float32 (80 bytes each): "
+                                   f"truncated, or not a halo_nbody.binary file")
+    n = (size - offset) // row_bytes
+    if n == 0:
+        raise InputError(path, "empty file: no halo rows")
+    probe = min(n, 1000)
+    best = None
+    for order in ("<", ">"):
+        mm = np.memmap(path, dtype=f"{order}f4", mode="r", offset=offset, shape=(n, 20))
+        frac = _plausible_halos(np.asarray(mm[:probe]))
+        if best is None or frac > best[0]:
+            best = (frac, order, mm)
+    frac, order, mm = best
+    if frac < 0.99:
+        raise InputError(path, f"only {100 * frac:.0f}% of the first {probe} rows look like halos (z, RA, Dec, "
+                               "M_vir in range) in either byte order: not a halo_nbody.binary file?")
+    _, mapping = LAYOUTS[20]
+    cols = {name: np.asarray(mm[:, k], dtype=np.float64) for name, k in mapping.items()}
+    bad = ~np.isfinite(np.column_stack([cols[c] for c in ("z", "ra", "dec", "m_vir")]))
+    if bad.any():
+        row = int(np.nonzero(bad.any(axis=1))[0][0])
+        raise InputError(path, f"halo {row} (0-based) has a NaN or infinite z, RA, Dec or M_vir")
+    return canonical_table(cols, n, {"source": str(path), "format": "halo_nbody_binary", "ncolumns": 20,
+                                     "endian": "little" if order == "<" else "big"})
+
+
+def write_sehgal_binary(path, rows, byteorder: str = "<") -> None:
+    """Write an (N, 20) array as ``halo_nbody.binary`` (float32, no header; for tests and benchmarks)."""
+    arr = np.asarray(rows, dtype=float)
+    if arr.ndim != 2 or arr.shape[1] != 20:
+        raise ValueError("expected an (N, 20) array")
+    arr.astype(f"{byteorder}f4").tofile(os.fspath(path))
 
 
 def _set_units(t: Table) -> None:
@@ -194,6 +277,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "m500": ("m500", "m500c", "m_500"),
     "r500": ("r500", "r500c", "r_500"),
     "y_int_arcmin2": ("y_int_arcmin2", "y_int", "yint"),
+    "m200c": ("m200c", "m200", "m_200c", "m200_c"),
+    "m200m": ("m200m", "m_200m", "m200_m"),
 }
 _TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits", ".fit": "fits",
                   ".fits.gz": "fits", ".hdf5": "hdf5", ".h5": "hdf5", ".vot": "votable", ".xml": "votable"}
@@ -222,12 +307,24 @@ def read_halo_table(path) -> Table:
 
     Returns a Table with the canonical columns of :func:`read_sehgal_halos` (NaN where absent; RA/Dec
     converted to deg, masses to Msun and radii to Mpc when the columns carry units). Missing required
-    columns -> :class:`InputError` listing them.
+    columns -> :class:`InputError` listing them. ``*.binary`` files are Sehgal's binary layout
+    (:func:`read_sehgal_binary`), ``*.pksc`` Websky's halos (:func:`szviewer.sky.websky.read_pksc`, default mass
+    floor) and ``*.npz`` an AGORA light-cone shell (:func:`szviewer.sky.agora.read_agora_halos`).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file")
     name = path.name.lower()
+    if name.endswith(".binary"):
+        return read_sehgal_binary(path)
+    if name.endswith(".pksc"):
+        from szviewer.sky.websky import read_pksc
+
+        return read_pksc(path)
+    if name.endswith(".npz"):
+        from szviewer.sky.agora import read_agora_halos
+
+        return read_agora_halos([path])
     fmt = next((f for ext, f in _TABLE_FORMATS.items() if name.endswith(ext)), None)
     if fmt is None and _looks_like_numbers(path):
         return read_sehgal_halos(path)

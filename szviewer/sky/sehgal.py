@@ -26,11 +26,18 @@ from pathlib import Path
 
 import healpy as hp
 import numpy as np
-from astropy.io import fits
 
 from szviewer.errors import InputError
 from szviewer.sky.bands import BANDS_GHZ, band_label, jy_sr_to_uk, tsz_uk_per_y
 from szviewer.sky.geometry import pixel_offsets, tangent_to_vec
+from szviewer.sky.healpix import (  # noqa: F401 (UNSEEN and COMPONENT_ORDER are part of this module's interface)
+    BAD_ABS,
+    COMPONENT_ORDER,
+    UNSEEN,
+    centres,
+    open_healpix_file,
+    parse_unit,
+)
 
 #: File component name -> canonical szviewer component name (SCIENCE.md section 1).
 FILE_COMPONENTS: dict[str, str] = {
@@ -42,28 +49,19 @@ FILE_COMPONENTS: dict[str, str] = {
     "dust": "dust",
     "skymap": "skymap",
 }
-#: Canonical components in the cumulative order of the paper's noise study, then the sum.
-COMPONENT_ORDER: tuple[str, ...] = ("cmb", "tsz", "ksz", "ir", "radio", "dust", "skymap")
-#: healpy's UNSEEN marker; any |value| >= 1e30 is treated as a bad pixel.
-UNSEEN = hp.UNSEEN
-_BAD_ABS = 1e30
+_BAD_ABS = BAD_ABS  # any |value| >= 1e30 (healpy's UNSEEN is -1.6375e30) is a bad pixel
 _FILE_RE = re.compile(r"^(\d{3})_([a-z_]+)_healpix\.fits$")
 _BATCH = 2048  # centres per batch: ~50 MB of float64 vectors for 32 x 32 cutouts
-
-_UK_UNITS = {"uk", "ukcmb", "uk_cmb", "muk", "microk", "µk", "μk", "ukthermo", "uk_thermo"}
-_K_UNITS = {"k", "kcmb", "k_cmb", "kthermo", "k_thermo"}
-_MK_UNITS = {"mk", "mkcmb", "mk_cmb"}
-_JYSR_UNITS = {"jy/sr", "jysr-1", "jy/sr^1", "jysr^-1", "jy/steradian", "jy.sr-1", "jy*sr-1", "jy/str"}
-_Y_UNITS = {"y", "compton-y", "compton_y", "comptony", "ysz", "y_sz", "tsz_y", "dimensionless", "y_compton"}
 
 
 def unit_factor(unit: str | None, band: int, component: str, path, nside: int) -> tuple[float, str]:
     """Multiplicative factor from a map's stored unit to uK_CMB, and the unit as understood.
 
-    Accepted (case-insensitive, spaces ignored): Jy/sr (x ``jy_sr_to_uk(band)``), MJy/sr, uK / uK_CMB /
-    muK (x 1), mK (x 1e3), K / K_CMB (x 1e6), and for ``tsz`` only Compton-y (x ``tsz_uk_per_y(band)``,
-    the SO v3 convention). With no unit keyword, Nside 8192 is taken as Jy/sr (Sehgal's original maps)
-    and Nside 4096 as uK_CMB (SO v3), each with a warning; anything else is an :class:`InputError`.
+    Accepted (:func:`szviewer.sky.healpix.parse_unit`; case-insensitive, spaces ignored): Jy/sr (x
+    ``jy_sr_to_uk(band)``), MJy/sr, uK / uK_CMB / muK (x 1), mK (x 1e3), K / K_CMB (x 1e6), and for ``tsz`` only
+    Compton-y (x ``tsz_uk_per_y(band)``, the SO v3 convention). With no unit keyword, Nside 8192 is taken as
+    Jy/sr (Sehgal's original maps) and Nside 4096 as uK_CMB (SO v3), each with a warning; anything else is an
+    :class:`InputError`.
     """
     if unit is None or not str(unit).strip():
         if nside == 8192:
@@ -75,23 +73,18 @@ def unit_factor(unit: str | None, band: int, component: str, path, nside: int) -
         raise InputError(path, f"no unit keyword (TUNITn, BUNIT or UNITS) for an Nside {nside} map; "
                                "expected Jy/sr, uK_CMB or Compton-y")
     raw = str(unit).strip()
-    key = raw.replace(" ", "").lower()
-    if raw.replace(" ", "").startswith("MJy") and key[1:] in _JYSR_UNITS:
-        return 1e6 * jy_sr_to_uk(band), raw
-    if key in _JYSR_UNITS:
-        return jy_sr_to_uk(band), raw
-    if key in _UK_UNITS:
-        return 1.0, raw
-    if key in _MK_UNITS:
-        return 1e3, raw
-    if key in _K_UNITS:
-        return 1e6, raw
-    if key in _Y_UNITS:
+    parsed = parse_unit(raw)
+    if parsed is None:
+        raise InputError(path, f"unsupported unit {raw!r}; expected Jy/sr, uK_CMB (uK, muK), K_CMB or "
+                               "Compton-y (tSZ only)")
+    quantity, factor = parsed
+    if quantity == "Jy/sr":
+        return factor * jy_sr_to_uk(band), raw
+    if quantity == "y":
         if component != "tsz":
             raise InputError(path, f"unit {raw!r} (Compton-y) is only valid for a tSZ map, not {component!r}")
-        return float(tsz_uk_per_y(band)), raw
-    raise InputError(path, f"unsupported unit {raw!r}; expected Jy/sr, uK_CMB (uK, muK), K_CMB or "
-                           "Compton-y (tSZ only)")
+        return factor * float(tsz_uk_per_y(band)), raw
+    return factor, raw
 
 
 @dataclass
@@ -139,115 +132,18 @@ class HealpixMap:
             out *= np.float32(self.factor)
 
 
-def _header_value(headers, *keys):
-    for h in headers:
-        for k in keys:
-            if k in h and h[k] is not None and str(h[k]).strip() != "":
-                return h[k]
-    return None
-
-
 def open_healpix_map(path, band: int, component: str) -> HealpixMap:
-    """Open one HEALPix binary-table FITS map memory-mapped and check its header.
+    """Open one HEALPix binary-table FITS map memory-mapped, check its header and read its unit.
 
-    Checks (each failure an :class:`InputError` naming ``path``): a binary table extension with a float
-    column (``signal`` or the first), PIXTYPE HEALPIX if present, Nside a power of 2 (NSIDE keyword, or
-    inferred from the pixel count with a warning), ORDERING RING or NESTED, full-sky implicit indexing,
-    pixel count 12 Nside^2, the file at least as long as its header promises ('truncated'), and a known
-    unit (see :func:`unit_factor`). Only the headers are read; pixels stay on disk.
+    The header checks are :func:`szviewer.sky.healpix.open_healpix_file`'s (each failure an :class:`InputError`
+    naming ``path``: binary table, float column ``signal`` or the first, PIXTYPE, Nside a power of 2, ORDERING,
+    implicit full-sky indexing, 12 Nside^2 pixels, 'truncated'); the unit must be known (:func:`unit_factor`).
+    Only the headers are read; pixels stay on disk.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    file_size = path.stat().st_size
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-                primary = hdul[0].header.copy()
-                table = None
-                for hdu in hdul[1:]:
-                    if isinstance(hdu, fits.BinTableHDU):
-                        table = hdu
-                        break
-                if table is None:
-                    raise InputError(path, "no binary table extension: not a Sehgal-format HEALPix map")
-                header = table.header.copy()
-                dat_loc = int(table.fileinfo()["datLoc"])
-                columns = table.columns
-                names = [c.name for c in columns]
-                offsets = {n: columns.dtype.fields[n][1] for n in names}
-                formats = [str(c.format) for c in columns]
-    except InputError:
-        raise
-    except Exception as exc:  # astropy's errors for broken files vary; report them as bad input
-        if file_size < 2880 * 2:
-            raise InputError(path, f"truncated or not a FITS file ({file_size} bytes)") from exc
-        raise InputError(path, f"not a readable FITS file: {exc}") from exc
-
-    headers = (header, primary)
-    pixtype = _header_value(headers, "PIXTYPE")
-    if pixtype is not None and str(pixtype).strip().upper() != "HEALPIX":
-        raise InputError(path, f"PIXTYPE is {pixtype!r}, expected 'HEALPIX'")
-    indx = _header_value(headers, "INDXSCHM")
-    if indx is not None and str(indx).strip().upper() != "IMPLICIT":
-        raise InputError(path, f"INDXSCHM {indx!r}: only full-sky implicit HEALPix maps are supported")
-
-    lower = [n.lower() for n in names]
-    icol = lower.index("signal") if "signal" in lower else 0
-    name = names[icol]
-    m = re.fullmatch(r"\s*(\d*)([A-Z])\s*", formats[icol])
-    if m is None or m.group(2) not in "ED":
-        raise InputError(path, f"column {name!r} has TFORM {formats[icol]!r}; expected float32 'E' or "
-                               "float64 'D' pixels (e.g. '1024E')")
-    repeat = int(m.group(1) or 1)
-    dtype = np.dtype(">f4" if m.group(2) == "E" else ">f8")
-    row_bytes = int(header["NAXIS1"])
-    nrows = int(header["NAXIS2"])
-    npix_file = nrows * repeat
-
-    nside_kw = _header_value(headers, "NSIDE")
-    if nside_kw is None:
-        nside = int(round(np.sqrt(npix_file / 12.0)))
-        if 12 * nside * nside != npix_file:
-            raise InputError(path, f"no NSIDE keyword and {npix_file} pixels is not 12 Nside^2")
-        warnings.warn(f"{path}: no NSIDE keyword; Nside {nside} inferred from the pixel count", stacklevel=2)
-    else:
-        try:
-            nside = int(nside_kw)
-        except (TypeError, ValueError):
-            raise InputError(path, f"NSIDE {nside_kw!r} is not an integer") from None
-    if nside < 1 or nside & (nside - 1):
-        raise InputError(path, f"NSIDE {nside} is not a power of 2")
-    if npix_file != 12 * nside * nside:
-        raise InputError(path, f"{npix_file} pixels ({nrows} rows x {repeat}) but NSIDE {nside} needs "
-                               f"12 Nside^2 = {12 * nside * nside}")
-    ordering = _header_value(headers, "ORDERING")
-    if ordering is None:
-        raise InputError(path, "no ORDERING keyword (RING or NESTED)")
-    order = str(ordering).strip().upper()
-    if order not in ("RING", "NESTED", "NEST"):
-        raise InputError(path, f"ORDERING {ordering!r}; expected RING or NESTED")
-    nest = order != "RING"
-
-    need = dat_loc + row_bytes * nrows
-    if file_size < need:
-        raise InputError(path, f"truncated: the header promises {need} bytes ({nrows} rows of {row_bytes} "
-                               f"bytes from offset {dat_loc}) but the file has {file_size}")
-
-    unit = _header_value(headers, f"TUNIT{icol + 1}", "BUNIT", "UNITS", "UNIT")
-    factor, unit_str = unit_factor(unit, band, component, path, nside)
-    scale = float(header.get(f"TSCAL{icol + 1}", 1.0))
-    zero = float(header.get(f"TZERO{icol + 1}", 0.0))
-
-    col_off = int(offsets[name])
-    if col_off == 0 and repeat * dtype.itemsize == row_bytes:
-        data = np.memmap(path, dtype=dtype, mode="r", offset=dat_loc, shape=(npix_file,))
-    else:
-        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=dat_loc, shape=(nrows, row_bytes))
-        data = raw[:, col_off:col_off + repeat * dtype.itemsize].view(dtype)
-    return HealpixMap(path=path, component=component, band=int(band), nside=nside, nest=nest,
-                      unit=unit_str, factor=float(factor), data=data, scale=scale, zero=zero)
+    f = open_healpix_file(path)
+    factor, unit_str = unit_factor(f.unit, band, component, f.path, f.nside)
+    return HealpixMap(path=f.path, component=component, band=int(band), nside=f.nside, nest=f.nest,
+                      unit=unit_str, factor=float(factor), data=f.data, scale=f.scale, zero=f.zero)
 
 
 class SehgalSky:
@@ -370,17 +266,7 @@ class SehgalSky:
         return out
 
 
-def _centres(ra_c, dec_c) -> tuple[np.ndarray, np.ndarray]:
-    ra = np.atleast_1d(np.asarray(ra_c, dtype=float))
-    dec = np.atleast_1d(np.asarray(dec_c, dtype=float))
-    if ra.ndim != 1 or dec.ndim != 1:
-        raise ValueError("ra_c and dec_c must be scalars or 1-D arrays")
-    ra, dec = np.broadcast_arrays(ra, dec)
-    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
-        raise ValueError("cutout centres must be finite")
-    if np.any(np.abs(dec) > 90.0):
-        raise ValueError("cutout centre Dec outside [-90, 90] deg")
-    return ra, dec
+_centres = centres
 
 
 def find_sehgal_files(directory) -> dict[tuple[str, int], Path]:

@@ -43,6 +43,8 @@ from szviewer.workspace.products import (
 OLD_SYNTHETIC_SKY = ("made by szviewer 0.1, whose sky had no noise maps (noise was drawn per cutout, so the finders "
                      "saw different noise); rebuild it: {how}")
 CUTOUTS = "cutouts.h5"
+#: Notes for the user from this process's writes (the CLI prints them when the command ends).
+NOTICES: list[str] = []
 #: The score table of round one and of early schema-2 workspaces (one shared file); new products keep their own.
 LEGACY_SCORES = "scores.h5"
 
@@ -274,7 +276,9 @@ class Workspace:
                             gone.append(g)
             n = locks.remove(gone)
         if n:
-            self.notices.append(f"removed {n} leftover(s) of killed runs in {self.root}")
+            note = f"removed {n} leftover(s) of killed runs in {self.root}"
+            self.notices.append(note)
+            NOTICES.append(note)
 
     def _commit(self, w: ProductWriter) -> None:
         with locks.manifest_lock(self.root):

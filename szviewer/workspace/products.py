@@ -171,26 +171,3 @@ def no_space_is_input_error(path):
             raise InputError(path, f"cannot write here ({exc.strerror}): the workspace is read-only") from None
         raise
 
-
-def require_space(folder, need_bytes: float, what: str) -> None:
-    """Refuse, before any work, a write of about ``need_bytes`` where the disk has less free (with a 10% margin)."""
-    folder = Path(folder)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    free = shutil.disk_usage(folder).free
-    if free < 1.1 * need_bytes:
-        raise InputError(folder, f"{what} needs about {need_bytes / 1e9:.2f} GB but only {free / 1e9:.2f} GB are "
-                                 "free here; free some space or choose another folder")
-
-
-def require_writable(folder) -> None:
-    """Refuse, before any work, a folder where nothing can be written (read-only, no permission)."""
-    folder = Path(folder)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".write-test.{os.getpid()}.", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise InputError(folder, f"cannot write here ({exc.strerror}): read-only or no permission") from None
-    os.close(fd)
-    os.unlink(name)
