@@ -244,6 +244,8 @@ def describe_workspace(ws) -> str:
         if name == "cutouts":
             for s, c in p["summary"].get("splits", {}).items():
                 lines.append(f"               {s:<5} {c['cutouts']:>8} cutouts, {c['positives']:>6} positive")
+        if name == "mf_injection":
+            lines.append("               " + _selection_line(p.get("summary", {})))
         warning = p.get("summary", {}).get("warning")
         if warning:
             lines.append(f"               WARNING: {warning}")
@@ -259,6 +261,18 @@ def describe_workspace(ws) -> str:
     elif not stale_lines:
         lines.append("  complete: every step has run")
     return "\n".join(lines)
+
+
+def _selection_line(q: dict) -> str:
+    """One line of the MF selection function (``szviewer mf WS --inject N``)."""
+    def f(key, fmt="{:.3f}"):
+        v = q.get(key)
+        return "?" if v is None else fmt.format(v)
+    return (f"selection function: {q.get('n_injected', '?')} injected ({q.get('n_beta', '?')} beta, "
+            f"{q.get('n_arnaud', '?')} Arnaud), {q.get('noise_mode', '?')} noise; completeness "
+            f"{f('completeness_snr_true_ge_5')} at noise-free S/N >= 5; S/N ratio {f('snr_ratio_median')} "
+            f"({f('snr_ratio_p16')}-{f('snr_ratio_p84')}); offsets median {f('offset_median_arcmin', '{:.2f}')}', "
+            f"90% {f('offset_p90_arcmin', '{:.2f}')}'")
 
 
 def cmd_cutouts(args) -> int:

@@ -84,6 +84,55 @@ def true_power(instrument, shape: tuple[int, int], pixel_arcmin: float, hits: fl
     return p
 
 
+def paint_arnaud_real(shape: tuple[int, int], pixel_arcmin: float, x, y, y0, theta500_arcmin,
+                      truncate_r500: float = 5.0, subsample: int = SUBSAMPLE) -> np.ndarray:
+    """Compton-y map (ny, nx) float64 of Arnaud et al. (2010) clusters (projected GNFW, central y ``y0``, angular R500
+    ``theta500_arcmin``, truncated at ``truncate_r500`` R500) integrated over each pixel (``subsample``^2 points);
+    positions in pixels (x column, y row), not periodic."""
+    from szviewer.sky import pressure
+
+    x_tab, i_tab = pressure.projected_table(pressure.ArnaudProfile(truncate_r500=truncate_r500))
+    ny, nx = shape
+    out = np.zeros(shape)
+    sub = (np.arange(subsample) + 0.5) / subsample - 0.5
+    for xc, yc, amp, th in zip(np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(y0),
+                               np.atleast_1d(theta500_arcmin), strict=True):
+        r = truncate_r500 * th / pixel_arcmin + 1.5
+        ya, yb = max(int(math.floor(yc - r)), 0), min(int(math.ceil(yc + r)) + 1, ny)
+        xa, xb = max(int(math.floor(xc - r)), 0), min(int(math.ceil(xc + r)) + 1, nx)
+        if ya >= yb or xa >= xb:
+            continue
+        py = (np.arange(ya, yb)[:, None] + sub[None, :]).ravel()
+        px = (np.arange(xa, xb)[:, None] + sub[None, :]).ravel()
+        rr = np.hypot(py[:, None] - yc, px[None, :] - xc) * (pixel_arcmin / th)
+        prof = np.interp(rr, x_tab, i_tab / i_tab[0], right=0.0)
+        prof = prof.reshape(yb - ya, subsample, xb - xa, subsample).mean(axis=(1, 3))
+        out[ya:yb, xa:xb] += amp * prof
+    return out
+
+
+def ideal_sigma_of(instrument, pixel_arcmin: float, profile: np.ndarray, hits: float = 1.0,
+                   cmb: bool = True) -> float:
+    """Noise of the ideal y0 estimate [Compton y] of a cluster whose unit-y0 map ``profile`` (a periodic square
+    grid, cluster anywhere) is given: the analytic multi-frequency matched filter with the TRUE noise power
+    (:func:`true_power`) and that very template, beamed, times the tSZ spectrum (Melin et al. 2006)."""
+    grid = profile.shape[0]
+    shape = profile.shape
+    pk = scipy.fft.rfft2(profile)
+    b = beam_transfers([band.beam for band in instrument.bands], shape, pixel_arcmin)
+    f = np.array([float(tsz_uk_per_y(band.freq_ghz)) for band in instrument.bands])
+    tau = f[:, None, None] * b * pk[None]
+    p = true_power(instrument, shape, pixel_arcmin, hits, cmb)
+    sol = np.linalg.solve(np.moveaxis(p, (0, 1), (-2, -1)), np.moveaxis(tau, 0, -1)[..., None])[..., 0]
+    val = np.real(np.sum(np.conj(np.moveaxis(tau, 0, -1)) * sol, axis=-1))
+    w = np.full(shape[1] // 2 + 1, 2.0)
+    w[0] = 1.0
+    if shape[1] % 2 == 0:
+        w[-1] = 1.0
+    val[0, 0] = 0.0
+    return float(1.0 / math.sqrt(np.sum(val * w[None, :]) / (grid * shape[1])))
+
+
 def ideal_sigma(instrument, pixel_arcmin: float, theta_c_arcmin: float, hits: float = 1.0, cmb: bool = True,
                 grid: int = 1024, beta: float = 1.0, truncate: float = 5.0) -> float:
     """Noise of the ideal y0 estimate of a cluster of core radius ``theta_c_arcmin`` [Compton y]: the analytic

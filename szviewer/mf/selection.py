@@ -47,6 +47,8 @@ from szviewer.mf.settings import MFSettings
 #: recovered-fraction bins: snr_true edges, and numbers of bins in log y0, theta_c, log M500, z
 SNR_TRUE_EDGES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0, 20.0, 30.0, 1e9)
 N_Y0_BINS, N_THETA_BINS, N_M_BINS, N_Z_BINS = 8, 6, 6, 5
+#: filter results of the first pass kept in memory for the second (beyond it, tiles are filtered again)
+CACHE_BYTES = 1.5 * 2**30
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,9 @@ class InjectionSettings:
     """An injection run: ``n`` clusters with seed ``seed``; a fraction ``arnaud_frac`` Arnaud profiles
     (M500 log-uniform in ``m500_range_msun``, z uniform in ``z_range``), the rest beta models (theta_c uniform in
     ``theta_c_range_arcmin``, default the filter's range; y0 = S/N x sigma(theta_c) with the S/N log-uniform in
-    ``snr_range``). Placement: ``spacing_arcmin`` apart, and outside max(``avoid_arcmin``, ``avoid_core_radii``
-    theta_c + the widest beam's FWHM) of every real candidate of S/N >= ``avoid_snr`` (its filtered profile: a deep
+    ``snr_range``). Placement: ``spacing_arcmin`` apart, and outside ``avoid_arcmin`` + max(``avoid_core_radii``
+    theta_c + the widest beam's FWHM, the radius of its group above threshold) of every real candidate of S/N >=
+    ``avoid_snr`` (its filtered profile, and where groups would merge: a deep
     survey holds tens of real clusters per deg^2 (spt3g-paper depths, synthetic sky: 38 per deg^2 at S/N >= 5), so
     a fixed wide radius would leave no room); matching within ``match_arcmin``; candidates searched in
     ``patch_arcmin`` around each."""
@@ -265,8 +268,11 @@ def run_injection(maps, wcs, pixel_arcmin: float, settings: MFSettings, inj: Inj
                                     _sources_near(sources, tile, settings, pixel_arcmin), apod, cancel, ivar_tile)
         return res
 
-    # pass 1: real candidates and where injections may go
+    # pass 1: real candidates and where injections may go; the tiles' filter results kept for pass 2 while they fit
+    # in ``CACHE_BYTES`` (else filtered again)
     real, real_r, detects = [], [], []
+    cache: dict[int, object] = {}
+    cached_bytes = 0
     fwhm = max(settings.beam_fwhm_equivalent())
     for k, tile in enumerate(tiles):
         if cancel is not None and cancel():
@@ -275,8 +281,14 @@ def run_injection(maps, wcs, pixel_arcmin: float, settings: MFSettings, inj: Inj
         c = res.candidates
         c = c[c["snr"] >= inj.avoid_snr]
         real.append(np.c_[c["x"], c["y"]])
-        real_r.append(np.maximum(inj.avoid_arcmin, inj.avoid_core_radii * c["theta_c_fit_arcmin"] + fwhm))
+        # its filtered profile, or its group above the S/N threshold where wider (groups that touch merge)
+        group = np.sqrt(c["npix"] / np.pi) * pixel_arcmin
+        real_r.append(inj.avoid_arcmin + np.maximum(inj.avoid_core_radii * c["theta_c_fit_arcmin"] + fwhm, group))
         detects.append(res.detect)
+        size = _result_bytes(res)
+        if cached_bytes + size <= CACHE_BYTES:
+            cache[k] = res
+            cached_bytes += size
         if progress is not None:
             progress(k + 1, total_steps)
     real_xy = np.concatenate(real) if real else np.zeros((0, 2))
@@ -314,8 +326,9 @@ def run_injection(maps, wcs, pixel_arcmin: float, settings: MFSettings, inj: Inj
         if cancel is not None and cancel():
             raise Cancelled("injection run cancelled")
         mine = np.flatnonzero(tile.owns(table["y"], table["x"]))
+        res = cache.pop(k, None)
         if mine.size:
-            res = tile_result(tile)
+            res = res if res is not None else tile_result(tile)
             _inject_tile(res, tile, table, mine, half, match_pix, tcs, settings, pixel_arcmin, res_cols, k,
                          cancel)
         if progress is not None:
@@ -407,6 +420,12 @@ def _inject_tile(res, tile, table, mine, half, match_pix, tcs, settings, pixel_a
             res_cols["recovered"][j] = True
 
 
+def _result_bytes(res) -> int:
+    b = res.bank
+    return int(sum(a.nbytes for a in (b.u, b.h, res.maps_w, res.weight, res.detect)
+                   + ((res.hits,) if res.hits is not None else ())))
+
+
 def _peak_value(img: np.ndarray, x: float, y: float) -> float:
     """The noise-free S/N of an injection at its true position: the vertex value of the quadratic through the 3 x 3
     pixels around it (as the peak finder reads a peak; bilinear interpolation would read a peak ~2% low)."""
@@ -479,6 +498,7 @@ def selection_tables(table: Table, snr_cut: float) -> tuple[dict[str, Table], di
         rows.append({"snr_true_lo": SNR_TRUE_EDGES[a], "snr_true_hi": SNR_TRUE_EDGES[a + 1], "n_injected": n,
                      "n_recovered": int(rec[sel].sum()), "fraction": float(rec[sel].mean()) if n else float("nan")})
     out["snr_true"] = Table(rows=rows)
+    near_real = np.asarray(table["real_dist_arcmin"], float) if "real_dist_arcmin" in table.colnames else None
     good = rec & (st >= 5.0)
     ratio = np.asarray(table["snr"], float)[good] / st[good]
     off = np.asarray(table["offset_arcmin"], float)[good]
@@ -491,6 +511,9 @@ def selection_tables(table: Table, snr_cut: float) -> tuple[dict[str, Table], di
         "n_recovered": int(rec.sum()), "snr_cut": float(snr_cut),
         "completeness_snr_true_ge_5": None if not (st >= 5).any() else round(float(rec[st >= 5].mean()), 4),
         "completeness_snr_true_ge_7": None if not (st >= 7).any() else round(float(rec[st >= 7].mean()), 4),
+        # lost although bright, within 30' of a real candidate: blending (the finder merges touching groups)
+        "n_lost_bright_near_real": None if near_real is None else int(np.sum(~rec & (st >= 7) & (near_real < 30))),
+        "n_lost_bright": int(np.sum(~rec & (st >= 7))),
         "snr_ratio_median": q(ratio, 50), "snr_ratio_p16": q(ratio, 16), "snr_ratio_p84": q(ratio, 84),
         "offset_median_arcmin": q(off, 50), "offset_p90_arcmin": q(off, 90), "offset_max_arcmin": q(off, 100),
         "snr_ratio_hist": np.histogram(ratio, bins=np.linspace(0.5, 1.5, 21))[0].tolist(),

@@ -61,6 +61,7 @@ INPUTS = {
     "skycard": ("sky",),
     "cutouts": ("sky", "halos"),
     "mf": ("cutouts", "sky", "halos", "sources"),
+    "mf_injection": ("sky", "cutouts"),
     "cnn_model": ("cutouts",),
     "cnn": ("cutouts", "cnn_model"),
     "cnn_dense": ("cutouts", "sky", "cnn_model"),

@@ -37,6 +37,7 @@ REFRESH = {
     "skycard": "szviewer simulate (a new workspace)",
     "cutouts": "szviewer cutouts WS --overwrite",
     "mf": "szviewer mf WS --overwrite",
+    "mf_injection": "szviewer mf WS --inject 1000 --overwrite",
     "cnn": "szviewer predict WS --overwrite",
     "cnn_dense": "szviewer predict WS --dense --overwrite",
     "cnn_model": "szviewer train WS --overwrite",
