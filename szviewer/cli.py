@@ -278,6 +278,7 @@ def _selection_line(q: dict) -> str:
 def cmd_cutouts(args) -> int:
     from szviewer.cutouts.build import CutoutSettings
     from szviewer.cutouts.grid import GridSettings
+    from szviewer.cutouts.labels import LabelSettings
     from szviewer.jobs.cutouts import make_cutouts
     from szviewer.workspace import Workspace
 
@@ -289,8 +290,12 @@ def cmd_cutouts(args) -> int:
         raise SzviewerError(f"--noise-seed: a {ws.kind} workspace carries its own noise "
                             + ("(realised with the sky: `szviewer simulate --seed`)" if ws.kind == "synthetic"
                                else "(in the maps)") + "; only HEALPix (Sehgal) skies take a cutout noise seed")
+    try:
+        labels = LabelSettings.from_options(args.label_mass, args.label_min, args.label_zmin)
+    except ValueError as exc:
+        raise SzviewerError(str(exc)) from None
     settings = CutoutSettings(grid=GridSettings(stride_arcmin=args.stride_arcmin), levels=levels,
-                              noise_seed=args.noise_seed or 0)
+                              noise_seed=args.noise_seed or 0, labels=labels)
     try:
         with _progress("cutouts") as bar:
             s = make_cutouts(ws, settings, overwrite=args.overwrite, progress=bar)
@@ -707,6 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise-seed", type=int, default=None,
                    help="HEALPix (Sehgal) skies: seed of the white noise drawn per HEALPix pixel (default 0); a "
                         "synthetic sky's noise is realised with the sky")
+    s.add_argument("--label-mass", default=None, metavar="{vir,200c,500c,200m}",
+                   help="mass definition of the label rule (default vir: the paper's M_vir); 500c, 200c and 200m "
+                        "take the halo catalogue's M500c/M200c/M200m (converted where the simulation gives another)")
+    s.add_argument("--label-min", default=None, metavar="MSUN",
+                   help="a cutout is positive when it holds a halo of at least this mass [Msun] (default 2e14)")
+    s.add_argument("--label-zmin", default=None, metavar="Z", help="... and redshift at least this (default 0.25)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_cutouts)
 

@@ -22,7 +22,7 @@ from szviewer.cutouts.grid import CutoutGrid
 from szviewer.cutouts.labels import LabelSettings, label_grid, mass_definition
 from szviewer.errors import InputError
 from szviewer.sky.agora import find_agora_maps, open_agora_dir, parse_map_name, read_agora_halos
-from szviewer.sky.healpix import RECORDED_KINDS, open_recorded
+from szviewer.sky.healpix import open_recorded
 from szviewer.sky.tiles import Footprint
 from szviewer.workspace import Workspace
 
@@ -169,7 +169,7 @@ def test_halo_shells(tmp_path):
         read_agora_halos([cut])
 
 
-def test_import_cutouts_labels_against_an_answer_key(tmp_path, capsys, monkeypatch):
+def test_import_cutouts_labels_against_an_answer_key(tmp_path, capsys):
     rng = np.random.default_rng(5)
     g = 0.5 + np.arange(6) * (20 / 60)  # one halo per cutout cell, 20' apart inside RA, Dec 0.5-2.2
     ra, dec = (a.ravel() for a in np.meshgrid(g, g))
@@ -186,7 +186,6 @@ def test_import_cutouts_labels_against_an_answer_key(tmp_path, capsys, monkeypat
     w = Workspace(ws)
     assert w.products["sky"]["provenance"]["kind"] == "agora_healpix"
     assert len(w.halos()) == int(np.sum(mvir >= 1e14))
-    monkeypatch.setattr(Workspace, "sky", _sky_with_sims)
     assert main(["cutouts", str(ws), "--levels", "cmb_tsz"]) == 0
     with Workspace(ws).cutout_store() as st:
         assert int(np.sum(st.table["label"])) == int(np.sum((mvir >= 2e14) & (z >= 0.25)))
@@ -198,14 +197,6 @@ def test_import_cutouts_labels_against_an_answer_key(tmp_path, capsys, monkeypat
     assert s["positives"] == int(np.sum((0.55 * mvir >= 1e14) & (z >= 0.2))) > 3
 
 
-_original_sky = Workspace.sky
-
-
-def _sky_with_sims(self):
-    prov = self.products["sky"]["provenance"]
-    if prov.get("kind") in RECORDED_KINDS:
-        return open_recorded(prov, self.root)
-    return _original_sky(self)
 
 
 # ------------------------------------------------------------------------------------------------ label rule

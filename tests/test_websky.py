@@ -23,7 +23,7 @@ from szviewer.cli import main
 from szviewer.cutouts.build import CutoutSettings, build_cutouts
 from szviewer.cutouts.labels import LabelSettings
 from szviewer.errors import InputError
-from szviewer.sky.healpix import RECORDED_KINDS, open_recorded
+from szviewer.sky.healpix import open_recorded
 from szviewer.sky.tiles import Footprint
 from szviewer.sky.websky import find_websky_files, open_websky_dir, read_pksc, read_pksc_header
 from szviewer.workspace import Workspace
@@ -146,15 +146,6 @@ def colossus_masses(z, m200m):
     return {k: np.array(v) for k, v in out.items()}
 
 
-_original_sky = Workspace.sky
-
-
-def _sky_with_sims(self):
-    """Workspace.sky() with the dispatch to simulated HEALPix skies the lead is to add (see the report)."""
-    prov = self.products["sky"]["provenance"]
-    if prov.get("kind") in RECORDED_KINDS:
-        return open_recorded(prov, self.root)
-    return _original_sky(self)
 
 
 # ------------------------------------------------------------------------------------------------ halos.pksc
@@ -328,7 +319,7 @@ def label_halos(rng, n_side=7):
     return ra, dec, chi, m200m
 
 
-def test_import_cutouts_and_labels_against_an_answer_key(tmp_path, capsys, monkeypatch):
+def test_import_cutouts_and_labels_against_an_answer_key(tmp_path, capsys):
     rng = np.random.default_rng(3)
     ra, dec, chi, m200m = label_halos(rng)
     far = pksc_rows([150.0], [-40.0], [3000.0], rth_of(np.array([1e15])))  # outside the region: dropped
@@ -354,8 +345,7 @@ def test_import_cutouts_and_labels_against_an_answer_key(tmp_path, capsys, monke
         s = build_cutouts(sky, Footprint(0, 3, 0, 3), halos, tmp_path / f"c_{col}.h5",
                           CutoutSettings(labels=labels, levels=("ksz",)))
         assert s["positives"] == int(q.sum()) > 3
-    # through the CLI (with the Workspace.sky dispatch the lead is to add)
-    monkeypatch.setattr(Workspace, "sky", _sky_with_sims)
+    # through the CLI
     assert main(["cutouts", str(ws), "--levels", "ksz"]) == 0
     capsys.readouterr()
     with Workspace(ws).cutout_store() as st:
@@ -374,12 +364,22 @@ def test_import_cutouts_and_labels_against_an_answer_key(tmp_path, capsys, monke
     assert "reused" in Workspace(ws).products["sky"]["summary"]["cmb"]
 
 
-@pytest.mark.xfail(strict=True, reason="the lead wires Workspace.sky() to szviewer.sky.healpix.open_recorded")
 def test_workspace_opens_a_websky_sky(tmp_path, capsys):
     d = websky_dir(tmp_path)
     ws = tmp_path / "ws"
     assert main(["import", "--websky", str(d), "--region", "0,1,0,1", "--out", str(ws)]) == 0
     assert Workspace(ws).sky().simulation == "websky"
+    # 'all' is every component Websky has (no radio, no dust maps); the label rule from the command line
+    assert main(["cutouts", str(ws), "--label-mass", "m500", "--label-min", "1e14", "--label-zmin", "0.2"]) == 0
+    with Workspace(ws).cutout_store() as st:
+        assert st.levels["all"] == ("cmb", "tsz", "ksz", "ir")
+        assert st.table.meta["label_settings"]["rule"] == "M500c >= 1e+14 Msun, z >= 0.2"
+        assert st.attrs()["orientation"].startswith("rows south to north")
+    capsys.readouterr()
+    assert main(["cutouts", str(ws), "--label-min", "lots", "--overwrite"]) == 2
+    assert "--label-min 'lots': not a number" in capsys.readouterr().err
+    assert main(["cutouts", str(ws), "--label-mass", "m300", "--overwrite"]) == 2
+    assert "label mass 'm300'" in capsys.readouterr().err
 
 
 def test_mass_floor_flag_and_option_errors(tmp_path, capsys):

@@ -106,6 +106,7 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
         "add_noise": bool(settings.add_noise) if kind == "healpix" else kind == "tiles",
         "footprint": list(footprint.box), "grid_size": grid.size, "removed_train_neighbours": removed,
         "dropped_bad_pixels": dropped, "counts": counts, "provenance": provenance or {},
+        "orientation": "rows south to north (Dec increasing), columns east to west (RA decreasing)",
     }
     if kind == "healpix":
         attrs["noise"] = {"seed": int(settings.noise_seed), "nside": int(getattr(sky, "nside", 8192)),

@@ -18,11 +18,16 @@ LEVEL_LABELS = {"cmb_tsz": "CMB+tSZ", "ksz": "+kSZ", "ir": "+IR galaxies", "radi
 
 
 def available_levels(components) -> dict[str, tuple[str, ...]]:
-    """Levels that can be made from the given components. A ``skymap`` (everything summed) gives 'all'."""
+    """Levels that can be made from the given components. 'all' is every component the sky has: a ``skymap``
+    (everything summed), else those of the full level present (Websky has no radio or dust maps: its 'all' is
+    cmb + tsz + ksz + ir)."""
     comps = set(components)
     out = {name: parts for name, parts in LEVELS if set(parts) <= comps}
-    if "skymap" in comps and "all" not in out:
-        out["all"] = ("skymap",)
+    if "all" not in out:
+        if "skymap" in comps:
+            out["all"] = ("skymap",)
+        elif present := tuple(c for c in dict(LEVELS)["all"] if c in comps):
+            out["all"] = present
     return out
 
 

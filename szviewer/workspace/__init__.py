@@ -401,9 +401,14 @@ class Workspace:
                 raise InputError(self.root, OLD_SYNTHETIC_SKY.format(how=self.rebuild_command()))
             return TiledSky(tiles, maps)
         if kind == "sehgal":
+            prov = self.products["sky"]["provenance"]
+            from szviewer.sky.healpix import RECORDED_KINDS, open_recorded
+
+            if prov.get("kind") in RECORDED_KINDS:  # simulated HEALPix skies (Websky, AGORA): their recorded recipe
+                return open_recorded(prov, self.root)
             from szviewer.sky.sehgal import open_sehgal_dir
 
-            return open_sehgal_dir(self.products["sky"]["provenance"]["directory"])
+            return open_sehgal_dir(prov["directory"])
         if kind == "fits":
             from szviewer.sky.fits_maps import open_described
 
