@@ -138,7 +138,9 @@ def write_products(folder: Path, inst, maps, ivar) -> dict:
     for i, band in enumerate(inst.bands):
         b = band.band
         fits.PrimaryHDU(maps[i], header=hdr).writeto(folder / f"map_{b}.fits", overwrite=True)
-        fits.PrimaryHDU(ivar[i], header=hdr).writeto(folder / f"ivar_{b}.fits", overwrite=True)
+        ihdr = hdr.copy()
+        ihdr["BUNIT"] = "1/uK^2"
+        fits.PrimaryHDU(ivar[i], header=ihdr).writeto(folder / f"ivar_{b}.fits", overwrite=True)
         np.savetxt(folder / f"beam_{b}.txt", np.c_[ell, band.beam(ell.astype(float))], fmt="%d %.8e")
         files[b] = (folder / f"map_{b}.fits", folder / f"ivar_{b}.fits", folder / f"beam_{b}.txt", band.freq_ghz)
     mask = np.zeros((n, n), dtype=np.uint8)

@@ -109,6 +109,22 @@ def test_selection_tables(injected):
     assert summary["completeness_snr_true_ge_7"] > 0.9
     assert 0.9 < summary["snr_ratio_median"] < 1.1 and summary["offset_max_arcmin"] < 1.0
     assert sum(summary["offset_hist"]) <= summary["n_recovered"]
+    # the report's figures of it: two PNGs (completeness panels; S/N-ratio and offset histograms)
+    from szviewer.evaluate.selection_figures import selection_figures
+
+    figs = selection_figures(tables, summary)
+    assert len(figs) == 2 and all(png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000 for png in figs.values())
+
+
+def test_wilson_interval_of_the_recovered_fraction():
+    from szviewer.evaluate.selection_figures import _fraction_errors
+
+    p, err = _fraction_errors(np.array([5, 10, 0]), np.array([10, 10, 4]))
+    # 5/10: centre (0.5 + 1/20) / 1.1 = 0.5, half-width sqrt(0.025 + 0.0025) / 1.1 = 0.15076
+    assert np.allclose(p, [0.5, 1.0, 0.0])
+    assert np.allclose(err[:, 0], [0.150756, 0.150756], atol=1e-6)
+    assert err[1, 1] == 0 and err[0, 2] == 0  # no error beyond 1 or below 0
+    assert np.isclose(err[0, 1], 1 - 1.0 / 1.1)  # 10/10: the lower bound (1 + 1/20 - 1/20) / 1.1
 
 
 def test_plan_positions_is_seeded_and_exact():
