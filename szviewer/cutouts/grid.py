@@ -6,7 +6,8 @@ are 6' apart in Dec; within a row the RA step is 6' / cos(Dec), so the grid is u
 toward the pole: 808,201 over the octant where a true-angle grid has about 515,000.)
 
 Each cutout owns the central 6' x 6' cell around its centre; every position in the grid's area
-falls in exactly one cell.
+falls in exactly one cell. A footprint of every RA (a band, or the full sky) makes each row a closed ring of equal
+cells (the RA step rounded so that a whole number of cells fills 360 deg), with neighbours across RA 0/360.
 """
 
 from __future__ import annotations
@@ -46,10 +47,17 @@ class CutoutGrid:
             raise ValueError(f"footprint {footprint} is smaller than one cutout")
         self.row_dec = footprint.dec_min + half + step * np.arange(n_rows)
         cosd = np.cos(np.deg2rad(self.row_dec))
-        self.row_step = step / np.maximum(cosd, 1e-6)
-        self.row_ra0 = footprint.ra_min + half / np.maximum(cosd, 1e-6)
         width = footprint.ra_max - footprint.ra_min
-        n = np.floor((width - 2 * half / np.maximum(cosd, 1e-6)) / self.row_step + 1e-9).astype(np.int64) + 1
+        #: every RA (a band or the full sky): each row is a closed ring of n equal cells, none lost at RA 0/360
+        self.ring = width >= 360.0 - 1e-9
+        if self.ring:
+            n = np.maximum(np.floor(360.0 * np.maximum(cosd, 1e-6) / step + 1e-9).astype(np.int64), 1)
+            self.row_step = 360.0 / n
+            self.row_ra0 = footprint.ra_min + self.row_step / 2.0
+        else:
+            self.row_step = step / np.maximum(cosd, 1e-6)
+            self.row_ra0 = footprint.ra_min + half / np.maximum(cosd, 1e-6)
+            n = np.floor((width - 2 * half / np.maximum(cosd, 1e-6)) / self.row_step + 1e-9).astype(np.int64) + 1
         self.row_n = np.maximum(n, 0)
         self.row_start = np.concatenate([[0], np.cumsum(self.row_n)[:-1]])
         self.size = int(self.row_n.sum())
@@ -70,6 +78,8 @@ class CutoutGrid:
         rr = np.where(ok, row, 0)
         dra = (ra - self.row_ra0[rr] + 180.0) % 360.0 - 180.0
         col = np.rint(dra / self.row_step[rr]).astype(np.int64)
+        if self.ring:
+            col %= self.row_n[rr]
         ok &= (col >= 0) & (col < self.row_n[rr])
         return np.where(ok, self.row_start[rr] + col, -1)
 
@@ -85,7 +95,9 @@ class CutoutGrid:
         k = 0
         for dc in (-1, 1):
             c = col + dc
-            ok = (c >= 0) & (c < self.row_n[row])
+            if self.ring:  # the ring closes at RA 0/360
+                c %= np.maximum(self.row_n[row], 1)
+            ok = (c >= 0) & (c < self.row_n[row]) & (self.row_start[row] + c != ids)
             out[:, k] = np.where(ok, self.row_start[row] + c, -1)
             k += 1
         for dr in (-1, 1):
@@ -96,6 +108,8 @@ class CutoutGrid:
             c0 = np.rint(dra / self.row_step[rr]).astype(np.int64)
             for dc in (-1, 0, 1):
                 c = c0 + dc
+                if self.ring:
+                    c %= np.maximum(self.row_n[rr], 1)
                 ok = valid & (c >= 0) & (c < self.row_n[rr])
                 out[:, k] = np.where(ok, self.row_start[rr] + c, -1)
                 k += 1

@@ -59,12 +59,27 @@ class Footprint:
 
     @classmethod
     def square(cls, area_deg2: float, ra0: float = 0.0, dec0: float = 0.0) -> Footprint:
-        """A box of the given area from (ra0, dec0): Dec side sqrt(area), RA width to match the area."""
+        """A box of the given area [deg^2] from (ra0, dec0): Dec side sqrt(area), RA width to match the area.
+
+        Where such a box would pass the pole or wrap in RA (from ~8,100 deg^2 at dec0 = 0), the footprint is instead
+        the band of every RA between Dec -d and +d with sin d = area / 41,253 deg^2: up to the full sky (d = 90)."""
+        full = 4 * math.pi * (180 / math.pi) ** 2
+        if not 0 < area_deg2 <= full * (1 + 1e-9):
+            raise ValueError(f"area {area_deg2:g} deg^2: must be positive and at most the full sky ({full:,.0f})")
         side = math.sqrt(area_deg2)
         dec1 = dec0 + side
-        sin_span = math.sin(math.radians(dec1)) - math.sin(math.radians(dec0))
-        width = area_deg2 / ((180 / math.pi) * sin_span)
-        return cls(ra0, ra0 + width, dec0, dec1)
+        if dec1 < 90.0:
+            sin_span = math.sin(math.radians(dec1)) - math.sin(math.radians(dec0))
+            width = area_deg2 / ((180 / math.pi) * sin_span)
+            if width <= 360.0:
+                return cls(ra0, ra0 + width, dec0, dec1)
+        d = math.degrees(math.asin(min(area_deg2 / full, 1.0)))
+        return cls(ra0, ra0 + 360.0, -d, d)
+
+    @classmethod
+    def full_sky(cls) -> Footprint:
+        """Every RA, Dec -90 to 90 (41,253 deg^2): tiled in Dec bands of TAN tiles (:func:`make_tiles`)."""
+        return cls(0.0, 360.0, -90.0, 90.0)
 
 
 @dataclass(frozen=True)
