@@ -78,10 +78,15 @@ def selection_figures(tables: Mapping, summary: Mapping) -> dict[str, bytes]:
                 x = 0.5 * (lo + hi)
                 p, err = _fraction_errors(np.asarray(t["n_recovered"]), np.asarray(t["n_injected"]))
                 ax.errorbar(x[keep], p[keep], yerr=err[:, keep], xerr=0.5 * (hi - lo)[keep], fmt="o", ms=3)
+                chance = summary.get("chance_match_fraction")
+                if chance is not None:
+                    ax.axhline(float(chance), color="C3", ls=":", lw=1,
+                               label=f"a real candidate within the match radius: {float(chance):.2f}")
                 cut = summary.get("snr_cut")
                 if cut is not None:
                     ax.axvline(float(cut), color="0.5", ls="--", lw=1, label=f"S/N cut {float(cut):g}")
-                    ax.legend(loc="lower right", fontsize=8)
+                if chance is not None or cut is not None:
+                    ax.legend(loc="lower right", fontsize=7)
                 ax.set_ylim(-0.03, 1.05)
                 ax.set_xlabel("noise-free S/N of the injection")
                 ax.set_ylabel("recovered fraction")

@@ -270,7 +270,7 @@ def run_injection(maps, wcs, pixel_arcmin: float, settings: MFSettings, inj: Inj
 
     # pass 1: real candidates and where injections may go; the tiles' filter results kept for pass 2 while they fit
     # in ``CACHE_BYTES`` (else filtered again)
-    real, real_r, detects = [], [], []
+    real, real_r, detects, faint = [], [], [], []
     cache: dict[int, object] = {}
     cached_bytes = 0
     fwhm = max(settings.beam_fwhm_equivalent())
@@ -279,6 +279,7 @@ def run_injection(maps, wcs, pixel_arcmin: float, settings: MFSettings, inj: Inj
             raise Cancelled("injection run cancelled")
         res = tile_result(tile)
         c = res.candidates
+        faint.append(np.c_[c["x"], c["y"]][c["snr"] >= settings.snr_threshold])  # every real candidate
         c = c[c["snr"] >= inj.avoid_snr]
         real.append(np.c_[c["x"], c["y"]])
         # its filtered profile, or its group above the S/N threshold where wider (groups that touch merge)
@@ -341,6 +342,13 @@ def run_injection(maps, wcs, pixel_arcmin: float, settings: MFSettings, inj: Inj
 
         ra, dec = pixel_to_radec(wcs, np.asarray(out["x"]), np.asarray(out["y"]))
         out["ra"], out["dec"] = ra, dec
+    # a real candidate (S/N >= the threshold) already within the match radius before anything was injected: the
+    # injection can be "recovered" by it (confusion with faint real clusters, significant on deep skies)
+    faint_xy = np.concatenate(faint) if faint else np.zeros((0, 2))
+    out["pre_matched"] = np.zeros(len(out), bool)
+    if len(faint_xy) and len(out):
+        d, _ = cKDTree(faint_xy).query(np.c_[out["x"], out["y"]])
+        out["pre_matched"] = d <= inj.match_arcmin / pixel_arcmin
     if len(real_xy):  # nearest real candidate, for the record (always > avoid_arcmin)
         d, _ = cKDTree(real_xy).query(np.c_[out["x"], out["y"]]) if len(out) else (np.zeros(0), None)
         out["real_dist_arcmin"] = d * pixel_arcmin
@@ -514,6 +522,10 @@ def selection_tables(table: Table, snr_cut: float) -> tuple[dict[str, Table], di
         # lost although bright, within 30' of a real candidate: blending (the finder merges touching groups)
         "n_lost_bright_near_real": None if near_real is None else int(np.sum(~rec & (st >= 7) & (near_real < 30))),
         "n_lost_bright": int(np.sum(~rec & (st >= 7))),
+        # the chance that a real candidate sits within the match radius of an injection before injecting: the
+        # floor of the recovered fraction at low noise-free S/N (confusion with faint real clusters)
+        "chance_match_fraction": None if "pre_matched" not in table.colnames or not len(table)
+        else round(float(np.mean(np.asarray(table["pre_matched"], bool))), 4),
         "snr_ratio_median": q(ratio, 50), "snr_ratio_p16": q(ratio, 16), "snr_ratio_p84": q(ratio, 84),
         "offset_median_arcmin": q(off, 50), "offset_p90_arcmin": q(off, 90), "offset_max_arcmin": q(off, 100),
         "snr_ratio_hist": np.histogram(ratio, bins=np.linspace(0.5, 1.5, 21))[0].tolist(),

@@ -61,7 +61,7 @@ INPUTS = {
     "skycard": ("sky",),
     "cutouts": ("sky", "halos"),
     "mf": ("cutouts", "sky", "halos", "sources"),
-    "mf_injection": ("sky", "cutouts"),
+    "mf_injection": ("sky",),  # the maps and their noise; the cutout grid plays no part
     "cnn_model": ("cutouts",),
     "cnn": ("cutouts", "cnn_model"),
     "cnn_dense": ("cutouts", "sky", "cnn_model"),
