@@ -14,6 +14,10 @@ Rows, all measured in the same process on the paper-sized network (ResNet-50 sta
 - with ``--alternatives``: the other runtimes the issue names, on the same folded network and cutouts:
   torch.compile (inductor with freezing), ONNX Runtime and OpenVINO (f32; 1 stream and one per thread) where
   they are installed (they are not dependencies of szviewer: ``pip install onnxruntime openvino onnx``);
+- dense scoring of a 512 x 512 pixel block of the same sky's map (issue 13 part 2), seconds per deg^2: the
+  2' windows one by one (the reference) and the fully convolutional pass on 1', 2' and 4' grids, with their
+  multiply-accumulates per deg^2 and their probability differences at the windows both score
+  (:func:`dense_rows`; ``--no-dense`` skips them);
 - training, batches/s at batch 128: eager fp32, and the presets' fast path as :func:`szviewer.cnn.train.train`
   runs it here (channels-last, plus bf16 autocast only where bf16 is native);
 - peak resident memory of the process.
@@ -42,12 +46,19 @@ import numpy as np
 from timing import best_time
 
 
-def _cutouts(n: int, workspace: str | None) -> np.ndarray:
+def _cutouts(n: int, workspace: str | None, crop: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` cutouts and a ``crop`` x ``crop`` block of tile 0's observed map (uK) of the same sky."""
     from szviewer.workspace import Workspace
 
+    def read(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
+        with ws.cutout_store() as store:
+            x = store.images(np.arange(min(n, len(store))))
+        m = ws.sky().tile_maps(0)
+        y0, x0 = max(0, (m.shape[1] - crop) // 2), max(0, (m.shape[2] - crop) // 2)
+        return x, np.ascontiguousarray(m[:, y0:y0 + crop, x0:x0 + crop])
+
     if workspace:
-        with Workspace(workspace).cutout_store() as store:
-            return store.images(np.arange(min(n, len(store))))
+        return read(Workspace(workspace))
     from szviewer.cutouts.build import CutoutSettings
     from szviewer.jobs.cutouts import make_cutouts
     from szviewer.jobs.simulate import simulate_workspace
@@ -57,8 +68,50 @@ def _cutouts(n: int, workspace: str | None) -> np.ndarray:
         path = Path(tmp) / "sky"
         simulate_workspace(path, SimulationSettings(area_deg2=60.0, seed=2))
         make_cutouts(Workspace(path), CutoutSettings())
-        with Workspace(path).cutout_store() as store:
-            return store.images(np.arange(min(n, len(store))))
+        return read(Workspace(path))
+
+
+def dense_rows(model, tile_map: np.ndarray, pixel_arcmin: float = 0.25) -> list[dict]:
+    """Dense scoring of one map (issue 13 part 2): 2' windows one by one (the reference) against the fully
+    convolutional pass (:class:`szviewer.cnn.fcn.FCNPlan`) on 1', 2' and 4' grids, in seconds per deg^2.
+
+    Each is timed once (the map takes tens of seconds), windowed first; the notes give multiply-accumulates per
+    deg^2 (independent of the machine's load) and the largest and median |p_fcn - p_windowed| at the windows
+    both score (the 2' origins): not 0, because a window scored alone is zero-padded at its border.
+    """
+    from szviewer.cnn.dense import dense_raw_map
+    from szviewer.cnn.fcn import FCNPlan, window_macs
+    from szviewer.cnn.predict import Scorer
+
+    if model.config.scaling != "fixed":
+        return [{"name": "dense CNN: fully convolutional rows not run ('minmax' model)", "seconds": None,
+                 "throughput": None, "unit": "", "target": None, "ratio_to_ref": None}]
+    deg2 = tile_map.shape[1] * tile_map.shape[2] * (pixel_arcmin / 60.0) ** 2
+    scorer = Scorer(model.net, precision="fp32", platt=model.platt)
+    t0 = time.perf_counter()
+    win = dense_raw_map(tile_map, scorer, stride_pix=8)
+    t_win = (time.perf_counter() - t0) / deg2
+    px_per_deg2 = (60.0 / pixel_arcmin) ** 2
+    mac_win = window_macs(model.net) / 64.0 * px_per_deg2
+    rows = [{"name": f"dense CNN, windowed 2' (reference, fused fp32), {tile_map.shape[2]}^2 px map", "seconds": t_win,
+             "throughput": 3600.0 / t_win, "unit": "deg^2/h", "target": None, "ratio_to_ref": 1.0,
+             "note": f"s per deg^2; {mac_win / 1e9:.0f} GMAC/deg^2; {win.size} windows"}]
+    for step in (4, 8, 16):
+        plan = FCNPlan(model.net, step)
+        t0 = time.perf_counter()
+        raw = plan.raw_map(tile_map)
+        t = (time.perf_counter() - t0) / deg2
+        mac = plan.macs_per_pixel() * px_per_deg2
+        shared = raw[:: 8 // step, :: 8 // step] if step <= 8 else None
+        note = f"s per deg^2; {mac / 1e9:.0f} GMAC/deg^2 ({mac_win / mac:.1f}x fewer)"
+        if shared is not None:
+            n = min(shared.shape[0], win.shape[0]), min(shared.shape[1], win.shape[1])
+            dp = np.abs(model.calibrate(shared[:n[0], :n[1]]) - model.calibrate(win[:n[0], :n[1]]))
+            note += f"; |p - p_windowed| median {np.median(dp):.1g}, max {dp.max():.2f}"
+        rows.append({"name": f"dense CNN, fully convolutional {step * pixel_arcmin:g}' grid (fp32)", "seconds": t,
+                     "throughput": 3600.0 / t, "unit": "deg^2/h", "target": ">=10x", "ratio_to_ref": t_win / t,
+                     "note": note})
+    return rows
 
 
 def machine_row() -> dict:
@@ -182,7 +235,8 @@ def _alternatives(model, x: np.ndarray, batch: int = 128) -> dict:
     return out
 
 
-def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alternatives: bool = False) -> list[dict]:
+def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alternatives: bool = False,
+        dense: bool = True) -> list[dict]:
     import torch
 
     from szviewer.cnn.fused import bf16_native
@@ -201,7 +255,7 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alt
         torch.manual_seed(0)
         model = CNNModel(DeepSZNet(NetConfig()), Platt(1.0, 0.0))
         label = "random init"
-    x = _cutouts(n, workspace)
+    x, tile_map = _cutouts(n, workspace)
     n = len(x)
 
     # reference: plain eager fp32, contiguous tensors, torch.no_grad, batches of 256
@@ -253,6 +307,9 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alt
         rows.append({"name": "CNN inference, bf16 / checked: not run (bf16 is emulated on this CPU)",
                      "seconds": None, "throughput": None, "unit": "", "target": None, "ratio_to_ref": None,
                      "note": "'auto' is fp32 here; emulated bf16 is several times slower than fp32"})
+
+    if dense:
+        rows += dense_rows(model, tile_map)
 
     # training: batches of 128 per second, eager fp32 vs the presets' fast path as train() runs it here
     def train_rate(fast_path: bool) -> float:
@@ -320,10 +377,11 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int)
     ap.add_argument("--alternatives", action="store_true",
                     help="also time torch.compile, ONNX Runtime and OpenVINO (where installed)")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense (windowed vs fully convolutional) rows")
     a = ap.parse_args()
     if a.threads:
         import torch
 
         torch.set_num_threads(a.threads)
-    print(format_rows(run(a.n, a.workspace, alternatives=a.alternatives)))
+    print(format_rows(run(a.n, a.workspace, alternatives=a.alternatives, dense=not a.no_dense)))
     sys.exit(0)

@@ -5,7 +5,9 @@ Targets (issue 4): F1 curve <= 0.5 s, one threshold change via ``counts_at`` <= 
 ``roc_auc_score`` on the same data, a direct numpy recount per threshold, and a brute-force AND grid
 (extrapolated from a sample of cells).
 
-Run: ``python benchmarks/bench_evaluate.py [n]``.
+Run: ``python benchmarks/bench_evaluate.py [n]``; ``python benchmarks/bench_evaluate.py --objects WS [WS ...]``
+prints the object-level table (candidates matched one-to-one to halos within 1', thresholds on val, counts on
+test), the learned ensemble beside PROD and AND, the Arnaud mass scatter and the wall time of each workspace.
 """
 
 from __future__ import annotations
@@ -121,6 +123,31 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def objects_report(path: str) -> str:
+    """The object-level evaluation of one workspace (szviewer.jobs.catalogue / szviewer.evaluate.objects)."""
+    from szviewer.evaluate import objects
+    from szviewer.evaluate.mass import mass_scatter
+    from szviewer.jobs.catalogue import load_objects
+    from szviewer.workspace import Workspace
+
+    t0 = time.perf_counter()
+    o = load_objects(Workspace(path))
+    t_load = time.perf_counter() - t0
+    res = objects.evaluate_objects(o.cands, o.halos, o.of_halo)
+    m = np.asarray(o.cands["matched"], bool)
+    ms = mass_scatter(np.asarray(o.cands["m500_arnaud"])[m], np.asarray(o.cands["halo_m500"])[m])
+    src = {s: int((np.asarray(o.cands["source"]) == s).sum()) for s in ("MF", "CNN", "MF+CNN")}
+    return (f"{path}: {len(o.cands)} candidates {src}, {len(o.halos)} qualifying halos; load + learned fit "
+            f"{t_load:.1f} s\n" + objects.format_objects(res)
+            + f"\nAUC (test candidates): {objects.object_auc(o.cands)}"
+            + f"\nArnaud M500 vs truth ({ms['n']} matched): bias {ms['bias_dex']:+.3f} dex, "
+              f"scatter {ms['scatter_dex']:.3f} dex")
+
+
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else N_PAPER
-    print(format_rows(run(n)))
+    if len(sys.argv) > 1 and sys.argv[1] == "--objects":
+        for ws in sys.argv[2:]:
+            print(objects_report(ws))
+    else:
+        n = int(sys.argv[1]) if len(sys.argv) > 1 else N_PAPER
+        print(format_rows(run(n)))

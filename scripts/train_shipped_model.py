@@ -73,7 +73,8 @@ def measure_edge(eval_ws: Path, model_path: Path) -> dict:
 
     ws = Workspace(eval_ws)
     pred = predict_job(ws, model_path=model_path, device="cpu", overwrite=True)
-    dense = dense_job(ws, model_path=model_path, stride_arcmin=2.0, threshold=0.5, device="cpu", overwrite=True)
+    dense = dense_job(ws, model_path=model_path, stride_arcmin=2.0, threshold=0.5, device="cpu", overwrite=True,
+                      method="windowed")
     return {"grid_scoring": {k: pred[k] for k in ("cutouts_per_s", "val_best_f1", "test_best_f1") if k in pred},
             "dense": {k: dense[k] for k in ("stride_arcmin", "threshold", "candidates", "seconds")},
             "edge_effect": dense.get("edge_effect")}

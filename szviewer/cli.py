@@ -52,6 +52,31 @@ def _progress(desc: str):
         bar.close()
 
 
+def _add_executor_flags(s) -> None:
+    """--workers / --scheduler: where the tile tasks run (:mod:`szviewer.parallel`)."""
+    s.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="run the tiles on a local Dask cluster of N worker processes, one thread each (default 0: "
+                        "in this process)")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the tiles on an existing Dask cluster: its scheduler address (tcp://host:8786) or "
+                        "scheduler file (dask-jobqueue, `dask scheduler --scheduler-file`)")
+
+
+@contextlib.contextmanager
+def _executor(args):
+    """The executor that --workers/--scheduler ask for; a Dask cluster says its scheduler and dashboard."""
+    from szviewer.parallel import ExecutorSettings, make_executor
+
+    settings = ExecutorSettings(workers=getattr(args, "workers", 0) or 0, scheduler=getattr(args, "scheduler", None))
+    ex = make_executor(settings)
+    try:
+        if settings.distributed:
+            print(f"szviewer: {ex.describe()}", file=sys.stderr, flush=True)
+        yield ex
+    finally:
+        ex.close()
+
+
 def _summary_line(summary: dict) -> str:
     """A job summary's scalar entries as 'key value, ...'."""
     return ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
@@ -64,8 +89,9 @@ def cmd_simulate(args) -> int:
     from szviewer.sky.skycard import format_card
     from szviewer.sky.synthetic import SimulationSettings
 
-    if args.area is not None and not (math.isfinite(args.area) and args.area > 0):
-        raise SzviewerError(f"--area {args.area}: must be a positive, finite number of deg^2")
+    if args.area is not None and not (math.isfinite(args.area) and 0 < args.area <= 41253.0):
+        raise SzviewerError(f"--area {args.area}: must be a positive, finite number of deg^2, at most the full sky "
+                            "(41,253)")
     if args.list_instruments:
         from szviewer.sky.instruments import instrument_names, load_instrument
 
@@ -77,8 +103,8 @@ def cmd_simulate(args) -> int:
     settings = SimulationSettings(seed=args.seed, area_deg2=args.area or 100.0, octant=args.octant,
                                   instrument=args.instrument,
                                   beam_fwhm_arcmin=_band_values(args.beam_fwhm, "--beam-fwhm"))
-    with _progress("simulate") as bar:
-        card = simulate_workspace(args.out, settings, overwrite=args.overwrite, progress=bar)
+    with _executor(args) as ex, _progress("simulate") as bar:
+        card = simulate_workspace(args.out, settings, overwrite=args.overwrite, progress=bar, executor=ex)
     print(format_card(card))
     print(f"\nworkspace {args.out}: {card['seconds']:.1f} s ({card['seconds_per_100deg2']:.1f} s per 100 deg^2)")
     return 0
@@ -265,14 +291,9 @@ def describe_workspace(ws) -> str:
 
 def _selection_line(q: dict) -> str:
     """One line of the MF selection function (``szviewer mf WS --inject N``)."""
-    def f(key, fmt="{:.3f}"):
-        v = q.get(key)
-        return "?" if v is None else fmt.format(v)
-    return (f"selection function: {q.get('n_injected', '?')} injected ({q.get('n_beta', '?')} beta, "
-            f"{q.get('n_arnaud', '?')} Arnaud), {q.get('noise_mode', '?')} noise; completeness "
-            f"{f('completeness_snr_true_ge_5')} at noise-free S/N >= 5; S/N ratio {f('snr_ratio_median')} "
-            f"({f('snr_ratio_p16')}-{f('snr_ratio_p84')}); offsets median {f('offset_median_arcmin', '{:.2f}')}', "
-            f"90% {f('offset_p90_arcmin', '{:.2f}')}'")
+    from szviewer.jobs.selection import selection_summary_line
+
+    return selection_summary_line(q)
 
 
 def cmd_cutouts(args) -> int:
@@ -333,11 +354,15 @@ def cmd_export(args) -> int:
     try:
         res = export_candidates(ws, args.method, args.out, fmt=args.format, thresholds=args.threshold,
                                 regions=args.regions, split=args.split, overwrite=args.overwrite,
-                                allow_stale=args.allow_stale)
+                                allow_stale=args.allow_stale, rows=args.rows)
     except (ValueError, FileExistsError) as exc:
         raise SzviewerError(str(exc)) from None
-    thr = ", ".join(f"{k} >= {v:.4g}" for k, v in res["thresholds"].items())
-    print(f"{res['rows']} candidates ({args.method}: {thr}) -> {args.out}")
+    from szviewer.evaluate.policy import format_thresholds
+
+    what = "objects" if res["kind"] == "objects" else "positive cutouts"
+    print(f"wrote {res['rows']} {what} ({args.method.upper()}: {format_thresholds(res['thresholds'])}, "
+          f"thresholds {res['threshold_source']}) to {res['out']}"
+          + (f"; DS9 regions to {res['regions']}" if res["regions"] else ""))
     return 0
 
 
@@ -396,8 +421,8 @@ def _mf_inject(args, ws, settings) -> int:
         inj = InjectionSettings(n=args.inject, seed=args.seed, arnaud_frac=args.inject_arnaud_frac)
     except ValueError as exc:
         raise SzviewerError(f"--inject: {exc}") from None
-    with _progress("mf inject") as bar:
-        s = run_injection_on_workspace(ws, settings, inj, progress=bar, overwrite=args.overwrite)
+    with _executor(args) as ex, _progress("mf inject") as bar:
+        s = run_injection_on_workspace(ws, settings, inj, progress=bar, overwrite=args.overwrite, executor=ex)
     c5 = s.get("completeness_snr_true_ge_5")
     print(f"{s['n_injected']} clusters injected ({s['n_beta']} beta model, {s['n_arnaud']} Arnaud) in {s['rounds']} "
           f"round(s), {s['noise_mode']} noise; {s['n_recovered']} recovered within {s['match_arcmin']:g}' at "
@@ -425,8 +450,8 @@ def cmd_mf(args) -> int:
     settings = _mf_settings(args, ws.bands)
     if args.inject is not None:
         return _mf_inject(args, ws, settings)
-    with _progress("mf") as bar:
-        s = run_mf_on_workspace(ws, settings, progress=bar, overwrite=args.overwrite)
+    with _executor(args) as ex, _progress("mf") as bar:
+        s = run_mf_on_workspace(ws, settings, progress=bar, overwrite=args.overwrite, executor=ex)
     print(f"{s['detections']} detections at S/N >= {settings.snr_threshold:g} ({s.get('noise_mode', '')} noise); "
           f"{s['cutouts_with_detection']} cutouts hold one; {s['positives_detected']} of {s['positives']} positive "
           f"cutouts detected; {s['seconds']:.1f} s")
@@ -562,6 +587,10 @@ def cmd_predict(args) -> int:
             levels = list(st.levels)
     for product in [f"cnn{'' if lv == 'all' else '_' + lv}" for lv in levels] + (["cnn_dense"] if args.dense else []):
         ws.check_replace(product, args.overwrite)  # every output checked before any scoring
+    if args.dense:
+        from szviewer.jobs.cnn import dense_grid_pix
+
+        dense_grid_pix(ws, "windowed" if args.windowed else "fcn", args.resolution_arcmin, args.stride_arcmin)
     with _progress("predict") as bar:
         for level in levels:
             s = predict_job(ws, model_path=args.model, level=level, device=args.device, precision=args.precision,
@@ -569,50 +598,33 @@ def cmd_predict(args) -> int:
             print(_summary_line(s))
         if args.dense:
             d = dense_job(ws, model_path=args.model, level=args.level, stride_arcmin=args.stride_arcmin,
-                          device=args.device, precision=args.precision, progress=bar, overwrite=args.overwrite)
+                          device=args.device, precision=args.precision, progress=bar, overwrite=args.overwrite,
+                          method="windowed" if args.windowed else "fcn",
+                          resolution_arcmin=args.resolution_arcmin)
             print("dense: " + _summary_line(d))
     return 0
 
 
 def demo_workspace_path() -> Path:
-    return Path(os.environ.get("SZVIEWER_HOME", Path.home() / ".szviewer")) / "demo"
+    from szviewer.jobs.demo import demo_workspace_path as path
+
+    return path()
 
 
 def cmd_main(args) -> int:
     """The main job: the demo workspace, every finder there is, the paper's Table 1."""
-    from szviewer.cutouts.build import CutoutSettings
-    from szviewer.jobs.cutouts import make_cutouts
-    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.jobs.demo import DemoSettings, build_demo
     from szviewer.sky.skycard import format_card
-    from szviewer.sky.synthetic import SimulationSettings
     from szviewer.workspace import Workspace
 
     path = Path(args.workspace) if args.workspace else demo_workspace_path()
-    if not (path / "workspace.json").exists():
-        print(f"building the demo workspace at {path} ({args.area:g} deg^2 synthetic sky, seed {args.seed})")
-        with _progress("simulate") as bar:
-            card = simulate_workspace(path, SimulationSettings(seed=args.seed, area_deg2=args.area), progress=bar)
-        print(format_card(card))
+    done = build_demo(path, DemoSettings(area_deg2=args.area, seed=args.seed), progress_for=_progress)
+    if done["card"] is not None:
+        print(format_card(done["card"]))
     ws = Workspace(path)
-    if not ws.has("cutouts"):
-        with _progress("cutouts") as bar:
-            make_cutouts(ws, CutoutSettings(), progress=bar)
     print()
     print(describe_workspace(ws))
     print()
-    if not ws.has("mf"):
-        from szviewer.jobs.mf import run_mf_on_workspace
-
-        with _progress("mf") as bar:
-            s = run_mf_on_workspace(ws, progress=bar)
-        print(f"matched filter: {s['detections']} detections, {s['positives_detected']} of {s['positives']} "
-              f"positive cutouts detected ({s['seconds']:.1f} s)")
-    if not ws.has("cnn"):
-        from szviewer.jobs.cnn import predict_job
-
-        with _progress("predict") as bar:
-            s = predict_job(ws, progress=bar)
-        print("CNN: " + _summary_line(s))
     if ws.scores():
         from szviewer.jobs.evaluate import evaluate_workspace
 
@@ -635,14 +647,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"szviewer {__version__}")
     p.add_argument("--headless", action="store_true", help="run the main job without the app")
     p.add_argument("--workspace", help="workspace for the main job (default: $SZVIEWER_HOME/demo)")
-    p.add_argument("--area", type=float, default=100.0, help="demo sky area [deg^2] (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="demo sky seed (default 0)")
+    from szviewer.jobs.demo import DEMO_AREA_DEG2, DEMO_SEED
+
+    p.add_argument("--area", type=float, default=DEMO_AREA_DEG2,
+                   help=f"demo sky area [deg^2] (default {DEMO_AREA_DEG2:g})")
+    p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"demo sky seed (default {DEMO_SEED})")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="make a synthetic Sehgal-like sky in a new workspace")
     s.add_argument("--out", help="workspace folder to create")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--area", type=float, default=None, help="area in deg^2 (default 100)")
+    g.add_argument("--area", type=float, default=None,
+                   help="area in deg^2 (default 100; from ~8,100 a band of all RA about the equator, 41253 = the "
+                        "full sky)")
     g.add_argument("--octant", action="store_true", help="RA 0-90, Dec 0-90 (5,157 deg^2), tile by tile")
     s.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same sky bit for bit")
     s.add_argument("--instrument", default="spt3g-paper", metavar="NAME|FILE.toml",
@@ -652,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beam-fwhm", metavar="90=..,148=..,219=..",
                    help="Gaussian beams in arcmin, replacing the instrument's (default: the instrument's)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing workspace (only when complete)")
+    _add_executor_flags(s)
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("import", help="make a workspace from Sehgal, Websky or AGORA HEALPix maps or flat-sky FITS "
@@ -755,6 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --inject: fraction of Arnaud-profile clusters (M500, z), the rest beta models "
                         "(default 0.3)")
     s.add_argument("--overwrite", action="store_true")
+    _add_executor_flags(s)
     s.set_defaults(func=cmd_mf)
 
     s = sub.add_parser("train", help="train the DeepSZ CNN on a workspace's cutouts (checkpoints; --resume)")
@@ -788,8 +807,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all-levels", action="store_true",
                    help="score every component level (columns cnn_prob_<level>; paper Fig. 8 in the report)")
     s.add_argument("--dense", action="store_true",
-                   help="also score overlapping windows on a finer grid and find CNN candidates (tiled skies)")
-    s.add_argument("--stride-arcmin", type=float, default=2.0, help="with --dense: window stride (default 2')")
+                   help="also score the whole map fully convolutionally and find CNN candidates (tiled skies)")
+    s.add_argument("--resolution-arcmin", type=float, default=1.0,
+                   help="with --dense: grid of the fully convolutional probability map (0.25, 0.5, 1, 2 or 4 "
+                        "arcmin at 0.25' pixels; default 1')")
+    s.add_argument("--windowed", action="store_true",
+                   help="with --dense: score each window on its own instead (the reference; --stride-arcmin)")
+    s.add_argument("--stride-arcmin", type=float, default=2.0,
+                   help="with --dense --windowed: window stride (default 2')")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "checked"], default="auto",
                    help="auto (default): bf16 with an fp32 re-score of every cutout whose probability it could move "
                         "by > 0.01, where bf16 is native (AVX-512 BF16, AMX, CUDA sm_80+); else fp32. bf16: fastest "
@@ -807,7 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export the candidate catalog of a method (and DS9 regions)")
     s.add_argument("workspace")
-    s.add_argument("--method", required=True, choices=["mf", "cnn", "prod", "and", "or"])
+    s.add_argument("--method", required=True, type=str.lower, choices=["mf", "cnn", "prod", "and", "or", "learned"])
+    s.add_argument("--rows", choices=["objects", "cutouts"],
+                   help="objects: one row per candidate at its own position (MF + CNN candidates merged within 1'); "
+                        "cutouts: one row per positive cutout (the Table 1 view). Default: objects where the "
+                        "workspace has candidate catalogues")
     s.add_argument("--threshold", type=float, nargs="+",
                    help="threshold(s); AND/OR take CNN then MF S/N (default: the validation F1 optimum)")
     s.add_argument("--format", choices=["ecsv", "fits", "csv", "votable"], help="default: from the file name")
@@ -849,6 +878,12 @@ def _os_error_line(exc: OSError) -> str | None:
     return None
 
 
+def _kept(exc: BaseException) -> str:
+    """What a cancelled job kept for a resume (finished tiles), as '; ...' or ''."""
+    note = getattr(exc, "szviewer_note", None)
+    return f"; {note}" if note else ""
+
+
 def main(argv: list[str] | None = None, signals: bool | None = None) -> int:
     """Run one command; ``signals`` (default: when ``argv`` is the real command line) makes SIGINT and SIGTERM
     cancel it (:func:`szviewer.progress.install_signal_handlers`); tests calling ``main([...])`` keep theirs."""
@@ -882,14 +917,14 @@ def _run(args) -> int:
     except SzviewerError as exc:
         if isinstance(exc, Cancelled):
             interrupt_handled()
-            print(f"szviewer: {exc}; nothing half-written was left behind", file=sys.stderr)
+            print(f"szviewer: {exc}; nothing half-written was left behind{_kept(exc)}", file=sys.stderr)
             return exit_status(cancel_signal())
         print(f"szviewer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         interrupt_handled()
         signum = exc.signum if isinstance(exc, Interrupted) else cancel_signal()
-        print("szviewer: cancelled; nothing half-written was left behind", file=sys.stderr)
+        print(f"szviewer: cancelled; nothing half-written was left behind{_kept(exc)}", file=sys.stderr)
         return exit_status(signum)
     except BrokenPipeError:  # `szviewer info WS | head -1`: the reader went away
         with contextlib.suppress(OSError):

@@ -101,3 +101,15 @@ def test_cnn_per_component_level(scored_ws, tmp_path, capsys):
     assert per["cmb_tsz"]["test_f1"] == pytest.approx(confusion(easy[test] >= thr, y[test]).f1)
     assert per["cmb_tsz"]["test_auc"] > per["all"]["test_auc"]  # the cleaner level separates better here
     assert list((tmp_path / "r").glob("roc_of_the_cnn_per_component_level*.png"))
+
+
+def test_the_report_shows_the_mf_selection_function(scored_ws, tmp_path, capsys):
+    path, *_ = scored_ws
+    assert main(["evaluate", str(path), "--report", str(tmp_path / "r0")]) == 0
+    assert "selection function" not in (tmp_path / "r0" / "report.html").read_text()
+    assert main(["mf", str(path), "--inject", "6", "--seed", "1"]) == 0
+    assert main(["evaluate", str(path), "--report", str(tmp_path / "r1")]) == 0
+    html = (tmp_path / "r1" / "report.html").read_text()
+    assert "MF selection function by injection: recovered fraction" in html
+    assert "MF injections: S/N ratio and position offsets" in html
+    assert (tmp_path / "r1" / "mf_selection_function_by_injection_recovered_fraction.png").stat().st_size > 5000

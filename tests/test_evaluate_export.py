@@ -17,8 +17,6 @@ from szviewer.evaluate.export import (
     write_ds9_regions,
 )
 
-READ_KW = {"csv": {"format": "ascii.csv", "comment": "#"}}
-
 
 @pytest.fixture
 def arrays():
@@ -76,7 +74,7 @@ def test_build_catalog_columns_and_ranks(arrays, catalog):
 def test_catalog_round_trip(tmp_path, arrays, catalog, fmt):
     path = tmp_path / f"candidates.{fmt}"
     write_catalog(catalog, path)
-    plain = Table.read(path, **READ_KW.get(fmt, {}))
+    plain = Table.read(path)  # every format reads back with no options (CSV is plain)
     assert plain.colnames == catalog.colnames
     np.testing.assert_allclose(plain["ra"], catalog["ra"])
     np.testing.assert_array_equal(np.isnan(plain["mf_snr"]), np.isnan(catalog["mf_snr"]))
@@ -84,6 +82,10 @@ def test_catalog_round_trip(tmp_path, arrays, catalog, fmt):
     back = read_catalog(path)
     assert back["decision"].dtype == bool and back["decision"].all()
     np.testing.assert_allclose(back["q_cnn_prob"], catalog["q_cnn_prob"])
+    assert back["ra"].unit == "deg"
+    if fmt == "csv":  # plain CSV holds no metadata (ECSV, FITS and VOTable do)
+        assert back.meta == {}
+        return
     assert back.meta["method"] == "CNN"
     assert back.meta["thresholds"] == {"cnn_prob": 0.6}
     assert back.meta["provenance"]["maps"] == "sky.h5" and back.meta["provenance"]["seed"] == 7

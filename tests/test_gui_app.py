@@ -254,7 +254,7 @@ def test_export_and_read_back(window, wsdir, tmp_path):
     dlg2.regions.setChecked(False)
     p2, r2, _ = dlg2.export()
     t2 = Table.read(p2)
-    assert r2 is None and t2.meta["method"] == "AND"
+    assert r2 is None and t2.meta["method"].upper() == "AND"
     assert t2.meta["thresholds"]["cnn_prob"] == pytest.approx(s.thresholds["AND"][0])
 
 
@@ -299,12 +299,17 @@ def test_matched_filter_job_scores_appear(window, wsdir, qtbot, tmp_path):
     ws = shutil.copytree(wsdir["bare"], tmp_path / "ws")
     window.open_workspace(str(ws))
     assert "mf_snr" not in window.state.score_columns()
+    window.gallery.split.setCurrentIndex(window.gallery.split.findData("val"))
+    keep = window.state.visible_rows()[2]
+    window.state.select(int(keep))
     assert window.f1.plots["MF"].stack.currentWidget() is window.f1.plots["MF"].message
     job = window.jobs.run_on_workspace("mf")
     qtbot.waitUntil(lambda: not job.active, timeout=120000)
     assert job.status == "done", job.log
     qtbot.waitUntil(lambda: "mf_snr" in window.state.score_columns(), timeout=5000)
     s = window.state
+    assert s.filter.split == "val" and window.gallery.split.currentData() == "val"  # a finished job keeps it
+    assert s.current == keep
     assert window.f1.plots["MF"].stack.currentIndex() == 0
     assert ("MF", "val") in window.f1.stats.rows
     row = int(np.flatnonzero(s.labels & np.isfinite(s.data.scores["mf_snr"]))[0])
@@ -346,7 +351,7 @@ def test_welcome_builds_the_demo(qtbot, tmp_path):
     assert w.central.currentWidget() is w.inspector
 
 
-def test_session_is_restored(qtbot, wsdir):
+def test_session_is_restored(qtbot, wsdir, tmp_path):
     from szviewer.gui.mainwindow import MainWindow
 
     w = MainWindow()
@@ -355,7 +360,13 @@ def test_session_is_restored(qtbot, wsdir):
     w.open_workspace(str(wsdir["scored"]))
     w.state.set_threshold("MF", 5.5)
     w.state.set_threshold("AND", (0.3, 4.2))
-    w.state.set_display(stretch="asinh", level="ksz", cmap="viridis")
+    w.state.set_display(stretch="asinh", level="ksz", cmap="viridis", show_mf=False)
+    w.state.set_filter(split="test", outcome=("CNN", "TN"))
+    w.state.set_sort("cnn_prob", descending=True)
+    chosen = int(w.state.visible_rows()[3])
+    w.state.select(chosen)
+    w.f1.show_method("AND")
+    w.sky.show_halos.setChecked(True)
     w.docks["sky"].hide()
     w.close()
 
@@ -366,8 +377,14 @@ def test_session_is_restored(qtbot, wsdir):
     assert w2.state.path == wsdir["scored"]
     assert w2.state.thresholds["MF"] == 5.5 and w2.state.thresholds["AND"] == (0.3, 4.2)
     assert (w2.state.display.stretch, w2.state.display.level, w2.state.display.cmap) == ("asinh", "ksz", "viridis")
-    assert w2.inspector.stretch.currentText() == "asinh"
+    assert w2.inspector.stretch.currentText() == "asinh" and not w2.inspector.show_mf.isChecked()
+    f = w2.state.filter
+    assert (f.split, f.outcome, f.sort_key, f.sort_descending) == ("test", ("CNN", "TN"), "cnn_prob", True)
+    assert w2.gallery.show.currentData() == "CNN:TN" and w2.gallery.split.currentData() == "test"
+    assert w2.state.current == chosen
+    assert w2.current_method() == "AND" and w2.sky.show_halos.isChecked()
     assert not w2.docks["sky"].isVisible()
+    assert (tmp_path / "settings.ini").is_file()
     w2.close()
 
 
@@ -378,3 +395,125 @@ def test_start_is_quick_and_without_torch(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert "szviewer: first window torch=False" in r.stdout
+
+
+def test_first_window_fits_a_1366x768_screen(window, wsdir):
+    """The docks and the inspector leave room on a small laptop screen (the walkthrough found 1763 px)."""
+    window.open_workspace(str(wsdir["scored"]))
+    m = window.minimumSizeHint()
+    assert m.width() <= 1366 - 20 and m.height() <= 768 - 60, m
+    window.resize(1366, 700)
+    QtCore.QCoreApplication.processEvents()
+    assert window.width() <= 1366
+
+
+def test_settings_follow_szviewer_home(monkeypatch, tmp_path):
+    from szviewer.gui import session
+
+    monkeypatch.delenv("SZVIEWER_SETTINGS")
+    monkeypatch.setenv("SZVIEWER_HOME", str(tmp_path / "myhome"))
+    assert session.settings_path() == tmp_path / "myhome" / "szviewer.ini"
+    session.save_json("probe", {"a": 1})
+    session.settings().sync()
+    assert (tmp_path / "myhome" / "szviewer.ini").is_file()
+    monkeypatch.delenv("SZVIEWER_HOME")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert session.settings_path() == tmp_path / "cfg" / "szviewer" / "szviewer.ini"
+
+
+def test_jobs_menu_and_enter_opens_the_inspector(window, wsdir, qtbot):
+    menus = {a.text().replace("&", ""): a.menu() for a in window.menuBar().actions()}
+    jobs = [a.text() for a in menus["Jobs"].actions() if a.text()]
+    for want in ("Run the matched filter", "Train the CNN…", "Score with the CNN", "Evaluate (Table 1)"):
+        assert want in jobs
+    window.open_workspace(str(wsdir["scored"]))
+    window.show_welcome()
+    assert window.central.currentWidget() is window.welcome
+    table = window.gallery.table
+    table.setFocus()
+    qtbot.keyClick(table, QtCore.Qt.Key.Key_J)
+    row = window.state.current
+    qtbot.keyClick(table, QtCore.Qt.Key.Key_Return)
+    assert window.central.currentWidget() is window.inspector and window.state.current == row
+
+
+def test_filtered_views_in_the_inspector(window, wsdir):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    row = int(np.flatnonzero(s.labels)[0])
+    s.select(row)
+    s.display.view = "filtered"  # setting the evented model's value is enough: the view is bound to it
+    ins = window.inspector
+    assert ins.view.currentData() == "filtered"
+    titles = [p.label.text for p in ins.panels]
+    assert titles[1].startswith("MF S/N (θc") and titles[2].startswith("Compton y")
+    snr, y, theta = ins._filtered(row, s.display.level if s.display.level in s.levels() else "all",
+                                  s.images(row))
+    assert snr.shape == y.shape == (32, 32) and theta > 0
+    assert ins.panels[1].image.image.shape == (32, 32)
+    s.display.view = "bands"
+    assert ins.panels[1].label.text == "148 GHz"
+
+
+def test_sky_view_fits_the_data_and_a_click_keeps_the_zoom(window, wsdir, qtbot):
+    window.open_workspace(str(wsdir["scored"]))
+    s = window.state
+    c = s.data.columns
+    sky = window.sky
+    assert not sky.show_halos.isChecked() and not sky.show_mf.isChecked()  # outcome colours stay visible
+    qtbot.wait(50)
+    (x0, x1), _ = sky.plot.getPlotItem().vb.viewRange()
+    span = float(c["ra"].max() - c["ra"].min())
+    assert (x1 - x0) < 1.4 * span + 0.5  # the RA axis spans the footprint (the walkthrough saw twice that)
+    before = sky.plot.getPlotItem().vb.viewRange()
+    row = 42
+    ra, dec = float(c["ra"][row]) + 0.02, float(c["dec"][row]) - 0.02  # off-centre: still the nearest centre
+    assert sky.open_at(ra, dec) == s.nearest(ra, dec) == row
+    qtbot.wait(50)
+    after = sky.plot.getPlotItem().vb.viewRange()
+    np.testing.assert_allclose(after, before)
+
+
+def test_the_view_is_kept_without_a_clean_close(qtbot, wsdir):
+    """A killed app (no closeEvent) still comes back on the cutout and filter it showed."""
+    from szviewer.gui.mainwindow import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.open_workspace(str(wsdir["scored"]))
+    w.state.set_filter(split="val")
+    row = int(w.state.visible_rows()[4])
+    w.state.select(row)
+    qtbot.waitUntil(lambda: not w._session_timer.isActive(), timeout=5000)
+    w2 = MainWindow()  # the first window was never closed
+    qtbot.addWidget(w2)
+    w2.open_initial(None)
+    assert w2.state.current == row and w2.state.filter.split == "val"
+    for win in (w, w2):
+        win.confirm_close = lambda: True
+
+
+def test_sky_view_is_bound_to_its_model(window, wsdir):
+    window.open_workspace(str(wsdir["scored"]))
+    s, sky = window.state, window.sky
+    s.sky.show_halos = True  # the model drives the widget and the markers
+    assert sky.show_halos.isChecked() and len(sky.halos.getData()[0]) == int(s.labels.sum())
+    sky.show_halos.setChecked(False)  # and the widget writes the model
+    assert s.sky.show_halos is False and len(sky.halos.getData()[0]) == 0
+    s.sky.colour = "split:"
+    assert sky.colour.currentData() == "split:" and "train" in sky.legend.text()
+
+
+def test_f1_panel_shows_the_object_level_evaluation(window, wsdir, tmp_path):
+    from szviewer.atomic import write_json
+
+    ws_path = shutil.copytree(wsdir["scored"], tmp_path / "ws")
+    window.open_workspace(str(ws_path))
+    assert window.f1.objects.text() == "objects: no evaluation yet: Jobs → Evaluate (Table 1)"
+    ws = Workspace(ws_path)
+    with ws.writing("evaluation", inputs=("cutouts",), overwrite=True) as w:  # as the evaluate job commits it
+        write_json(w.path("evaluation.json"), {"objects": {"methods": {
+            "MF": {"f1": 0.8125, "purity": 0.9, "completeness": 0.74, "tp": 13, "fp": 1, "fn": 5}}}})
+    window.state.reload()
+    t = window.f1.objects.text()
+    assert "MF F1 <b>0.812</b>" in t and "purity 0.900" in t and "completeness 0.740" in t

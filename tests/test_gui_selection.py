@@ -13,6 +13,12 @@ from szviewer.jobs.selection import load_selection  # noqa: E402
 from szviewer.workspace import Workspace  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("SZVIEWER_SETTINGS", str(tmp_path / "settings.ini"))
+    monkeypatch.setenv("SZVIEWER_HOME", str(tmp_path / "home"))
+
+
 def test_selection_dialog_shows_the_run_and_its_staleness(qtbot, scratch_ws, capsys):
     ws = Workspace(scratch_ws)
     d = SelectionDialog(ws)
@@ -34,3 +40,17 @@ def test_selection_dialog_shows_the_run_and_its_staleness(qtbot, scratch_ws, cap
     assert main(["cutouts", str(scratch_ws), "--overwrite"]) == 0
     capsys.readouterr()
     assert Workspace(scratch_ws).stale("mf_injection") == []
+
+
+def test_the_view_menu_opens_it(qtbot, scratch_ws):
+    from szviewer.gui.mainwindow import MainWindow
+
+    assert main(["mf", str(scratch_ws), "--inject", "6", "--seed", "5"]) == 0
+    win = MainWindow(restore=False)
+    qtbot.addWidget(win)
+    win.open_workspace(str(scratch_ws))
+    view = next(a.menu() for a in win.menuBar().actions() if a.text() == "&View")
+    item = next(a for a in view.actions() if a.text().startswith("MF &selection function"))
+    item.trigger()
+    dlg = win.findChild(SelectionDialog)
+    assert dlg is not None and dlg.summary_label.text().startswith("selection function: 6 injected")

@@ -154,13 +154,23 @@ def test_sky_raster_finds_each_cutout(state):
 
 def test_export_catalog(state, tmp_path):
     from szviewer.evaluate.export import read_catalog
+    from szviewer.jobs.evaluate import export_candidates
+    from szviewer.workspace import Workspace
 
+    state.set_threshold("MF", 4.2)
     out, reg, table = state.export_catalog(tmp_path / "c.fits", "MF", split="all", regions_path=tmp_path / "c.reg")
     t = read_catalog(out)
     assert len(t) == int(state.predicted("MF").sum())
-    assert t.meta["method"] == "MF" and t.meta["thresholds"]["mf_snr"] == pytest.approx(state.thresholds["MF"])
-    assert {"cutout_id", "ra", "dec", "mf_snr", "cnn_prob", "label"} <= set(t.colnames)
+    assert t.meta["method"].upper() == "MF" and t.meta["thresholds"]["mf_snr"] == pytest.approx(4.2)
+    assert {"cutout_id", "ra", "dec", "mf_snr"} <= set(t.colnames)
     assert reg.read_text().count("circle") == len(t)
+    # the same request from the CLI's export writes the same rows and columns (issue 14: 17 against 9)
+    cli = export_candidates(Workspace(state.path), "MF", tmp_path / "cli.fits", thresholds=[4.2], split=None,
+                            allow_stale=True)
+    t2 = read_catalog(cli["out"])
+    assert t2.colnames == t.colnames and len(t2) == len(t)
+    for c in t.colnames:
+        np.testing.assert_array_equal(np.asarray(t2[c]), np.asarray(t[c]))
 
 
 def test_jobs_report_errors(tmp_path):
@@ -170,3 +180,59 @@ def test_jobs_report_errors(tmp_path):
     job = r.submit(JobSpec("bad", "szviewer.gui.jobs:cutouts", {"workspace": str(tmp_path / "nope")}, mode="thread"))
     assert job.wait(30) == "failed"
     assert "no such workspace folder" in job.error
+
+
+def test_app_thresholds_are_the_policy_s(state):
+    """Snap to optimum and `szviewer export` pick the same thresholds (issue 14: 0.1955 against 0.2553)."""
+    from szviewer.evaluate import policy
+
+    cols, y, split = state.data.scores, state.labels, state.data.columns["split"]
+    for method in ("MF", "CNN", "PROD", "AND"):
+        want = policy.choose(method, cols, y, split).values
+        state.snap(method)
+        got = state.thresholds[method]
+        assert (tuple(got) if method == "AND" else (got,)) == pytest.approx(want)
+
+
+def test_models_emit_when_a_value_is_set(state):
+    seen = []
+    state.events.filter.connect(lambda: seen.append("filter"))
+    state.events.display.connect(lambda *_: seen.append("display"))
+    state.events.selection.connect(lambda row: seen.append(("selection", row)))
+    state.filter.split = "val"
+    assert seen[0] == "filter" and set(state.data.columns["split"][state.visible_rows()]) == {"val"}
+    assert state.data.columns["split"][state.current] == "val"  # the selection moved to a shown cutout
+    state.display.stretch = "asinh"
+    assert seen[-1] == "display"
+    row = int(state.visible_rows()[1])
+    state.selection.row = row
+    assert seen[-1] == ("selection", row) and state.current == row
+    seen.clear()
+    state.set_filter(split="test", outcome=("CNN", "TP"), flagged_only=False)  # one event for the batch
+    assert seen.count("filter") == 1
+    state.set_filter(split=None, outcome=None)
+
+
+def test_job_eta_in_words(monkeypatch):
+    from szviewer.gui import jobs
+    from szviewer.gui.jobs import Job, JobSpec, eta_words
+
+    assert eta_words(None) == "" and eta_words(5) == "a few seconds left"
+    assert eta_words(42) == "about 40 s left" and eta_words(185) == "about 3 min left"
+    assert eta_words(4800) == "about 1 h 20 min left"
+    now = [1000.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: now[0])
+    job = Job(JobSpec("t", "x:y"))
+    job.status = "running"
+    job._q.put(("progress", 0, 50, "reading val"))
+    job.poll()
+    now[0] += 10
+    job._q.put(("progress", 50, 50, "reading val"))
+    job.poll()
+    job._q.put(("progress", 10, 1200, "r=1 loss=0.69"))  # training starts: a new phase, a new rate
+    job.poll()
+    assert job.eta_s is None  # not enough of the new phase yet
+    now[0] += 20
+    job._q.put(("progress", 110, 1200, "r=1 loss=0.41"))
+    job.poll()
+    assert job.eta_s == pytest.approx(1090 * 20 / 100) and job.eta_text() == "about 4 min left"

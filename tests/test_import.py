@@ -55,7 +55,7 @@ def test_sehgal_import_and_cutouts(sehgal_dir, tmp_path, capsys):
     assert main(["cutouts", str(ws)]) == 0
     with Workspace(ws).cutout_store() as st:
         t = st.table
-        assert set(st.levels) == {"cmb_tsz"}
+        assert set(st.levels) == {"cmb_tsz", "all"} and st.levels["all"] == ("cmb", "tsz")  # all it has
         pos = np.nonzero(np.asarray(t["label"]))[0]
         assert pos.size == 1  # one qualifying halo, one positive cutout
         comps = st.component_images(pos)[0]

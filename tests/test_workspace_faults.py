@@ -201,23 +201,34 @@ def test_a_kill_at_any_point_leaves_the_old_product_or_the_new(scratch_ws):
 
 # ---------------------------------------------------------------------------------------- signals
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_cancel_within_a_second_and_leave_nothing(tmp_path, sig, status):
+@pytest.mark.parametrize("sig, status, when", [(signal.SIGINT, 130, "tile_*.h5"),
+                                               (signal.SIGTERM, 143, ".tile_*.part*")])
+def test_signals_cancel_within_a_second_and_keep_only_whole_tiles(tmp_path, sig, status, when):
+    """A signal after a tile is finished keeps that tile whole for a resume (and says so); one while the first tile
+    is being written leaves nothing at all."""
     out = tmp_path / "ws"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, "-m", "szviewer", "simulate", "--out", str(out), "--area", "400"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob(".ws.partial-*/tiles/*.h5")):
-        time.sleep(0.2)  # in the middle of the tiles
-    time.sleep(0.5)
+    deadline = time.time() + 90
+    while time.time() < deadline and not list(tmp_path.glob(f".ws.tiles-*/tiles/{when}")):
+        time.sleep(0.05)
+    if when == "tile_*.h5":
+        time.sleep(0.5)  # into the next tile
     t0 = time.time()
     p.send_signal(sig)
     _, err = p.communicate(timeout=30)
     assert p.returncode == status, err
     assert time.time() - t0 < 1.5  # "within a second", with room for a busy machine
     assert "cancelled" in err and "Traceback" not in err
-    assert list(tmp_path.iterdir()) == []  # no workspace, no hidden partial folder
+    left = list(tmp_path.iterdir())  # never a workspace or a partial folder
+    if when == "tile_*.h5":  # only the finished tiles, whole, and said
+        assert len(left) == 1 and left[0].name.startswith(".ws.tiles-"), left
+        files = [f for f in left[0].rglob("*") if f.is_file()]
+        assert files and all(f.name.startswith("tile_") and ".part" not in f.name for f in files), files
+        assert "finished tiles kept in" in err and "resumes" in err
+    else:
+        assert left == [] and "kept" not in err
 
 
 # ---------------------------------------------------------------------------------------- full disk, read-only

@@ -2,6 +2,9 @@
 
 Modules, one job each, all functions over numpy arrays and free of Qt:
 
+- :mod:`.policy`: the one evaluation policy (method registry, threshold search) every front end uses.
+- :mod:`.objects`, :mod:`.matching`, :mod:`.learned`, :mod:`.mass`: object catalogues (MF + CNN candidates),
+  one-to-one matching to halos, object-level metrics, the learned ensemble, Arnaud M500 estimates.
 - :mod:`.curves`: exact F1 / purity / completeness vs threshold, ``counts_at`` for sliders, ROC and AUC.
 - :mod:`.ensembles`: rank percentiles, EnsemblePROD, EnsembleAND / OR grids over threshold pairs.
 - :mod:`.table1`: thresholds chosen on validation, applied to test, as the paper's Table 1.

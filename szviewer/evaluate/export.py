@@ -2,10 +2,11 @@
 
 The catalog's ``meta`` holds ``method``, ``thresholds`` (column -> value), ``provenance`` (free dict) and
 ``szviewer_version``. ECSV keeps it natively. The other formats cannot hold nested metadata, so it is also
-stored as one JSON string: FITS header keyword ``SZMETA`` (plus ``METHOD``), a VOTable ``INFO`` named
-``szviewer_meta`` (plus the table description), and a leading ``# szviewer-meta: {...}`` comment line in CSV
-(read it with ``Table.read(path, format="ascii.csv", comment="#")``). :func:`read_catalog` restores
-``meta`` from any of them.
+stored as one JSON string: FITS header keyword ``SZMETA`` (plus ``METHOD``) and a VOTable ``INFO`` named
+``szviewer_meta`` (plus the table description). CSV is plain (a header line, then rows), so that
+``Table.read(path)`` reads it back with no options, as any spreadsheet does; it cannot hold units or metadata:
+:func:`read_catalog` restores the units of the known columns (:data:`szviewer.evaluate.objects.COLUMN_UNITS`),
+and ECSV, FITS or VOTable keep both. Units on the columns are kept by ECSV, FITS and VOTable.
 
 Files are written to a temporary file in the same directory and moved into place (``os.replace``); an
 existing file is only replaced with ``overwrite=True``.
@@ -176,8 +177,8 @@ def write_catalog(
     elif fmt == "csv":
 
         def write(tmp: Path) -> None:
-            out.meta = {"comments": [CSV_PREFIX + meta_json]}
-            out.write(tmp, format=astropy_format, comment="# ", overwrite=True)
+            out.meta = {}
+            out.write(tmp, format=astropy_format, overwrite=True)
     else:
 
         def write(tmp: Path) -> None:
@@ -209,13 +210,14 @@ def read_catalog(path: str | os.PathLike, *, format: str | None = None):
         t = Table.read(path, format="fits")
         raw = t.meta.get("SZMETA")
     elif fmt == "csv":
-        t = Table.read(path, format="ascii.csv", comment="#")
-        raw = next(
+        t = Table.read(path, format="ascii.csv")
+        raw = next(  # files written before CSV became plain carried the metadata as a first comment line
             (c[len(CSV_PREFIX) :] for c in t.meta.get("comments", []) if c.startswith(CSV_PREFIX)), None
         )
-        for name in t.colnames:  # CSV has no booleans: restore True/False columns
-            if t[name].dtype.kind == "U" and set(np.unique(t[name])) <= {"True", "False"}:
-                t[name] = np.asarray(t[name]) == "True"
+        for name in t.colnames:  # CSV has no booleans and no empty strings: restore them
+            if t[name].dtype.kind == "U":
+                v = np.asarray(t[name].filled("") if hasattr(t[name], "filled") else t[name])
+                t[name] = v == "True" if len(t) and set(np.unique(v)) <= {"True", "False"} else v
     else:
         from astropy.io.votable import parse
 
@@ -223,6 +225,9 @@ def read_catalog(path: str | os.PathLike, *, format: str | None = None):
         t = vot.get_first_table().to_table()
         raw = next((i.value for i in vot.resources[0].infos if i.name == META_KEY), None)
     t.meta = _restore_floats(json.loads(raw)) if raw else {}
+    from .objects import apply_units
+
+    apply_units(t)  # FITS drops dimensionless units, CSV all of them
     return t
 
 

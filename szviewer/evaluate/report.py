@@ -57,6 +57,22 @@ def _rows_html(rows: Sequence[Table1Row]) -> str:
     return "\n".join(out)
 
 
+def _objects_html(objects: Mapping) -> str:
+    """The object-level table: one-to-one matches to qualifying halos within 1', thresholds on val, test counts."""
+    head = ["method", "thresholds (val)", "TP", "FP", "FN", "purity", "completeness", "F1", "val F1", "AUC"]
+    auc = objects.get("auc_test", {})
+    out = ["<h2>Objects: candidates matched one-to-one to qualifying halos within 1&prime; "
+           "(thresholds on the validation region, counts on the test region)</h2>",
+           "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for name, r in objects["methods"].items():
+        thr = ", ".join(f"{k} &ge; {_num(v, 4)}" for k, v in r["thresholds"].items())
+        cells = [html.escape(name), thr, r["tp"], r["fp"], r["fn"], _num(r["purity"]), _num(r["completeness"]),
+                 _num(r["f1"]), _num(r["fit_f1"]), _num(auc[name]) if name in auc else ""]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
 def render_report(
     *,
     title: str = "szviewer evaluation",
@@ -64,8 +80,10 @@ def render_report(
     figures: Mapping[str, bytes] | None = None,
     notes: Sequence[str] = (),
     provenance: Mapping | None = None,
+    objects: Mapping | None = None,
 ) -> str:
-    """HTML text: title, notes, Table 1 (table and text), figures (caption -> PNG bytes), provenance."""
+    """HTML text: title, notes, Table 1 (table and text), the object-level table (``objects``: the evaluate
+    job's ``result['objects']``), figures (caption -> PNG bytes), provenance."""
     parts = [
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -78,6 +96,8 @@ def render_report(
         parts.append("<h2>Table 1: thresholds chosen on validation, counts on test</h2>")
         parts.append(_rows_html(rows))
         parts.append(f"<pre>{html.escape(format_table1(rows, style='paper'))}</pre>")
+    if objects and objects.get("methods"):
+        parts.append(_objects_html(objects))
     for caption, png in (figures or {}).items():
         b64 = base64.b64encode(png).decode("ascii")
         parts.append(
@@ -147,10 +167,13 @@ def evaluation_report(
     levels: int = 200,
     overwrite: bool = False,
     png_dir: str | os.PathLike | None = None,
+    objects: Mapping | None = None,
+    extra_figures: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Compute Table 1 and the paper's section 3 figures from score columns and write the HTML report.
 
-    With ``png_dir``, each figure is also written there as a PNG file (atomically).
+    With ``png_dir``, each figure is also written there as a PNG file (atomically). ``extra_figures`` ({title: PNG
+    bytes}, e.g. the MF selection function of :mod:`szviewer.evaluate.selection_figures`) are appended.
 
     Figures: F1 vs threshold on validation (Fig. 5, plus PROD), AND heat map on validation (Fig. 6b), ROC on
     test (Fig. 8b), and, if ``halo`` holds ``m_vir`` (and ``z``) per cutout (NaN where none), completeness
@@ -222,6 +245,7 @@ def evaluation_report(
             + "; ".join(f"{lv} {d['test_f1']:.3f} / {d['test_auc']:.3f}" for lv, d in per_level.items())
         )
     extra_notes = figs.pop("_notes", [])
+    figs.update(extra_figures or {})  # e.g. the MF selection function by injection
     if png_dir is not None:
         import re
 
@@ -239,5 +263,5 @@ def evaluation_report(
         )
     ] + extra_notes
     return write_report(
-        path, rows=rows, figures=figs, notes=notes, provenance=provenance, overwrite=overwrite
+        path, rows=rows, figures=figs, notes=notes, provenance=provenance, overwrite=overwrite, objects=objects
     )

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .curves import Counts, confusion, f1_curve
-from .ensembles import and_predict, or_predict, prod_score, two_score_grid
+from . import policy
+from .curves import Counts, confusion
 
 __all__ = ["METHODS", "Table1Row", "table1", "format_table1"]
 
-METHODS: tuple[str, ...] = ("MF", "CNN", "AND", "PROD", "OR")
-PROD_COLUMN = "rank_product"
+METHODS: tuple[str, ...] = ("MF", "CNN", "AND", "PROD", "OR", "LEARNED")
+PROD_COLUMN = policy.PROD_COLUMN
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,6 @@ class Table1Row:
         return d
 
 
-def _single(method, col, scores, y, fit, app) -> Table1Row:
-    best = f1_curve(scores[fit], y[fit]).best()
-    t = best.threshold
-    pred = scores[app] >= t  # NaN scores and a NaN threshold compare False: predict nothing
-    return Table1Row(method, {col: t}, confusion(pred, y[app]), best.f1, int(fit.sum()), int(app.sum()))
-
-
 def table1(
     columns: Mapping[str, np.ndarray],
     labels,
@@ -86,56 +79,43 @@ def table1(
     """Table 1 rows: each method's threshold maximises F1 on split ``fit``; counts are on split ``apply``.
 
     ``columns`` maps names to score arrays (NaN = no score); ``labels`` are booleans; ``split`` holds
-    'train' / 'val' / 'test'. AND and OR search a ``levels`` x ``levels`` quantile grid of each score on the
-    fit split (:func:`szviewer.evaluate.ensembles.two_score_grid`).
+    'train' / 'val' / 'test'. Thresholds come from the one evaluation policy
+    (:func:`szviewer.evaluate.policy.choose`; AND and OR on a ``levels`` x ``levels`` quantile grid of each
+    score on the fit split), so export and the app choose the same ones. ``mf`` / ``cnn`` rename the input
+    columns. LEARNED appears when ``columns`` holds ``learned_prob``.
     """
     y = np.asarray(labels).ravel().astype(bool)
     sp = np.asarray(split).ravel().astype(str)
     if sp.shape != y.shape:
         raise ValueError(f"split ({sp.size}) and labels ({y.size}) differ in length")
     cols = {}
-    for name in (mf, cnn):
-        if name in columns:
-            cols[name] = np.asarray(columns[name], dtype=float).ravel()
+    for src, name in ((mf, policy.MF), (cnn, policy.CNN), (policy.LEARNED_COLUMN, policy.LEARNED_COLUMN)):
+        if src in columns:
+            cols[name] = np.asarray(columns[src], dtype=float).ravel()
             if cols[name].shape != y.shape:
-                raise ValueError(
-                    f"column {name!r} ({cols[name].size}) and labels ({y.size}) differ in length"
-                )
-    unknown = set(methods) - set(METHODS)
+                raise ValueError(f"column {src!r} ({cols[name].size}) and labels ({y.size}) differ in length")
+    unknown = set(methods) - set(policy.METHODS)
     if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
-    fit_m = sp == fit
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {tuple(policy.METHODS)}")
+    settings = policy.PolicySettings(fit=fit, apply=apply, levels=levels)
     app_m = sp == apply
+    have = policy.available(cols)
     rows: list[Table1Row] = []
-    both = mf in cols and cnn in cols
     for method in methods:
-        if method == "MF" and mf in cols:
-            rows.append(_single("MF", mf, cols[mf], y, fit_m, app_m))
-        elif method == "CNN" and cnn in cols:
-            rows.append(_single("CNN", cnn, cols[cnn], y, fit_m, app_m))
-        elif method == "PROD" and both:
-            q = np.full(y.size, np.nan)  # ranks within each split (only the two used are ranked)
-            for m in (fit_m, app_m):
-                q[m] = prod_score(cols[cnn][m], cols[mf][m])
-            rows.append(_single("PROD", PROD_COLUMN, q, y, fit_m, app_m))
-        elif method in ("AND", "OR") and both:
-            rule = method.lower()
-            g = two_score_grid(cols[cnn][fit_m], cols[mf][fit_m], y[fit_m], rule=rule, levels=levels)
-            t_cnn, t_mf, f1_fit, _ = g.best()
-            predict = and_predict if rule == "and" else or_predict
-            pred = predict(cols[cnn][app_m], cols[mf][app_m], t_cnn, t_mf)
-            rows.append(
-                Table1Row(
-                    method,
-                    {cnn: t_cnn, mf: t_mf},
-                    confusion(pred, y[app_m]),
-                    f1_fit,
-                    int(fit_m.sum()),
-                    int(app_m.sum()),
-                    {"grid": g.tp.shape},
-                )
-            )
+        if method not in have:
+            continue
+        choice = policy.choose(method, cols, y, sp, settings=settings)
+        s = policy.method_scores(method, cols, groups=sp)
+        pred = policy.decide(method, {k: v[app_m] for k, v in s.items()}, choice.thresholds)
+        extra = {"grid": choice.grid.tp.shape} if choice.grid is not None else {}
+        thresholds = {_rename(k, mf, cnn): v for k, v in choice.thresholds.items()}
+        rows.append(Table1Row(method, thresholds, confusion(pred, y[app_m]), choice.fit_f1, choice.n_fit,
+                              int(app_m.sum()), extra))
     return rows
+
+
+def _rename(col: str, mf: str, cnn: str) -> str:
+    return {policy.MF: mf, policy.CNN: cnn}.get(col, col)
 
 
 def _fmt(x: float, digits: int = 2) -> str:

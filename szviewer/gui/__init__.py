@@ -1,6 +1,7 @@
 """The desktop app (PyQt6 + pyqtgraph). Qt is imported only by the modules of this package that need it;
-``state``, ``display``, ``skymap``, ``events`` and ``jobs`` are pure Python, and this file imports nothing, so
-``display_available`` can be asked without loading Qt. Start the app with :func:`szviewer.gui.app.run`.
+``state``, ``models``, ``scores``, ``annotations``, ``detections``, ``display``, ``skymap``, ``samp`` and ``jobs``
+are pure Python, and this file imports nothing, so ``display_available`` can be asked without loading Qt.
+Start the app with :func:`szviewer.gui.app.run`.
 """
 
 from __future__ import annotations

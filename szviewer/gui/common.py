@@ -14,6 +14,8 @@ pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="#16
 
 #: Outcome colours (TN, FP, FN, TP), as in OUTCOMES.
 OUTCOME_RGB = {"TN": (70, 74, 84), "FP": (240, 160, 40), "FN": (230, 60, 60), "TP": (60, 200, 90)}
+#: Outcome colours for text on the dark background (TN's fill colour would be unreadable there).
+OUTCOME_TEXT_RGB = dict(OUTCOME_RGB, TN=(165, 170, 182))
 METHOD_COLOURS = {"CNN": "#4fa3ff", "MF": "#ffb347", "PROD": "#c78cff", "AND": "#5fd7a0"}
 CURVE_COLOURS = {"f1": "#ffffff", "purity": "#4fc3f7", "completeness": "#ff8a65"}
 CMAPS = ("CET-D1A", "viridis", "inferno", "magma", "CET-L1", "CET-D4")

@@ -1,6 +1,6 @@
 """The export dialog: the candidate catalogue of a method at its thresholds (ECSV, FITS, CSV, VOTable) and a
-DS9 region file, prefilled with the current method and thresholds, written by :mod:`szviewer.evaluate.export`
-through :meth:`ViewerState.export_catalog`.
+DS9 region file, prefilled with the current method and thresholds, written by the same call as ``szviewer
+export`` (:func:`szviewer.gui.exporting.export_catalog`).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PyQt6 import QtGui, QtWidgets
 
+from szviewer.errors import SzviewerError
 from szviewer.evaluate.export import FORMATS
 from szviewer.gui.state import METHOD_LABELS, ViewerState
 
@@ -51,11 +52,15 @@ class ExportDialog(QtWidgets.QDialog):
         f.addRow(self.t1_label, self.t1)
         f.addRow(self.t2_label, self.t2)
         self.split = QtWidgets.QComboBox()
-        for sp in ("test", "val", "train", "all"):
+        for sp in ("all", "test", "val", "train"):
             self.split.addItem(sp)
-        f.addRow("cutouts of split", self.split)
-        self.candidates_only = QtWidgets.QCheckBox("candidates only (decision true)", checked=True)
-        f.addRow("", self.candidates_only)
+        f.addRow("split", self.split)
+        self.rows = QtWidgets.QComboBox(toolTip="objects: one row per candidate object (MF / CNN catalogues); "
+                                                "cutouts: one row per positive cutout (the Table 1 view)")
+        self.rows.addItem("as szviewer export does", None)
+        self.rows.addItem("objects", "objects")
+        self.rows.addItem("cutouts", "cutouts")
+        f.addRow("rows", self.rows)
         self.fmt = QtWidgets.QComboBox()
         for name in FORMATS:
             self.fmt.addItem(name)
@@ -129,8 +134,7 @@ class ExportDialog(QtWidgets.QDialog):
         path.parent.mkdir(parents=True, exist_ok=True)
         reg = Path(self.regions_path.text()).expanduser() if self.regions.isChecked() else None
         out = self.state.export_catalog(path, m, thresholds=self.thresholds(), split=self.split.currentText(),
-                                        fmt=self.fmt.currentText(), regions_path=reg,
-                                        candidates_only=self.candidates_only.isChecked(),
+                                        fmt=self.fmt.currentText(), regions_path=reg, rows=self.rows.currentData(),
                                         overwrite=self.overwrite.isChecked())
         self.result_paths = out[:2]
         return out
@@ -138,8 +142,12 @@ class ExportDialog(QtWidgets.QDialog):
     def _save(self) -> None:
         try:
             path, reg, table = self.export()
-        except (ValueError, FileExistsError, OSError) as exc:  # a bad threshold, an existing file
+        except (SzviewerError, ValueError, FileExistsError, OSError) as exc:  # a bad threshold, an existing file
             self.message.setText(f"<span style='color:#ff7070'>{exc}</span>")
             return
-        self.message.setText(f"wrote {len(table)} candidates to {path}" + (f" and {reg}" if reg else ""))
+        done = f"wrote {len(table)} candidates to {path}" + (f" and {reg}" if reg else "")
+        self.message.setText(done)
+        parent = self.parent()
+        if isinstance(parent, QtWidgets.QMainWindow):
+            parent.statusBar().showMessage(done, 15000)
         self.accept()

@@ -37,6 +37,20 @@ def _elastic(label: QtWidgets.QLabel) -> QtWidgets.QLabel:
     return label
 
 
+def short_threshold(method: str, t) -> str:
+    """A threshold for the table's last column (the method is in the first): '≥ 0.2613', AND 'p ≥ 0.262, S/N ≥ 4.5'."""
+    if method == "AND":
+        return f"p ≥ {t[0]:.3g}, S/N ≥ {t[1]:.3g}"
+    return f"≥ {t:.4g}"
+
+
+def _summary_label() -> QtWidgets.QLabel:
+    """The live F1 / purity / completeness line: wrapped, never cut, and never widening the panel."""
+    label = _elastic(QtWidgets.QLabel(""))
+    label.setWordWrap(True)
+    return label
+
+
 class _MessagePage(QtWidgets.QLabel):
     def __init__(self):
         super().__init__(alignment=QtCore.Qt.AlignmentFlag.AlignCenter, wordWrap=True)
@@ -60,7 +74,7 @@ class _PlotCard(QtWidgets.QWidget):
         self.page_layout = QtWidgets.QVBoxLayout(page)
         self.page_layout.setContentsMargins(0, 0, 0, 0)
         self.plot = pg.PlotWidget()
-        self.plot.setMinimumHeight(200)
+        self.plot.setMinimumHeight(150)
         self.plot.getPlotItem().setMenuEnabled(False)
         self.page_layout.addWidget(self.plot, 1)
         self.stack.addWidget(page)
@@ -87,15 +101,23 @@ class MethodPlot(_PlotCard):
         pi.setLabel("bottom", XLABEL[method])
         pi.setLabel("left", "F1, purity, completeness")
         pi.showGrid(x=True, y=True, alpha=0.15)
-        self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="8pt", brush=(22, 24, 29, 190),
-                                   pen=(90, 94, 104))
+        # the legend sits above the plot, never over the curves or the threshold region
+        self.legend = QtWidgets.QLabel(
+            " &nbsp; ".join(f"<span style='color:{c}'>━</span> {name}" for name, c in (
+                ("F1", CURVE_COLOURS["f1"]), ("purity", CURVE_COLOURS["purity"]),
+                ("completeness", CURVE_COLOURS["completeness"])))
+            + " &nbsp; <span style='color:rgb(90,200,120)'>▇</span> clusters"
+              " &nbsp; <span style='color:rgb(150,150,160)'>▇</span> no cluster (right axis)")
+        self.legend.setWordWrap(True)
+        self.legend.setStyleSheet("font-size: 8pt")
+        self.page_layout.insertWidget(0, self.legend)
         # histograms on a second view box with a log count axis on the right
         self.hist_vb = pg.ViewBox(enableMouse=False)
         pi.showAxis("right")
         pi.scene().addItem(self.hist_vb)
         pi.getAxis("right").linkToView(self.hist_vb)
         pi.getAxis("right").setLabel("cutouts")
-        pi.getAxis("right").setLogMode(True)
+        pi.getAxis("right").setStyle(maxTickLevel=0)  # decades only (set in rebuild): no piled-up minor ticks
         self.hist_vb.setXLink(pi)
         self.hist_vb.setZValue(-10)
         pi.vb.sigResized.connect(self._sync_hist_geometry)
@@ -108,8 +130,6 @@ class MethodPlot(_PlotCard):
         self.c_f1 = pi.plot(pen=pg.mkPen(CURVE_COLOURS["f1"], width=2), name="F1")
         self.c_pur = pi.plot(pen=pg.mkPen(CURVE_COLOURS["purity"], width=1.5), name="purity")
         self.c_comp = pi.plot(pen=pg.mkPen(CURVE_COLOURS["completeness"], width=1.5), name="completeness")
-        self.legend.addItem(self.hist_pos, "clusters")
-        self.legend.addItem(self.hist_neg, "no cluster")
         self.best = pg.ScatterPlotItem(symbol="star", size=12, pen=None, brush=pg.mkBrush("#ffe066"))
         pi.addItem(self.best)
         self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen(METHOD_COLOURS[method], width=2),
@@ -120,17 +140,19 @@ class MethodPlot(_PlotCard):
         self.line.sigPositionChanged.connect(self._line_moved)
         row = QtWidgets.QHBoxLayout()
         self.spin = QtWidgets.QDoubleSpinBox(decimals=4, keyboardTracking=False)
-        self.spin.setRange(-1e9, 1e9)
+        self.spin.setRange(*((-1e4, 1e5) if method == "MF" else (-1.0, 2.0)))
         self.spin.setSingleStep(0.01 if method != "MF" else 0.1)
         self.spin.valueChanged.connect(lambda v: self.state.set_threshold(self.method, v))
-        self.snap_btn = QtWidgets.QPushButton("snap to F1 optimum (val)")
+        self.snap_btn = QtWidgets.QPushButton("F1 optimum (val)", toolTip="snap the threshold to the F1 optimum "
+                                                                          "on the validation split")
         self.snap_btn.clicked.connect(lambda: self.state.snap(self.method, "val"))
-        self.summary = _elastic(QtWidgets.QLabel(""))
+        self.summary = _summary_label()
         row.addWidget(QtWidgets.QLabel("threshold"))
         row.addWidget(self.spin)
         row.addWidget(self.snap_btn)
-        row.addWidget(self.summary, 1)
+        row.addStretch(1)
         self.page_layout.addLayout(row)
+        self.page_layout.addWidget(self.summary)
         self._setting = False
 
     def _sync_hist_geometry(self) -> None:
@@ -175,7 +197,12 @@ class MethodPlot(_PlotCard):
         self.hist_neg.setData(edges, np.log10(hn + 1.0), stepMode="center")
         self.hist_pos.setData(edges, np.log10(hp + 1.0), stepMode="center")
         top = np.log10(max(hn.max(initial=0), hp.max(initial=0)) + 1.0)
-        self.hist_vb.setYRange(0, max(top, 1.0) * 1.05, padding=0)
+        ytop = max(top, 1.0) * 1.05
+        self.hist_vb.setYRange(0, ytop, padding=0)
+        # the histograms are log10(count + 1): label the decades 1, 10, 100, ... (at most 7 labels)
+        step = max(1, int(np.ceil(ytop / 7)))
+        decades = [(float(k), f"{10 ** k:,}") for k in range(0, int(ytop) + 1, step)]
+        self.plot.getPlotItem().getAxis("right").setTicks([decades, []])
         b = curve.best()
         if np.isfinite(b.threshold):
             self.best.setData([b.threshold], [b.f1])
@@ -236,19 +263,22 @@ class AndPlot(_PlotCard):
         row = QtWidgets.QHBoxLayout()
         self.spin_cnn = QtWidgets.QDoubleSpinBox(decimals=4, keyboardTracking=False, singleStep=0.01)
         self.spin_mf = QtWidgets.QDoubleSpinBox(decimals=3, keyboardTracking=False, singleStep=0.1)
+        self.spin_cnn.setRange(-1.0, 2.0)
+        self.spin_mf.setRange(-1e4, 1e5)
         for w in (self.spin_cnn, self.spin_mf):
-            w.setRange(-1e9, 1e9)
             w.valueChanged.connect(self._spun)
-        self.snap_btn = QtWidgets.QPushButton("snap to F1 optimum (val)")
+        self.snap_btn = QtWidgets.QPushButton("F1 optimum (val)", toolTip="snap both thresholds to the F1 "
+                                                                          "optimum on the validation split")
         self.snap_btn.clicked.connect(lambda: self.state.snap("AND", "val"))
-        self.summary = _elastic(QtWidgets.QLabel(""))
+        self.summary = _summary_label()
         row.addWidget(QtWidgets.QLabel("CNN ≥"))
         row.addWidget(self.spin_cnn)
         row.addWidget(QtWidgets.QLabel("S/N ≥"))
         row.addWidget(self.spin_mf)
         row.addWidget(self.snap_btn)
-        row.addWidget(self.summary, 1)
+        row.addStretch(1)
         self.page_layout.addLayout(row)
+        self.page_layout.addWidget(self.summary)
         self._setting = False
         self.grid = None
 
@@ -354,7 +384,7 @@ class StatsTable(QtWidgets.QTableWidget):
         for m in methods:
             self.update_method(m)
         self.resizeColumnsToContents()  # once: sizing to contents on every update would cost a relayout each
-        self.setMinimumHeight(min(26 + 20 * self.rowCount(), 200))
+        self.setMinimumHeight(min(26 + 20 * self.rowCount(), 110))
 
     def update_method(self, method: str) -> None:
         s = self.state
@@ -364,12 +394,19 @@ class StatsTable(QtWidgets.QTableWidget):
                 continue
             c = s.counts(method, sp)
             t = s.thresholds[method]
-            vals = (c.f1, c.purity, c.completeness, c.tp, c.fp, c.fn, c.tn, fmt_threshold(method, t))
+            vals = (c.f1, c.purity, c.completeness, c.tp, c.fp, c.fn, c.tn, short_threshold(method, t))
             for k, v in enumerate(vals):
                 item = self.item(r, 2 + k)
                 text = v if isinstance(v, str) else fmt(v)
                 if item.text() != text:
                     item.setText(text)
+                    if isinstance(v, str):
+                        item.setToolTip(fmt_threshold(method, t))
+        col = STAT_COLUMNS.index("threshold")
+        need = max((self.fontMetrics().horizontalAdvance(self.item(r, col).text()) + 16
+                    for r in range(self.rowCount()) if self.item(r, col) is not None), default=0)
+        if need > self.columnWidth(col):  # threshold texts are never cut (AND's pair is the longest)
+            self.setColumnWidth(col, need)
 
     def shown(self, method: str, split: str, column: str) -> str:
         """The text shown in a cell (tests compare it with the engine)."""
@@ -390,7 +427,8 @@ class F1Panel(QtWidgets.QWidget):
             self.split.addItem(sp)
         self.split.currentTextChanged.connect(self.state.set_curve_split)
         top.addWidget(self.split)
-        self.snap_all = QtWidgets.QPushButton("snap all to F1 optimum (val)")
+        self.snap_all = QtWidgets.QPushButton("all to F1 optimum (val)", toolTip="snap every method's threshold "
+                                                                                 "to its F1 optimum on validation")
         self.snap_all.clicked.connect(self._snap_all)
         top.addWidget(self.snap_all)
         top.addStretch(1)
@@ -405,6 +443,9 @@ class F1Panel(QtWidgets.QWidget):
         v.addWidget(self.tabs, 3)
         self.stats = StatsTable(state)
         v.addWidget(self.stats, 1)
+        self.objects = _summary_label()  # object-level F1 of the last evaluation (candidates matched to halos)
+        self.objects.setStyleSheet("font-size: 8pt; color: #aab0bb")
+        v.addWidget(self.objects)
         state.events.workspace.connect(self._rebuild)
         state.events.scores.connect(self._rebuild)
         state.events.curve_split.connect(self._split_changed)
@@ -426,11 +467,28 @@ class F1Panel(QtWidgets.QWidget):
         for p in self.plots.values():
             p.rebuild()
         self.stats.rebuild()
+        self._objects_text()
         avail = self.state.available_methods()
         if avail and self.tabs.currentWidget() is not self.plots.get(avail[0]):
             cur = [m for m, p in self.plots.items() if p is self.tabs.currentWidget()]
             if cur and cur[0] not in avail:
                 self.tabs.setCurrentWidget(self.plots[avail[0]])
+
+    def _objects_text(self) -> None:
+        """One line per method of the last evaluation's object-level numbers (test region, thresholds on val)."""
+        from szviewer.gui.detections import object_results
+
+        if self.state.workspace is None:
+            self.objects.setText("")
+            return
+        methods, note = object_results(self.state.workspace)
+        if methods is None:
+            self.objects.setText(f"objects: {note}")
+            return
+        rows = [f"{m} F1 <b>{fmt(r.get('f1'))}</b> (purity {fmt(r.get('purity'))}, completeness "
+                f"{fmt(r.get('completeness'))})" for m, r in methods.items() if isinstance(r, dict)]
+        self.objects.setText("objects, test region (last evaluation): " + "; ".join(rows)
+                             + (f" <i>({note})</i>" if note else ""))
 
     def _split_changed(self, split: str) -> None:
         self._rebuild()

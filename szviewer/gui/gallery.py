@@ -14,6 +14,7 @@ import numpy as np
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from szviewer.gui import display
+from szviewer.gui.annotations import VET_CLASSES, VET_KEYS, VET_LABELS
 from szviewer.gui.common import OUTCOME_RGB, fmt, qcolor
 from szviewer.gui.state import FOUND, METHODS, OUTCOMES, ViewerState
 
@@ -35,7 +36,7 @@ def _columns(state: ViewerState) -> list[tuple[str, str]]:
         c = state.data.columns
         cols += [(k, h) for k, h in (("m_vir", "M_vir [1e14]"), ("z", "z"), ("offset_arcmin", "offset ′"))
                  if k in c]
-    cols += [("flag", "flag"), ("note", "note")]
+    cols += [("flag", "flag"), ("vet", "vetting"), ("note", "note")]
     return cols
 
 
@@ -119,6 +120,8 @@ class CutoutTableModel(QtCore.QAbstractTableModel):
             return s.outcome_of(key.split(":", 1)[1], row) or ""
         if key == "flag":
             return "⚑" if s.annotation(row).get("flag") else ""
+        if key == "vet":
+            return VET_LABELS.get(s.annotation(row).get("vet"), "")
         if key == "note":
             return s.annotation(row).get("note", "").splitlines()[0] if s.annotation(row).get("note") else ""
         if key == "label":
@@ -159,10 +162,11 @@ class CutoutTableModel(QtCore.QAbstractTableModel):
 
 
 class GalleryTable(QtWidgets.QTableView):
-    """The table with j/k navigation, Enter to inspect, f to flag."""
+    """The table with j/k navigation, Enter to inspect, f to flag, c/n/u (1/2/3) to vet, 0 to clear."""
 
     inspect = QtCore.pyqtSignal(int)
     flag = QtCore.pyqtSignal()
+    vet = QtCore.pyqtSignal(str)  # a class, or '' to clear
 
     def keyPressEvent(self, ev: QtGui.QKeyEvent) -> None:  # noqa: N802
         k = ev.key()
@@ -177,6 +181,12 @@ class GalleryTable(QtWidgets.QTableView):
             return
         if k == Key.Key_F:
             self.flag.emit()
+            return
+        if ev.text().lower() in VET_KEYS:
+            self.vet.emit(VET_KEYS[ev.text().lower()])
+            return
+        if k == Key.Key_0:
+            self.vet.emit("")
             return
         super().keyPressEvent(ev)
 
@@ -206,13 +216,26 @@ class Gallery(QtWidgets.QWidget):
         for sp in ("train", "val", "test"):
             self.split.addItem(sp, sp)
         self.show = QtWidgets.QComboBox(toolTip="which cutouts: outcome of a method at its threshold")
+        self.show.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.show.setMinimumContentsLength(12)
         self.flagged = QtWidgets.QCheckBox("flagged")
+        self.vet = QtWidgets.QComboBox(toolTip="vetting class (keys c / n / u or 1 / 2 / 3 in the table)")
+        self.vet.addItem("any vetting", None)
+        for cls in VET_CLASSES:
+            self.vet.addItem(f"vetted: {VET_LABELS[cls]}", cls)
+        self.vet.addItem("vetted: any class", "vetted")
+        self.vet.addItem("not vetted yet", "unvetted")
+        self.vet.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.vet.setMinimumContentsLength(10)
         self.thumbs = QtWidgets.QCheckBox("thumbnails", checked=True)
         bar.addWidget(self.split)
         bar.addWidget(self.show, 1)
-        bar.addWidget(self.flagged)
-        bar.addWidget(self.thumbs)
+        bar2 = QtWidgets.QHBoxLayout()
+        bar2.addWidget(self.vet, 1)
+        bar2.addWidget(self.flagged)
+        bar2.addWidget(self.thumbs)
         v.addLayout(bar)
+        v.addLayout(bar2)
         self.count = QtWidgets.QLabel("")
         v.addWidget(self.count)
 
@@ -243,10 +266,12 @@ class Gallery(QtWidgets.QWidget):
         self.split.currentIndexChanged.connect(self._filter_changed)
         self.show.currentIndexChanged.connect(self._filter_changed)
         self.flagged.toggled.connect(self._filter_changed)
+        self.vet.currentIndexChanged.connect(self._filter_changed)
         self.thumbs.toggled.connect(self._thumbs_toggled)
         self.table.selectionModel().currentRowChanged.connect(self._current_changed)
         self.table.inspect.connect(self.inspect)
         self.table.flag.connect(self._flag)
+        self.table.vet.connect(self._vet)
 
         state.events.workspace.connect(self._on_workspace)
         state.events.scores.connect(self._on_workspace)
@@ -262,7 +287,6 @@ class Gallery(QtWidgets.QWidget):
         s = self.state
         self._guard = True
         try:
-            want = s.outcome_filter
             self.show.clear()
             self.show.addItem("all cutouts", None)
             for m in METHODS:
@@ -272,19 +296,30 @@ class Gallery(QtWidgets.QWidget):
             if s.has_method("MF") and s.has_method("CNN"):
                 for key, text in FOUND.items():
                     self.show.addItem(text, f"FOUND:{key}")
-            k = self.show.findData(":".join(want)) if want else 0
-            self.show.setCurrentIndex(max(k, 0))
-            self.split.setCurrentIndex(max(0, self.split.findData(s.split_filter)))
-            self.flagged.setChecked(s.flagged_only)
         finally:
             self._guard = False
+        self._sync_filter_widgets()
+
+    def _sync_filter_widgets(self) -> None:
+        """The filter widgets show the state's filter model (bound: they follow any change of it)."""
+        s = self.state
+        was, self._guard = self._guard, True
+        try:
+            want = s.filter.outcome
+            k = self.show.findData(":".join(want)) if want else 0
+            self.show.setCurrentIndex(max(k, 0))
+            self.split.setCurrentIndex(max(0, self.split.findData(s.filter.split)))
+            self.flagged.setChecked(s.filter.flagged_only)
+            self.vet.setCurrentIndex(max(0, self.vet.findData(s.filter.vet)))
+        finally:
+            self._guard = was
 
     def _filter_changed(self, *_):
         if self._guard:
             return
         data = self.show.currentData()
         self.state.set_filter(split=self.split.currentData(), outcome=tuple(data.split(":")) if data else None,
-                              flagged_only=self.flagged.isChecked())
+                              flagged_only=self.flagged.isChecked(), vet=self.vet.currentData())
 
     def set_outcome_filter(self, method: str, outcome: str) -> None:
         """Show e.g. ('CNN', 'FN') or ('FOUND', 'MF_ONLY') (also what the combo box does)."""
@@ -314,6 +349,7 @@ class Gallery(QtWidgets.QWidget):
 
     def refresh(self) -> None:
         self._refresh_timer.stop()
+        self._sync_filter_widgets()
         cols_before = [k for k, _ in self.model.cols]
         self.model.refresh()
         if [k for k, _ in self.model.cols] != cols_before:
@@ -335,13 +371,16 @@ class Gallery(QtWidgets.QWidget):
             self.model.refresh_outcomes()
 
     def _column_widths(self) -> None:
-        widths = {"id": THUMB + 60, "split": 46, "label": 52, "flag": 34}
-        for k, (key, _) in enumerate(self.model.cols):
+        widths = {"id": THUMB + 60, "split": 46, "label": 52, "flag": 34, "vet": 90}
+        hdr = self.table.horizontalHeader()
+        fm = hdr.fontMetrics()
+        for k, (key, title) in enumerate(self.model.cols):
             w = widths.get(key, 50 if key.startswith("outcome:") else 64)
-            self.table.setColumnWidth(k, w)
+            # never cut a header: its text, the sort arrow and the margins
+            self.table.setColumnWidth(k, max(w, fm.horizontalAdvance(title) + 26))
 
     def _on_annotation(self, row: int) -> None:
-        if self.state.flagged_only:
+        if self.state.flagged_only or self.state.filter.vet:
             self.refresh()
             return
         pos = self.model.position_of(row)
@@ -376,6 +415,12 @@ class Gallery(QtWidgets.QWidget):
         s = self.state
         if s.current is not None:
             s.set_annotation(s.current, flag=not s.annotation(s.current).get("flag", False))
+
+    def _vet(self, cls: str) -> None:
+        s = self.state
+        if s.current is not None:
+            same = s.annotation(s.current).get("vet") == cls
+            s.set_annotation(s.current, vet=None if (not cls or same) else cls)
 
     def focus_table(self) -> None:
         self.table.setFocus()

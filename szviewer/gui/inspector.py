@@ -9,18 +9,26 @@ catalogue, and the scores with each method's decision at the current thresholds.
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from szviewer.cutouts.levels import LEVEL_LABELS
 from szviewer.gui import display
-from szviewer.gui.common import CMAPS, OUTCOME_RGB, fmt, lut
-from szviewer.gui.state import METHODS, ViewerState
+from szviewer.gui.annotations import VET_CLASSES, VET_KEYS, VET_LABELS
+from szviewer.gui.common import CMAPS, OUTCOME_TEXT_RGB, fmt, lut
+from szviewer.gui.infotext import info_html
+from szviewer.gui.state import ViewerState
 
 CELL_ARCMIN = 6.0
+
+
+def _symmetric(m: np.ndarray | None) -> tuple[float, float]:
+    """Levels symmetric about 0 at the 99.5th percentile of |m| (a y map: decrements and residuals alike)."""
+    if m is None:
+        return (-1.0, 1.0)
+    a = float(np.nanpercentile(np.abs(m), 99.5)) if np.isfinite(m).any() else 1.0
+    return (-a, a) if a > 0 else (-1.0, 1.0)
 BAND_TITLES = ("90 GHz", "148 GHz", "219 GHz")
 
 
@@ -67,10 +75,10 @@ class CutoutInspector(QtWidgets.QWidget):
         v = QtWidgets.QVBoxLayout(self)
         v.setContentsMargins(4, 4, 4, 4)
 
-        # ---- controls
+        # ---- controls, in two rows so that the inspector fits beside the docks on a 1366 px screen
         bar = QtWidgets.QHBoxLayout()
+        bar2 = QtWidgets.QHBoxLayout()
         self.level = QtWidgets.QComboBox(toolTip="component level: each adds one component to the previous")
-        self.level.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.stretch = QtWidgets.QComboBox(toolTip="stretch shared by all cutouts")
         self.stretch.addItems(["linear", "asinh"])
         self.scaling = QtWidgets.QComboBox(toolTip="how the shared levels are measured on a sample of cutouts")
@@ -78,22 +86,32 @@ class CutoutInspector(QtWidgets.QWidget):
         self.scaling.addItem("min-max", "minmax")
         self.cmap = QtWidgets.QComboBox(toolTip="colour map of the single bands")
         self.cmap.addItems(list(CMAPS) + ["grey"])
+        self.view = QtWidgets.QComboBox(toolTip="the three bands and their RGB composite, or filtered views: "
+                                                "the MF S/N map at the candidate's scale and a Compton-y ILC")
+        self.view.addItem("bands + RGB", "bands")
+        self.view.addItem("filtered: MF S/N, y", "filtered")
+        for w in (self.level, self.scaling, self.view):
+            w.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.show_halo = QtWidgets.QCheckBox("halo")
         self.show_cell = QtWidgets.QCheckBox("6' cell")
         self.show_mf = QtWidgets.QCheckBox("MF")
-        for text, w in (("level", self.level), ("stretch", self.stretch), ("levels", self.scaling),
-                        ("colours", self.cmap)):
+        for text, w in (("level", self.level), ("levels", self.scaling), ("colours", self.cmap)):
             bar.addWidget(QtWidgets.QLabel(text))
             bar.addWidget(w)
-        bar.addSpacing(8)
-        for w in (self.show_halo, self.show_cell, self.show_mf):
-            bar.addWidget(w)
         bar.addStretch(1)
+        for text, w in (("show", self.view), ("stretch", self.stretch)):
+            bar2.addWidget(QtWidgets.QLabel(text))
+            bar2.addWidget(w)
+        bar2.addSpacing(8)
+        for w in (self.show_halo, self.show_cell, self.show_mf):
+            bar2.addWidget(w)
+        bar2.addStretch(1)
         self.prev_btn = QtWidgets.QToolButton(text="◀ k", toolTip="previous cutout in the gallery (k)")
         self.next_btn = QtWidgets.QToolButton(text="j ▶", toolTip="next cutout in the gallery (j)")
-        bar.addWidget(self.prev_btn)
-        bar.addWidget(self.next_btn)
+        bar2.addWidget(self.prev_btn)
+        bar2.addWidget(self.next_btn)
         v.addLayout(bar)
+        v.addLayout(bar2)
 
         # ---- images: one view per band and the RGB composite, in a row of four or two rows of two
         self.glw = QtWidgets.QWidget()
@@ -115,12 +133,27 @@ class CutoutInspector(QtWidgets.QWidget):
         self.info.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft)
         self.info.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.info.setWordWrap(True)
+        self.info.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.info.setMinimumWidth(160)
         low.addWidget(self.info, 3)
         ann = QtWidgets.QVBoxLayout()
         self.flag = QtWidgets.QCheckBox("flag this cutout (f)")
+        vet_row = QtWidgets.QHBoxLayout()
+        vet_row.setSpacing(2)
+        self.vet_buttons: dict[str, QtWidgets.QToolButton] = {}
+        for cls, key in (("cluster", "c"), ("not", "n"), ("unsure", "u")):
+            b = QtWidgets.QToolButton(text=f"{cls} ({key})", checkable=True,
+                                      toolTip=f"vet: {VET_LABELS[cls]} (key {key} or {VET_CLASSES.index(cls) + 1}; "
+                                              "again to clear)")
+            b.setStyleSheet("QToolButton:checked { background-color: #346ebe; color: #ffffff; font-weight: bold }")
+            b.clicked.connect(lambda on, cls=cls: self.set_vet(cls if on else None))
+            vet_row.addWidget(b)
+            self.vet_buttons[cls] = b
+        vet_row.addStretch(1)
         self.note = QtWidgets.QPlainTextEdit(placeholderText="note, saved in the workspace")
-        self.note.setMaximumHeight(64)
+        self.note.setMaximumHeight(56)
         ann.addWidget(self.flag)
+        ann.addLayout(vet_row)
         ann.addWidget(self.note)
         ann.addStretch(1)
         low.addLayout(ann, 1)
@@ -137,6 +170,7 @@ class CutoutInspector(QtWidgets.QWidget):
         self.stretch.currentIndexChanged.connect(self._controls_changed)
         self.scaling.currentIndexChanged.connect(self._controls_changed)
         self.cmap.currentIndexChanged.connect(self._controls_changed)
+        self.view.currentIndexChanged.connect(self._controls_changed)
         for w in (self.show_halo, self.show_cell, self.show_mf):
             w.toggled.connect(self._controls_changed)
         self.flag.toggled.connect(self._flag_toggled)
@@ -168,14 +202,20 @@ class CutoutInspector(QtWidgets.QWidget):
             self.show_halo.setChecked(d.show_halo)
             self.show_cell.setChecked(d.show_cell)
             self.show_mf.setChecked(d.show_mf)
+            self.view.setCurrentIndex(max(0, self.view.findData(d.view)))
         finally:
             self._updating = False
 
-    def _on_workspace(self, _state=None) -> None:
+    def _titles(self) -> list[str]:
         bands = tuple(self.state.store.bands) if self.state.store is not None else (90, 148, 219)
-        titles = [f"{b} GHz" for b in bands[:3]] + [f"RGB  {' / '.join(str(b) for b in bands[:3])}"]
-        for panel, title in zip(self.panels, titles, strict=False):
-            panel.label.setText(title)
+        rgb = f"RGB  {' / '.join(str(b) for b in bands[:3])}"
+        if self.state.display.view == "filtered":
+            mid = bands[1] if len(bands) > 1 else bands[0]
+            return [f"{mid} GHz", "MF S/N (θc …)", "Compton y (ILC)", rgb]
+        return [f"{b} GHz" for b in bands[:3]] + [rgb]
+
+    def _on_workspace(self, _state=None) -> None:
+        self._filtered_cache = {}
         self._sync_controls()
         self._redraw()
 
@@ -201,7 +241,8 @@ class CutoutInspector(QtWidgets.QWidget):
         self.state.set_display(level=self.level.currentData() or self.state.display.level,
                                stretch=self.stretch.currentText(), scaling=self.scaling.currentData(),
                                cmap=self.cmap.currentText(), show_halo=self.show_halo.isChecked(),
-                               show_cell=self.show_cell.isChecked(), show_mf=self.show_mf.isChecked())
+                               show_cell=self.show_cell.isChecked(), show_mf=self.show_mf.isChecked(),
+                               view=self.view.currentData() or "bands")
 
     def _flag_toggled(self, on: bool) -> None:
         if not self._updating and self.state.current is not None:
@@ -211,6 +252,17 @@ class CutoutInspector(QtWidgets.QWidget):
         if self.state.current is not None and self.state.data is not None:
             if self.note.toPlainText() != self.state.annotation(self.state.current).get("note", ""):
                 self.state.set_annotation(self.state.current, note=self.note.toPlainText())
+
+    def set_vet(self, cls: str | None) -> None:
+        """Vet the shown cutout: 'cluster', 'not', 'unsure', or None to clear (saved in the workspace)."""
+        if self.state.current is not None:
+            self.state.set_annotation(self.state.current, vet=cls)
+
+    def toggle_vet(self, cls: str) -> None:
+        """What the keys c / n / u (1 / 2 / 3) do: set the class, or clear it when it is the cutout's already."""
+        if self.state.current is not None:
+            same = self.state.annotation(self.state.current).get("vet") == cls
+            self.set_vet(None if same else cls)
 
     def toggle_flag(self) -> None:
         if self.state.current is not None:
@@ -250,8 +302,23 @@ class CutoutInspector(QtWidgets.QWidget):
         levels = s.band_levels(level, d.scaling)
         table = lut(d.cmap)
         npix = imgs.shape[-1]
-        for b in range(min(3, imgs.shape[0])):
-            t = display.stretch(imgs[b], levels[b, 0], levels[b, 1], d.stretch)
+        titles = self._titles()
+        if d.view == "filtered":
+            mid = 1 if imgs.shape[0] > 1 else 0
+            snr, y, theta = self._filtered(row, level, imgs)
+            titles[1] = f"MF S/N (θc {theta:g}′)"
+            singles = [display.stretch(imgs[mid], levels[mid, 0], levels[mid, 1], d.stretch)]
+            for m, (lo, hi) in ((snr, (-5.0, 5.0)), (y, _symmetric(y))):
+                singles.append(display.stretch(m, lo, hi, d.stretch) if m is not None else None)
+        else:
+            singles = [display.stretch(imgs[b], levels[b, 0], levels[b, 1], d.stretch)
+                       for b in range(min(3, imgs.shape[0]))]
+        for panel, title in zip(self.panels, titles, strict=False):
+            panel.label.setText(title)
+        for b, t in enumerate(singles):
+            if t is None:
+                self.panels[b].image.clear()
+                continue
             self.panels[b].image.setImage(t, levels=(0.0, 1.0), lut=table, autoLevels=False)
             self.panels[b].image.setRect(QtCore.QRectF(0, 0, npix, npix))
         rgb = display.rgb_composite(imgs, levels, d.stretch)
@@ -260,6 +327,17 @@ class CutoutInspector(QtWidgets.QWidget):
         for p in self.panels:
             p.vb.setRange(xRange=(0, npix), yRange=(0, npix), padding=0.02)
         self.text.setPos(0.5, npix - 0.5)
+
+    def _filtered(self, row: int, level: str, imgs: np.ndarray):
+        """(MF S/N map, Compton-y map, theta_c) of a cutout (:func:`szviewer.gui.views.filtered_views`), cached."""
+        key = (row, level)
+        if key not in self._filtered_cache:
+            from szviewer.gui.views import filtered_views
+
+            if len(self._filtered_cache) > 64:
+                self._filtered_cache.clear()
+            self._filtered_cache[key] = filtered_views(self.state, row, imgs)
+        return self._filtered_cache[key]
 
     def _pix(self) -> tuple[float, int]:
         s = self.state
@@ -325,7 +403,7 @@ class CutoutInspector(QtWidgets.QWidget):
         sc = s.data.scores
         def tag(m):
             o = s.outcome_of(m, row)
-            return "" if o is None else f" <span style='color: rgb{OUTCOME_RGB[o]}'><b>{o}</b></span>"
+            return "" if o is None else f" <span style='color: rgb{OUTCOME_TEXT_RGB[o]}'><b>{o}</b></span>"
 
         lines = []
         if "cnn_prob" in sc:
@@ -340,54 +418,7 @@ class CutoutInspector(QtWidgets.QWidget):
         head = "<br>".join(lines) or "<i>no scores yet</i>"
         self.text.setHtml(f"<div style='color:#ffffff; font-size:8pt; background-color: rgba(0,0,0,120)'>"
                           f"{head}</div>")
-        self.info.setText(self._info_html(row, label))
-
-    def _info_html(self, row: int, label: str) -> str:
-        s = self.state
-        c = s.data.columns
-        sc = s.data.scores
-        a = []
-        a.append(f"<b>cutout {int(c['id'][row])}</b> &nbsp; RA {c['ra'][row]:.4f}°, Dec {c['dec'][row]:.4f}° "
-                 f"&nbsp; split <b>{c['split'][row]}</b> &nbsp; truth: <b>{label}</b>")
-        if c["label"][row] or (("n_halos" in c) and c["n_halos"][row] > 0):
-            props = []
-            for key, name, scale, unit in (("m_vir", "M_vir", 1e14, "×10¹⁴ M☉"), ("z", "z", 1, ""),
-                                           ("m500", "M500", 1e14, "×10¹⁴ M☉"),
-                                           ("theta500_arcmin", "θ500", 1, "′"), ("y0", "y0", 1, ""),
-                                           ("offset_arcmin", "offset", 1, "′ from centre"),
-                                           ("halo_id", "halo", 1, ""), ("n_halos", "halos in cell", 1, "")):
-                if key in c:
-                    v = c[key][row]
-                    if isinstance(v, (np.floating, float)):
-                        v = v / scale
-                    props.append(f"{name} <b>{fmt(v)}</b>{unit}")
-            a.append("halo: " + ", ".join(props))
-        scores = []
-        if "mf_snr" in sc:
-            scores.append(f"MF S/N <b>{fmt(sc['mf_snr'][row])}</b>")
-        if "cnn_prob" in sc:
-            scores.append(f"CNN p <b>{fmt(sc['cnn_prob'][row])}</b>")
-        if s.has_method("PROD"):
-            scores.append(f"rank product <b>{fmt(s.score('PROD')[row])}</b>")
-        missing = [msg for m in ("MF", "CNN") if (msg := s.missing_message(m))]
-        a.append("scores: " + (", ".join(scores) if scores else "<i>none</i>")
-                 + ("".join(f"<br><i>{html.escape(m)}</i>" for m in missing)))
-        dets = sorted(s.detections_near(row), key=lambda e: -e["snr"])
-        if dets:
-            more = f" (+{len(dets) - 3} weaker)" if len(dets) > 3 else ""
-            a.append("MF detections in the cutout: " + "; ".join(
-                f"S/N {e['snr']:.1f}, θc {e['theta_c_arcmin']:.2g}′ at ({e['dx_arcmin']:+.1f}′ E, "
-                f"{e['dy_arcmin']:+.1f}′ N)" for e in dets[:3]) + more)
-        decisions = []
-        for m in METHODS:
-            o = s.outcome_of(m, row)
-            if o is None:
-                continue
-            dec = "positive" if o in ("TP", "FP") else "negative"
-            decisions.append(f"<span style='color: rgb{OUTCOME_RGB[o]}'>{m}: {dec} ({o})</span>")
-        if decisions:
-            a.append("decisions: " + " &nbsp; ".join(decisions))
-        return "<br>".join(a)
+        self.info.setText(info_html(s, row, label))
 
     def _update_annotation(self) -> None:
         s = self.state
@@ -398,6 +429,9 @@ class CutoutInspector(QtWidgets.QWidget):
             self.note.setEnabled(enabled)
             a = s.annotation(s.current) if enabled else {"flag": False, "note": ""}
             self.flag.setChecked(bool(a.get("flag")))
+            for cls, b in self.vet_buttons.items():
+                b.setEnabled(enabled)
+                b.setChecked(a.get("vet") == cls)
             if self.note.toPlainText() != a.get("note", ""):
                 self.note.setPlainText(a.get("note", ""))
         finally:
@@ -433,6 +467,10 @@ class CutoutInspector(QtWidgets.QWidget):
             self.state.step(-1)
         elif ev.key() == Key.Key_F:
             self.toggle_flag()
+        elif ev.text().lower() in VET_KEYS:
+            self.toggle_vet(VET_KEYS[ev.text().lower()])
+        elif ev.key() == Key.Key_0:
+            self.set_vet(None)
         else:
             super().keyPressEvent(ev)
 
@@ -441,5 +479,5 @@ class CutoutInspector(QtWidgets.QWidget):
         return self.panels[3].image.image
 
     def sizeHint(self) -> QtCore.QSize:  # noqa: N802 - Qt API
-        return QtCore.QSize(760, 420)
+        return QtCore.QSize(600, 420)
 

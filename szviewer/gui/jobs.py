@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psygnal import Signal
+
 #: Seconds between progress messages sent by a child.
 PROGRESS_INTERVAL = 0.05
 
@@ -172,6 +174,21 @@ def child_main() -> int:
     return 0
 
 
+def eta_words(seconds: float | None) -> str:
+    """A time left in words: 'about 40 s left', 'about 3 min left', 'about 1 h 20 min left'."""
+    if seconds is None or not seconds == seconds:
+        return ""
+    s = float(seconds)
+    if s < 10:
+        return "a few seconds left"
+    if s < 90:
+        return f"about {int(round(s / 5.0) * 5)} s left"
+    if s < 3600:
+        return f"about {int(round(s / 60.0))} min left"
+    h, m = divmod(int(round(s / 60.0)), 60)
+    return f"about {h} h {m} min left" if m else f"about {h} h left"
+
+
 class Job:
     """One running (or finished) job: status, progress, log; see :class:`JobRunner`."""
 
@@ -195,6 +212,7 @@ class Job:
         self._thread = None
         self._q: queue_mod.Queue = queue_mod.Queue()
         self._partials_before: set[Path] = set()
+        self._first_progress: tuple[float, int, int] | None = None  # (time, done, total) where this phase began
 
     # ------------------------------------------------------------------ control
     @property
@@ -255,6 +273,21 @@ class Job:
                 self._proc.stdin.write("cancel\n")
                 self._proc.stdin.flush()
 
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the mean rate since the first progress message (None until it can be told)."""
+        if not self.active or not self.total or self._first_progress is None:
+            return None
+        t0, d0, _ = self._first_progress
+        dt, dd = time.monotonic() - t0, self.done - d0
+        if dd <= 0 or dt < 1.0:
+            return None
+        return max(self.total - self.done, 0) * dt / dd
+
+    def eta_text(self) -> str:
+        """The time left in words ("about 3 min left"), or '' while it cannot be told."""
+        return eta_words(self.eta_s)
+
     # ------------------------------------------------------------------ polling
     def _add_log(self, line: str) -> None:
         self.log.append(line)
@@ -273,6 +306,9 @@ class Job:
             kind = msg[0]
             if kind == "progress":
                 self.done, self.total, self.message = msg[1], msg[2], msg[3]
+                fp = self._first_progress
+                if fp is None or msg[1] < fp[1] or msg[2] != fp[2]:  # a new phase (e.g. reading, then training)
+                    self._first_progress = (time.monotonic(), msg[1], msg[2])
                 events.append(("progress",))
             elif kind == "log":
                 self._add_log(msg[1])
@@ -343,21 +379,22 @@ class Job:
 
 
 class JobRunner:
-    """Starts jobs and polls them; callbacks ``on_progress(job)``, ``on_log(job, line)``, ``on_finished(job)``."""
+    """The jobs model: starts jobs and polls them; events ``started(job)``, ``progress(job)``, ``log(job, line)``,
+    ``finished(job)`` (psygnal, like the other models of the app)."""
+
+    started = Signal(object)
+    progress = Signal(object)
+    log = Signal(object, str)
+    finished = Signal(object)
 
     def __init__(self):
         self.jobs: list[Job] = []
-        self.on_started: list[Callable] = []
-        self.on_progress: list[Callable] = []
-        self.on_log: list[Callable] = []
-        self.on_finished: list[Callable] = []
 
     def submit(self, spec: JobSpec) -> Job:
         job = Job(spec)
         self.jobs.append(job)
         job.start()
-        for cb in self.on_started:
-            cb(job)
+        self.started.emit(job)
         return job
 
     def active(self) -> list[Job]:
@@ -367,144 +404,30 @@ class JobRunner:
         for job in self.active():
             for ev in job.poll():
                 if ev[0] == "progress":
-                    for cb in self.on_progress:
-                        cb(job)
+                    self.progress.emit(job)
                 elif ev[0] == "log":
-                    for cb in self.on_log:
-                        cb(job, ev[1])
+                    self.log.emit(job, ev[1])
                 elif ev[0] == "finished":
-                    for cb in self.on_finished:
-                        cb(job)
+                    self.finished.emit(job)
 
     def cancel_all(self) -> None:
         for job in self.active():
             job.cancel()
 
 
-# ---------------------------------------------------------------------------------------------- job functions
-# Module-level functions so a spawned child can import them; each takes plain arguments (paths, numbers).
-
-def simulate(out: str, area_deg2: float = 25.0, seed: int = 0, overwrite: bool = False, progress=None,
-             cancelled=None) -> dict:
-    """A synthetic sky in a new workspace (szviewer simulate)."""
-    from szviewer.jobs.simulate import simulate_workspace
-    from szviewer.sky.synthetic import SimulationSettings
-
-    card = simulate_workspace(out, SimulationSettings(seed=int(seed), area_deg2=float(area_deg2)),
-                              overwrite=overwrite, progress=progress, cancelled=cancelled)
-    print(f"workspace {out}: {area_deg2:g} deg^2, seed {seed}, {card.get('seconds', 0):.1f} s")
-    return {"workspace": str(out), "seconds": card.get("seconds")}
-
-
-def cutouts(workspace: str, overwrite: bool = False, progress=None, cancelled=None) -> dict:
-    """The DeepSZ cutout set of a workspace (szviewer cutouts)."""
-    from szviewer.cutouts.build import CutoutSettings
-    from szviewer.jobs.cutouts import make_cutouts
-    from szviewer.workspace import Workspace
-
-    s = make_cutouts(Workspace(workspace), CutoutSettings(), overwrite=overwrite, progress=progress,
-                     cancelled=cancelled)
-    print(f"{s['cutouts']} cutouts, {s['positives']} positive, {s['seconds']:.1f} s")
-    return {k: v for k, v in s.items() if not isinstance(v, (list, dict))}
-
-
-def mf(workspace: str, overwrite: bool = False, progress=None, cancelled=None) -> dict:
-    """The matched filter over a workspace: its catalogue and the ``mf_snr`` score column (szviewer mf)."""
-    from szviewer.jobs.mf import run_mf_on_workspace
-    from szviewer.workspace import Workspace
-
-    s = run_mf_on_workspace(Workspace(workspace), progress=progress, cancelled=cancelled, overwrite=overwrite)
-    print(f"matched filter: {s.get('detections')} detections, {s.get('positives_detected')} of "
-          f"{s.get('positives')} clusters detected, {s.get('seconds')} s")
-    return s
-
-
-def train(workspace: str, preset: str = "quick", device: str = "auto", overwrite: bool = False, progress=None,
-          cancelled=None) -> dict:
-    """Train the CNN on the workspace's training cutouts (szviewer train); torch loads in this process only."""
-    from szviewer.jobs.cnn import train_job
-    from szviewer.workspace import Workspace
-
-    s = train_job(Workspace(workspace), preset=preset, device=device, progress=progress, cancelled=cancelled,
-                  overwrite=overwrite)
-    print(f"trained ({preset}, {device}): val F1 {s.get('val_f1')}, test F1 {s.get('test_f1')}, {s.get('seconds')} s")
-    return s
-
-
-def train_estimate(workspace: str, preset: str = "quick", device: str = "auto", cancelled=None) -> dict:
-    """How long training can take on this machine (szviewer train --estimate): a few real training steps are
-    timed and remembered for the train dialog; torch loads in this process only."""
-    from szviewer.jobs.cnn import train_estimate as estimate
-    from szviewer.workspace import Workspace
-
-    return estimate(Workspace(workspace), preset=preset, device=device, cancelled=cancelled)
-
-
-def predict(workspace: str, device: str = "auto", overwrite: bool = False, progress=None, cancelled=None) -> dict:
-    """Score every cutout with the CNN (szviewer predict): the workspace's model, else the shipped one."""
-    from szviewer.jobs.cnn import predict_job
-    from szviewer.workspace import Workspace
-
-    s = predict_job(Workspace(workspace), device=device, progress=progress, cancelled=cancelled, overwrite=overwrite)
-    print(f"CNN: {s.get('cutouts')} cutouts scored with {s.get('model')} in {s.get('seconds')} s")
-    return s
-
-
-def demo(out: str, area_deg2: float = 25.0, seed: int = 0, progress=None, cancelled=None) -> dict:
-    """The demo workspace: a synthetic sky, its cutouts, and every finder that is available."""
-    from szviewer.errors import Cancelled, SzviewerError
-    from szviewer.workspace import Workspace
-
-    def stage(name):
-        return None if progress is None else (lambda d, t, m="": progress(d, t, f"{name}: {m}"))
-
-    if not (Path(out) / "workspace.json").exists():
-        simulate(out, area_deg2, seed, progress=stage("sky"), cancelled=cancelled)
-    ws = Workspace(out)
-    if not ws.has("cutouts"):
-        cutouts(out, progress=stage("cutouts"), cancelled=cancelled)
-    for kind in ("mf", "predict"):
-        spec = JOB_KINDS[kind]
-        if not available(kind):
-            print(f"{spec['label']}: not built yet")
-            continue
-        try:
-            resolve(spec["target"])(out, progress=stage(kind), cancelled=cancelled)
-        except Cancelled:
-            raise
-        except (SzviewerError, OSError) as exc:  # e.g. no shipped model yet: the demo still opens
-            print(f"{spec['label']}: skipped ({exc})")
-    return {"workspace": str(out)}
-
-
-#: Jobs the app offers on an open workspace: ``target(workspace, **options, progress=, cancelled=)``. A kind is
-#: offered when ``function`` exists in ``module`` (checked without importing it, so torch stays unloaded).
-JOB_KINDS: dict[str, dict] = {
-    "cutouts": {"label": "build cutouts", "target": "szviewer.gui.jobs:cutouts", "module": "szviewer.jobs.cutouts",
-                "function": "make_cutouts"},
-    "mf": {"label": "run the matched filter", "target": "szviewer.gui.jobs:mf", "module": "szviewer.jobs.mf",
-           "function": "run_mf_on_workspace"},
-    "train": {"label": "train the CNN", "target": "szviewer.gui.jobs:train", "module": "szviewer.jobs.cnn",
-              "function": "train_job"},
-    "predict": {"label": "score with the CNN", "target": "szviewer.gui.jobs:predict", "module": "szviewer.jobs.cnn",
-                "function": "predict_job"},
-}
-
-
-def available(kind: str) -> bool:
-    """Whether a job kind's module and function exist (read from the source, not imported)."""
-    entry = JOB_KINDS[kind]
-    try:
-        spec = importlib.util.find_spec(entry["module"])
-    except (ImportError, ValueError):
-        return False
-    if spec is None or spec.origin is None:
-        return False
-    try:
-        return f"def {entry['function']}(" in Path(spec.origin).read_text(encoding="utf-8")
-    except OSError:
-        return False
-
+# the job functions and kinds (also reachable as szviewer.gui.jobs:NAME, the targets older specs name)
+from szviewer.gui.jobkinds import (  # noqa: E402, F401
+    JOB_KINDS,
+    available,
+    cutouts,
+    demo,
+    evaluate,
+    mf,
+    predict,
+    simulate,
+    train,
+    train_estimate,
+)
 
 if __name__ == "__main__":
     raise SystemExit(child_main())

@@ -18,6 +18,19 @@ STATUS_TEXT = {"queued": "queued", "running": "running", "done": "done", "failed
                "cancelled": "cancelled"}
 
 
+def progress_text(job: Job) -> str:
+    """'42% · tile 2/4: pass 3/8 · about 3 min left' (the step, what it does, and the time left in words)."""
+    parts = []
+    if job.total:
+        parts.append(f"{100.0 * job.done / job.total:.0f}%")
+    if job.message:
+        parts.append(job.message)
+    eta = job.eta_text()
+    if eta:
+        parts.append(eta)
+    return " · ".join(parts)
+
+
 class QtJobRunner(QtCore.QObject):
     started = QtCore.pyqtSignal(object)
     progress = QtCore.pyqtSignal(object)
@@ -27,10 +40,11 @@ class QtJobRunner(QtCore.QObject):
     def __init__(self, parent=None, interval_ms: int = 50):
         super().__init__(parent)
         self.runner = JobRunner()
-        self.runner.on_started.append(self.started.emit)
-        self.runner.on_progress.append(self.progress.emit)
-        self.runner.on_log.append(self.log.emit)
-        self.runner.on_finished.append(self.finished.emit)
+        # the pure-Python jobs model's events, re-emitted as Qt signals (lambdas: held strongly by psygnal)
+        self.runner.started.connect(lambda job: self.started.emit(job))
+        self.runner.progress.connect(lambda job: self.progress.emit(job))
+        self.runner.log.connect(lambda job, line: self.log.emit(job, line))
+        self.runner.finished.connect(lambda job: self.finished.emit(job))
         self.timer = QtCore.QTimer(self, interval=interval_ms)
         self.timer.timeout.connect(self._poll)
 
@@ -89,10 +103,10 @@ class SimulateDialog(QtWidgets.QDialog):
     def spec(self) -> JobSpec:
         out = self.out.text().strip()
         if self.cut.isChecked():
-            return JobSpec(f"simulate {self.area.value():g} deg² + cutouts → {out}", "szviewer.gui.jobs:demo",
+            return JobSpec(f"simulate {self.area.value():g} deg² + cutouts → {out}", "szviewer.gui.jobkinds:demo",
                            {"out": out, "area_deg2": self.area.value(), "seed": self.seed.value()},
                            creates=out, open_when_done=True)
-        return JobSpec(f"simulate {self.area.value():g} deg² → {out}", "szviewer.gui.jobs:simulate",
+        return JobSpec(f"simulate {self.area.value():g} deg² → {out}", "szviewer.gui.jobkinds:simulate",
                        {"out": out, "area_deg2": self.area.value(), "seed": self.seed.value()},
                        creates=out, open_when_done=True)
 
@@ -166,7 +180,7 @@ class TrainDialog(QtWidgets.QDialog):
             return
         self.estimate.setText(f"measuring a few {opts['preset']} training steps on this machine…")
         self._job_key = (opts["preset"], opts["device"])
-        self._job = Job(JobSpec("measure training speed", "szviewer.gui.jobs:train_estimate",
+        self._job = Job(JobSpec("measure training speed", "szviewer.gui.jobkinds:train_estimate",
                                 {"workspace": str(self.workspace), **opts}, mode=self.measure_mode))
         self._job.start()
         self.timer.start()
@@ -222,8 +236,11 @@ class JobsPanel(QtWidgets.QWidget):
         self.list = QtWidgets.QTreeWidget()
         self.list.setHeaderLabels(["job", "status", "progress"])
         self.list.setRootIsDecorated(False)
-        self.list.setColumnWidth(0, 320)
-        self.list.setColumnWidth(1, 80)
+        hdr = self.list.header()  # the job's title takes the room there is; status and progress keep theirs
+        hdr.setStretchLastSection(False)
+        hdr.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        hdr.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        self.list.setColumnWidth(2, 150)
         mid.addWidget(self.list, 1)
         row = QtWidgets.QHBoxLayout()
         self.cancel_btn = QtWidgets.QPushButton("Cancel")
@@ -323,10 +340,13 @@ class JobsPanel(QtWidgets.QWidget):
         if job.total:
             bar.setRange(0, job.total)
             bar.setValue(job.done)
-        bar.setFormat(f"%p%  {job.message}")
+        eta = job.eta_text()
+        bar.setFormat("%p%" + (f"  {eta}" if eta else ""))
+        bar.setToolTip(job.message)
         item.setText(1, STATUS_TEXT[job.status])
+        item.setToolTip(0, job.message)
         if job is self.selected():
-            self.status.setText(f"{job.done}/{job.total} {job.message}")
+            self.status.setText(progress_text(job))
 
     def _log(self, job: Job, line: str) -> None:
         if job is self.selected():

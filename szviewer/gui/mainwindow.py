@@ -17,8 +17,9 @@ from szviewer.gui.gallery import Gallery
 from szviewer.gui.inspector import CutoutInspector
 from szviewer.gui.jobs import Job
 from szviewer.gui.jobspanel import JobsPanel, QtJobRunner
+from szviewer.gui.models import DisplaySettings, SkySettings
 from szviewer.gui.skyview import SkyView
-from szviewer.gui.state import DisplaySettings, ViewerState
+from szviewer.gui.state import ViewerState
 from szviewer.gui.welcome import WelcomeView
 
 LAYOUT_VERSION = 1
@@ -31,6 +32,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle("szviewer")
         self.runner = QtJobRunner(self)
         self.confirm_close = self._ask_close  # tests replace it
+        self.samp = None  # a szviewer.gui.samp.SampLink once connected
 
         self.welcome = WelcomeView(self.runner)
         self.inspector = CutoutInspector(self.state)
@@ -55,6 +57,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.addDockWidget(area, dock)
             self.docks[name] = dock
         self.splitDockWidget(self.docks["f1"], self.docks["sky"], QtCore.Qt.Orientation.Vertical)
+        # the side docks run the full height; the jobs dock sits under the inspector only (fits 1366 x 768)
+        self.setCorner(QtCore.Qt.Corner.BottomLeftCorner, A.LeftDockWidgetArea)
+        self.setCorner(QtCore.Qt.Corner.BottomRightCorner, A.RightDockWidgetArea)
         self._layout_restored = False
 
         self._make_menus()
@@ -68,6 +73,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state.events.workspace.connect(self._on_workspace)
         self.state.events.scores.connect(self._on_workspace)
         self.state.events.display.connect(self._save_display)
+        # the view and thresholds are also kept as they change (1 s after the last change), not only on close,
+        # so a killed or crashed app still comes back where it was
+        self._session_timer = QtCore.QTimer(self, singleShot=True, interval=1000)
+        self._session_timer.timeout.connect(self._save_workspace_session)
+        for ev in (self.state.events.selection, self.state.events.filter, self.state.events.thresholds,
+                   self.state.sky.events.all):
+            ev.connect(self._session_changed)
 
         screen = QtWidgets.QApplication.primaryScreen()
         avail = screen.availableGeometry() if screen is not None else QtCore.QRect(0, 0, 1600, 980)
@@ -99,16 +111,85 @@ class MainWindow(QtWidgets.QMainWindow):
         for dock in self.docks.values():
             v.addAction(dock.toggleViewAction())
         v.addSeparator()
+        act(v, "MF &selection function (injections)…", self.selection_dialog)
+        v.addSeparator()
         act(v, "Reset layout", self.reset_layout)
         j = mb.addMenu("&Jobs")
         act(j, "Simulate a sky…", self.jobs.simulate_dialog)
         act(j, "Build cutouts", lambda: self.jobs.run_on_workspace("cutouts"))
+        act(j, "Run the matched filter", lambda: self.jobs._clicked("mf"))
+        act(j, "Train the CNN…", lambda: self.jobs._clicked("train"))
+        act(j, "Score with the CNN", lambda: self.jobs._clicked("predict"))
+        act(j, "Evaluate (Table 1)", lambda: self.jobs._clicked("evaluate"))
+        j.addSeparator()
         act(j, "Cancel all jobs", self.runner.cancel_all)
+        sm = mb.addMenu("&SAMP")
+        act(sm, "&Connect to a SAMP hub (TOPCAT, Aladin, DS9)", self.samp_connect)
+        self.act_samp_table = act(sm, "Send the candidate &table (current method)", self.samp_send_table)
+        self.act_samp_point = act(sm, "&Point the sky viewers at the cutout", self.samp_point, "Ctrl+P")
+        self.act_samp_cutout = act(sm, "Send the cutout as &FITS", self.samp_cutout)
+        self.act_samp_follow = sm.addAction("Follow the selection (point at each cutout)")
+        self.act_samp_follow.setCheckable(True)
+        act(sm, "&Disconnect", self.samp_disconnect)
         n = mb.addMenu("&Go")
         act(n, "Next cutout", lambda: self.state.step(1), "Ctrl+J")
         act(n, "Previous cutout", lambda: self.state.step(-1), "Ctrl+K")
         act(n, "Gallery", lambda: (self.docks["gallery"].raise_(), self.gallery.focus_table()), "Ctrl+G")
         act(n, "Flag / unflag cutout", self.inspector.toggle_flag, "Ctrl+F")
+
+    # ------------------------------------------------------------------ SAMP
+    def samp_connect(self, hub=None) -> bool:
+        from szviewer.gui.samp import SampLink
+
+        if self.samp is None:
+            self.samp = SampLink(self.state)
+            self._samp_timer = QtCore.QTimer(self, interval=100)
+            self._samp_timer.timeout.connect(self.samp.poll)
+            self.state.events.selection.connect(self._samp_follow)
+        try:
+            self.samp.connect(hub=hub)
+        except Exception as exc:  # astropy's SAMPHubError / SAMPClientError: no hub, or it refused us
+            self.statusBar().showMessage(f"SAMP: cannot connect ({exc}); start TOPCAT, Aladin or DS9 first", 10000)
+            return False
+        self._samp_timer.start()
+        names = ", ".join(sorted(self.samp.clients().values())) or "no other clients yet"
+        self.statusBar().showMessage(f"SAMP: connected ({names})", 8000)
+        return True
+
+    def samp_disconnect(self) -> None:
+        if self.samp is not None:
+            self.samp.disconnect()
+            self._samp_timer.stop()
+
+    def _samp_ready(self) -> bool:
+        return (self.samp is not None and self.samp.connected) or self.samp_connect()
+
+    def _samp_do(self, what: str, fn) -> None:
+        if self.state.data is None or not self._samp_ready():
+            return
+        try:
+            out = fn()
+        except (SzviewerError, OSError, ValueError, RuntimeError) as exc:
+            self.statusBar().showMessage(f"SAMP: {what} failed: {exc}", 10000)
+            return
+        self.statusBar().showMessage(f"SAMP: sent {what}" + (f" ({out})" if isinstance(out, str) else ""), 6000)
+
+    def samp_send_table(self) -> None:
+        method = self.current_method()
+        if method is not None:
+            self._samp_do(f"the {method} candidates", lambda: self.samp.send_table(method)[0])
+
+    def samp_point(self) -> None:
+        if self.state.current is not None:
+            self._samp_do("the position", self.samp.point_at)
+
+    def samp_cutout(self) -> None:
+        if self.state.current is not None:
+            self._samp_do("the cutout", lambda: str(self.samp.send_cutout().name))
+
+    def _samp_follow(self, row) -> None:
+        if row is not None and self.act_samp_follow.isChecked() and self.samp is not None and self.samp.connected:
+            self.samp.point_at(row)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -133,6 +214,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_workspace(self, path: str) -> bool:
         self._save_thresholds()
+        self._save_view()
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
         try:
             self.state.open_workspace(path, thresholds=session.load_thresholds(path))
@@ -147,6 +229,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if QtWidgets.QApplication.overrideCursor() is not None:
                 QtWidgets.QApplication.restoreOverrideCursor()
         session.remember_workspace(path)
+        self._restore_view(session.load_view(path))
         if self.state.warnings:
             self.statusBar().showMessage("; ".join(self.state.warnings), 20000)
         return True
@@ -200,6 +283,17 @@ class MainWindow(QtWidgets.QMainWindow):
         dlg.open()
         return dlg
 
+    def selection_dialog(self):
+        """The MF selection function of the open workspace (``szviewer mf WS --inject N``)."""
+        from szviewer.gui.selection_dialog import SelectionDialog
+
+        if self.state.workspace is None:
+            QtWidgets.QMessageBox.information(self, "Selection function", "Open a workspace first.")
+            return None
+        dlg = SelectionDialog(self.state.workspace, self)
+        dlg.open()
+        return dlg
+
     def current_method(self) -> str | None:
         w = self.f1.tabs.currentWidget()
         for m, p in self.f1.plots.items():
@@ -214,15 +308,60 @@ class MainWindow(QtWidgets.QMainWindow):
         geo = s.value("geometry")
         if geo is not None:
             self.restoreGeometry(geo)
+            screen = QtWidgets.QApplication.primaryScreen()
+            if screen is not None:  # a layout saved on a larger screen still fits this one
+                avail = screen.availableGeometry()
+                self.resize(min(self.width(), avail.width()), min(self.height(), avail.height()))
         st = s.value("window_state")
         if st is not None:
             self._layout_restored = bool(self.restoreState(st, LAYOUT_VERSION))
         d = session.load_json("display")
         if d:
-            self.state.display = DisplaySettings.from_dict(d)
+            self.state.display.update(**DisplaySettings.from_dict(d).to_dict())
         split = s.value("curve_split")
         if split in ("val", "test", "train", "all"):
-            self.state.curve_split = split
+            self.state.plot.curve_split = split
+
+    def view(self) -> dict:
+        """What is restored per workspace besides the thresholds: filter and sort, selected cutout, F1 tab,
+        sky view overlays."""
+        s = self.state
+        return {"filter": s.filter.to_dict(), "cutout_id": s.current_id(), "tab": self.current_method(),
+                "sky": s.sky.to_dict()}
+
+    def _restore_view(self, view: dict) -> None:
+        s = self.state
+        if s.data is None or not view:
+            return
+        f = view.get("filter")
+        if isinstance(f, dict):
+            with s.batch():
+                s.filter.update(**s._valid_filter(f))
+        cid = view.get("cutout_id")
+        if isinstance(cid, int):
+            try:
+                s.select_id(cid)
+            except KeyError:
+                pass  # that cutout is gone (rebuilt cutouts)
+        tab = view.get("tab")
+        if tab in self.f1.plots and s.has_method(tab):
+            self.f1.show_method(tab)
+        sky = view.get("sky")
+        if isinstance(sky, dict):
+            s.sky.update(**SkySettings.from_dict(sky).to_dict())
+
+    def _session_changed(self, *_) -> None:
+        if self.state.data is not None:
+            self._session_timer.start()
+
+    def _save_workspace_session(self) -> None:
+        self._save_thresholds()
+        self._save_view()
+        session.settings().sync()
+
+    def _save_view(self) -> None:
+        if self.state.path is not None and self.state.data is not None:
+            session.save_view(self.state.path, self.view())
 
     def save_session(self) -> None:
         s = session.settings()
@@ -231,6 +370,7 @@ class MainWindow(QtWidgets.QMainWindow):
         s.setValue("curve_split", self.state.curve_split)
         self._save_display()
         self._save_thresholds()
+        self._save_view()
         s.sync()
 
     def _save_display(self) -> None:
@@ -278,5 +418,6 @@ class MainWindow(QtWidgets.QMainWindow):
             for job in list(self.runner.active()):
                 job.wait(timeout=job.grace_s + 5)
         self.save_session()
+        self.samp_disconnect()
         self.state.close()  # views let go of the data; the cutout file is closed
         ev.accept()

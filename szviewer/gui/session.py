@@ -1,7 +1,9 @@
-"""Session memory (QSettings): window layout, recent workspaces, thresholds per workspace, display settings.
+"""Session memory (QSettings): window layout, recent workspaces, and per workspace the thresholds and the view
+(gallery filter and sort, selected cutout, F1 tab and split, sky view overlays); the display settings.
 
-Stored as an INI file under the user's config folder (``~/.config/szviewer/szviewer.ini``); the environment
-variable ``SZVIEWER_SETTINGS`` names another file (tests point it at a temporary folder).
+Stored as an INI file: ``$SZVIEWER_HOME/szviewer.ini`` when ``SZVIEWER_HOME`` is set (beside the demo
+workspace), else ``~/.config/szviewer/szviewer.ini``; the variable ``SZVIEWER_SETTINGS`` names another file
+(tests point it at a temporary folder).
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ from PyQt6 import QtCore
 MAX_RECENT = 8
 
 
+def settings_path() -> Path:
+    """The INI file the session is kept in (see the module docstring)."""
+    if os.environ.get("SZVIEWER_SETTINGS"):
+        return Path(os.environ["SZVIEWER_SETTINGS"])
+    if os.environ.get("SZVIEWER_HOME"):
+        return Path(os.environ["SZVIEWER_HOME"]) / "szviewer.ini"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "szviewer" / "szviewer.ini"
+
+
 def settings() -> QtCore.QSettings:
-    path = os.environ.get("SZVIEWER_SETTINGS")
-    if path:
-        return QtCore.QSettings(path, QtCore.QSettings.Format.IniFormat)
-    return QtCore.QSettings(QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope,
-                            "szviewer", "szviewer")
+    return QtCore.QSettings(str(settings_path()), QtCore.QSettings.Format.IniFormat)
 
 
 def _key(path) -> str:
@@ -68,3 +76,13 @@ def save_thresholds(path, thresholds: dict) -> None:
 
 def load_thresholds(path) -> dict:
     return load_json(f"thresholds/{_key(path)}", {}) or {}
+
+
+def save_view(path, view: dict) -> None:
+    """The view of a workspace (gallery filter, selected cutout id, F1 tab, sky overlays) for the next session."""
+    save_json(f"view/{_key(path)}", view)
+
+
+def load_view(path) -> dict:
+    v = load_json(f"view/{_key(path)}", {}) or {}
+    return v if isinstance(v, dict) else {}

@@ -17,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
-from szviewer.gui.common import OUTCOME_RGB, lut
+from szviewer.gui.common import OUTCOME_RGB, OUTCOME_TEXT_RGB, lut
 from szviewer.gui.skymap import SkyBackground, SkyRaster, band_backgrounds, sky_raster
 from szviewer.gui.state import METHODS, OUTCOMES, ViewerState
 
@@ -35,6 +35,35 @@ class _Loaded(QtCore.QObject):
     done = QtCore.pyqtSignal(object, object)  # (token, {band: SkyBackground} or an error message)
 
 
+class _AspectBox(QtWidgets.QWidget):
+    """Holds the sky plot at the footprint's shape (letterboxed), so the axes span the data and no more."""
+
+    AXES_PX = (64, 44)  # room the axes and their labels take, horizontally and vertically
+
+    def __init__(self, plot: QtWidgets.QWidget, parent=None):
+        super().__init__(parent)
+        self.plot = plot
+        plot.setParent(self)
+        self.ratio = 1.0  # width / height of the data on screen
+        self.setMinimumSize(160, 110)
+
+    def set_ratio(self, ratio: float) -> None:
+        self.ratio = float(ratio) if ratio > 0 else 1.0
+        self._fit()
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(ev)
+        self._fit()
+
+    def _fit(self) -> None:
+        ax, ay = self.AXES_PX
+        w, h = max(self.width() - ax, 20), max(self.height() - ay, 20)
+        pw = min(w, h * self.ratio)
+        ph = pw / self.ratio
+        W, H = int(pw + ax), int(ph + ay)
+        self.plot.setGeometry((self.width() - W) // 2, (self.height() - H) // 2, W, H)
+
+
 class SkyView(QtWidgets.QWidget):
     def __init__(self, state: ViewerState, parent=None):
         super().__init__(parent)
@@ -47,17 +76,23 @@ class SkyView(QtWidgets.QWidget):
         self.colour.setMinimumContentsLength(12)
         self.colour.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         bar.addWidget(self.colour, 1)
-        bar.addWidget(QtWidgets.QLabel("background"))
         self.background_mode = QtWidgets.QComboBox()
         self.background_mode.addItem("none", None)
         for b in BACKGROUND_BANDS:
             self.background_mode.addItem(f"{b} GHz", b)
-        bar.addWidget(self.background_mode)
-        self.show_halos = QtWidgets.QCheckBox("halos", checked=True)
-        self.show_mf = QtWidgets.QCheckBox("MF detections", checked=True)
-        bar.addWidget(self.show_halos)
-        bar.addWidget(self.show_mf)
+        bar2 = QtWidgets.QHBoxLayout()
+        bar2.addWidget(QtWidgets.QLabel("background"))
+        bar2.addWidget(self.background_mode)
+        # off by default: markers over the cutout colours would hide the outcomes they are coloured by
+        self.show_halos = QtWidgets.QCheckBox("true halos", checked=False,
+                                              toolTip="white circles: the labelled halos (truth)")
+        self.show_mf = QtWidgets.QCheckBox("MF detections", checked=False,
+                                           toolTip="light-blue crosses: MF detections above the MF threshold")
+        bar2.addWidget(self.show_halos)
+        bar2.addWidget(self.show_mf)
+        bar2.addStretch(1)
         v.addLayout(bar)
+        v.addLayout(bar2)
         self.legend = QtWidgets.QLabel("")
         self.legend.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         self.legend.setTextFormat(QtCore.Qt.TextFormat.RichText)
@@ -75,11 +110,12 @@ class SkyView(QtWidgets.QWidget):
         self.image = pg.ImageItem(axisOrder="row-major")
         pi.addItem(self.image)
         self.halos = pg.ScatterPlotItem(symbol="o", size=9, pen=pg.mkPen("#ffffff", width=1.2), brush=None)
-        self.mf = pg.ScatterPlotItem(symbol="t1", size=9, pen=pg.mkPen("#ffb347", width=1.2), brush=None)
+        self.mf = pg.ScatterPlotItem(symbol="x", size=8, pen=pg.mkPen("#9ecbff", width=1.2), brush=None)
         self.current = pg.ScatterPlotItem(symbol="s", size=16, pen=pg.mkPen("#00e5ff", width=2), brush=None)
         for item in (self.halos, self.mf, self.current):
-            pi.addItem(item)
-        v.addWidget(self.plot, 1)
+            pi.addItem(item, ignoreBounds=True)
+        self.box = _AspectBox(self.plot)
+        v.addWidget(self.box, 1)
         self.raster: SkyRaster | None = None
         self.backgrounds: dict[int, SkyBackground] | None = None  # the cached maps of the open workspace
         self.shown_background: SkyBackground | None = None
@@ -96,9 +132,12 @@ class SkyView(QtWidgets.QWidget):
         self._overlay_timer.timeout.connect(self._overlays)
         self.plot.scene().sigMouseClicked.connect(self._clicked)
         self.colour.currentIndexChanged.connect(self._colour_chosen)
-        self._user_colour: str | None = None
-        self.show_halos.toggled.connect(lambda *_: self._overlays())
-        self.show_mf.toggled.connect(lambda *_: self._overlays())
+        # widgets <-> the evented SkySettings model (state.sky): each writes its field, and follows it
+        self.show_halos.toggled.connect(lambda on: setattr(state.sky, "show_halos", bool(on)))
+        self.show_mf.toggled.connect(lambda on: setattr(state.sky, "show_mf", bool(on)))
+        state.sky.events.show_halos.connect(self._sky_marker_changed)
+        state.sky.events.show_mf.connect(self._sky_marker_changed)
+        state.sky.events.colour.connect(self._sky_colour_changed)
         state.events.workspace.connect(self._on_workspace)
         state.events.scores.connect(self._on_scores)
         state.events.thresholds.connect(self._on_threshold)
@@ -108,7 +147,7 @@ class SkyView(QtWidgets.QWidget):
     # ------------------------------------------------------------------ state -> view
     def _fill_colour_modes(self) -> None:
         s = self.state
-        keep = self._user_colour
+        keep = s.sky.colour
         self.colour.blockSignals(True)
         self.colour.clear()
         for m in METHODS:
@@ -124,8 +163,21 @@ class SkyView(QtWidgets.QWidget):
         self.colour.blockSignals(False)
 
     def _colour_chosen(self, *_):
-        self._user_colour = self.colour.currentData()
+        self.state.sky.colour = self.colour.currentData()
         self.recolour()
+
+    def _sky_marker_changed(self, *_):
+        for box, on in ((self.show_halos, self.state.sky.show_halos), (self.show_mf, self.state.sky.show_mf)):
+            if box.isChecked() != on:
+                box.blockSignals(True)
+                box.setChecked(on)
+                box.blockSignals(False)
+        self._overlays()
+
+    def _sky_colour_changed(self, mode):
+        k = self.colour.findData(mode)
+        if k >= 0 and k != self.colour.currentIndex():
+            self.colour.setCurrentIndex(k)
 
     def _on_workspace(self, *_):
         s = self.state
@@ -144,8 +196,11 @@ class SkyView(QtWidgets.QWidget):
         r = self.raster
         dec_mid = 0.5 * (r.dec_min + r.dec_max)
         pi = self.plot.getPlotItem()
-        pi.setAspectLocked(True, ratio=1.0 / max(math.cos(math.radians(dec_mid)), 0.05))
+        cosd = max(math.cos(math.radians(dec_mid)), 0.05)
+        pi.setAspectLocked(True, ratio=1.0 / cosd)
+        self.box.set_ratio((r.ra_max - r.ra_min) * cosd / max(r.dec_max - r.dec_min, 1e-6))
         pi.setRange(xRange=(r.ra_min, r.ra_max), yRange=(r.dec_min, r.dec_max), padding=0.02)
+        pi.vb.disableAutoRange()  # a click or new overlay data never re-zooms
         self._reset_background()
         self.recolour()
         self._overlays()
@@ -157,7 +212,7 @@ class SkyView(QtWidgets.QWidget):
         self._overlays()
 
     def _on_threshold(self, method: str) -> None:
-        if method == "MF" and self.state.mf_catalog() is not None and self.show_mf.isChecked():
+        if method == "MF" and self.state.mf_catalog() is not None and self.state.sky.show_mf:
             if not self._overlay_timer.isActive():
                 self._overlay_timer.start()
         mode = self.colour.currentData() or ""
@@ -179,7 +234,7 @@ class SkyView(QtWidgets.QWidget):
         if kind == "outcome" and s.has_method(m):
             pal = np.array([OUTCOME_RGB[o] + (255,) for o in OUTCOMES], np.uint8)
             codes = s.outcome(m)
-            self.legend.setText(" ".join(f"<span style='color: rgb{OUTCOME_RGB[o]}'>■ {o}</span>"
+            self.legend.setText(" ".join(f"<span style='color: rgb{OUTCOME_TEXT_RGB[o]}'>■ {o}</span>"
                                          for o in ("TP", "FN", "FP", "TN")) + f" &nbsp; ({m} at its threshold)")
             return pal.view(np.uint32).ravel().take(codes).view(np.uint8).reshape(-1, 4)
         if kind == "score" and s.has_method(m):
@@ -227,12 +282,12 @@ class SkyView(QtWidgets.QWidget):
         s = self.state
         if s.data is None:
             return
-        if self.show_halos.isChecked():
+        if self.state.sky.show_halos:
             ra, dec, _ = s.halo_positions()
             self.halos.setData(ra, dec)
         else:
             self.halos.clear()
-        cat = s.mf_catalog() if self.show_mf.isChecked() else None
+        cat = s.mf_catalog() if self.state.sky.show_mf else None
         if cat is not None:
             keep = cat["snr"] >= s.thresholds["MF"] if "MF" in s.thresholds else np.ones(cat["snr"].size, bool)
             self.mf.setData(cat["ra"][keep], cat["dec"][keep])  # the detections above the MF threshold
@@ -364,8 +419,15 @@ class SkyView(QtWidgets.QWidget):
         self.open_at(p.x(), p.y())
 
     def open_at(self, ra: float, dec: float) -> int | None:
-        """Select the cutout at (ra, dec) [deg] (what a click does); returns its row."""
-        row = self.raster.at(ra, dec) if self.raster is not None else None
+        """Select the cutout whose centre is nearest to (ra, dec) [deg] (what a click does), if the point is on
+        the footprint (within half a grid step of it); returns its row. The view keeps its zoom."""
+        r = self.raster
+        if r is None or self.state.data is None:
+            return None
+        half = 0.5 * (r.dec_max - r.dec_min) / max(r.index.shape[0], 1)
+        if not (r.ra_min - half <= ra <= r.ra_max + half and r.dec_min - half <= dec <= r.dec_max + half):
+            return None
+        row = self.state.nearest(ra, dec)
         if row is not None:
             self.state.select(row)
         return row

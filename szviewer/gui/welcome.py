@@ -12,13 +12,13 @@ from PyQt6 import QtCore, QtWidgets
 from szviewer.gui import session
 from szviewer.gui.jobs import Job, JobSpec
 from szviewer.gui.jobspanel import QtJobRunner
+from szviewer.jobs.demo import DEMO_AREA_DEG2, DEMO_SEED
 
 
 def demo_path() -> Path:
-    from szviewer.cli import demo_workspace_path
+    from szviewer.jobs.demo import demo_workspace_path
 
     return demo_workspace_path()
-
 
 
 def _has_cutouts(path) -> bool:
@@ -61,7 +61,8 @@ class WelcomeView(QtWidgets.QWidget):
         demo = QtWidgets.QGroupBox("Demo workspace: a synthetic Sehgal-like sky and its cutouts")
         dv = QtWidgets.QVBoxLayout(demo)
         row = QtWidgets.QHBoxLayout()
-        self.area = QtWidgets.QDoubleSpinBox(decimals=0, minimum=1, maximum=400, value=25, suffix=" deg²")
+        self.area = QtWidgets.QDoubleSpinBox(decimals=0, minimum=1, maximum=400, value=DEMO_AREA_DEG2, suffix=" deg²",
+                                             toolTip="sky area of the demo (the README's: 100 deg²)")
         self.demo_btn = QtWidgets.QPushButton("Build the demo workspace")
         self.demo_btn.setDefault(True)
         self.demo_btn.clicked.connect(self.build_demo)
@@ -125,8 +126,9 @@ class WelcomeView(QtWidgets.QWidget):
             self.headline.setText(f"<b>{workspace.root}</b> is open but has no cutouts yet. Missing: {missing}. "
                                   "Build them in the Jobs panel (View → Jobs).")
         else:
-            self.headline.setText(f"The demo workspace goes to <code>{dp}</code> "
-                                  "(about 15 s for 25 deg² on two cores, then the finders that are built).")
+            self.headline.setText(f"The demo workspace (as <code>szviewer --headless</code> builds it) goes to "
+                                  f"<code>{dp}</code>: a synthetic sky, its cutouts, the matched filter and the "
+                                  "shipped CNN (a few minutes for 100 deg² on two cores).")
         self.recent.clear()
         rec = session.recent_workspaces()
         self.recent.addItems(rec)
@@ -143,8 +145,8 @@ class WelcomeView(QtWidgets.QWidget):
             import shutil
 
             shutil.rmtree(dp, ignore_errors=True)
-        spec = JobSpec(f"demo workspace ({self.area.value():g} deg²)", "szviewer.gui.jobs:demo",
-                       {"out": str(dp), "area_deg2": float(self.area.value()), "seed": 0},
+        spec = JobSpec(f"demo workspace ({self.area.value():g} deg²)", "szviewer.gui.jobkinds:demo",
+                       {"out": str(dp), "area_deg2": float(self.area.value()), "seed": DEMO_SEED},
                        creates=str(dp), open_when_done=True)
         self.job = self.runner.submit(spec)
         self.status.setText("starting…")

@@ -89,6 +89,7 @@ def evaluate_model(store, model, level: str = "all", progress: ProgressFn | None
     The threshold is the one maximising F1 on the validation set, then applied to the test set (paper 3.2).
     """
     from szviewer.cnn.predict import predict
+    from szviewer.evaluate import policy
     from szviewer.evaluate.curves import f1_curve, roc_curve
 
     t = store.table
@@ -98,13 +99,14 @@ def evaluate_model(store, model, level: str = "all", progress: ProgressFn | None
     rows = np.nonzero(np.isin(split, ("val", "test")))[0]
     prob = np.full(len(t), np.nan)
     prob[rows] = predict(store, model, level=level, rows=rows, progress=progress, cancelled=cancelled)["cnn_prob"]
-    best = f1_curve(prob[split == "val"], labels[split == "val"]).best()
-    out["val_f1"] = float(best.f1)
-    out["val_threshold"] = float(best.threshold)
+    best = policy.choose("CNN", {"cnn_prob": prob}, labels, split)  # the one evaluation policy (paper 3.2)
+    threshold = best.thresholds["cnn_prob"]
+    out["val_f1"] = float(best.fit_f1)
+    out["val_threshold"] = float(threshold)
     out["val_positives"] = int(labels[split == "val"].sum())
     out["val_cutouts"] = int((split == "val").sum())
     tc = f1_curve(prob[split == "test"], labels[split == "test"])
-    c = tc.counts_at(best.threshold)
+    c = tc.counts_at(threshold)
     out["test_f1"] = float(c.f1) if c.f1 == c.f1 else 0.0
     out["test_counts"] = {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn}
     out["test_best_f1"] = float(tc.best().f1)
@@ -429,30 +431,61 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
 
 
 DENSE_CANDIDATES = "dense_candidates.fits"  # in the product cnn_dense
+DENSE_METHODS = ("fcn", "windowed")
+
+
+def dense_grid_pix(ws: Workspace, method: str = "fcn", resolution_arcmin: float = 1.0,
+                   stride_arcmin: float = 2.0, total_stride: int = 16) -> int:
+    """The dense grid in pixels for these settings, or a one-line InputError (checked before any scoring)."""
+    if ws.kind != "synthetic":
+        raise InputError(ws.root, "dense scoring works on tiled (synthetic) workspaces only")
+    if method not in DENSE_METHODS:
+        raise InputError(None, f"dense method {method!r}: expected one of {', '.join(DENSE_METHODS)}")
+    pix = float(ws.geometry["tiles"][0]["pixel_arcmin"])
+    if method == "windowed":
+        if not (math.isfinite(stride_arcmin) and stride_arcmin > 0):
+            raise InputError(None, f"--stride-arcmin {stride_arcmin}: must be a positive, finite number of arcmin")
+        return max(1, int(round(stride_arcmin / pix)))
+    ok = [s for s in (1, 2, 4, 8, 16) if s <= total_stride]  # szviewer.cnn.fcn.STRIDES (no torch import here)
+    step = resolution_arcmin / pix if math.isfinite(resolution_arcmin) and resolution_arcmin > 0 else -1.0
+    if int(round(step)) not in ok or abs(step - round(step)) > 1e-6:
+        raise InputError(None, f"--resolution-arcmin {resolution_arcmin:g}: the fully convolutional grid must be "
+                               f"{', '.join(f'{s * pix:g}' for s in ok)} arcmin at this sky's {pix:g}' pixels")
+    return int(round(step))
 
 
 def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
               stride_arcmin: float = 2.0, threshold: float = 0.5, tiles: list[int] | None = None,
               device: str = "auto", precision: str = "auto", progress: ProgressFn | None = None,
-              cancelled: CancelFn | None = None, overwrite: bool = False) -> dict:
-    """Dense CNN scoring of a synthetic (tiled) workspace (paper section 3.4.2's suggestion; SCIENCE.md section 4).
+              cancelled: CancelFn | None = None, overwrite: bool = False, method: str = "fcn",
+              resolution_arcmin: float = 1.0, subpixel: str = "centroid") -> dict:
+    """Dense CNN scoring of a synthetic (tiled) workspace: a probability map per tile and the CNN candidates.
 
-    For each tile (or the listed ``tiles``): take the tile's observed map (for a component level: the sum of the
-    level's components plus the observed map's noise, as the cutout store reads them), score every 32 x 32 window on
-    a ``stride_arcmin`` grid, Platt-calibrate, and find peaks >= ``threshold``. Writes ``cnn/dense_candidates.fits``
-    (ra, dec, prob, tile; the CNN catalogue) and the score column ``cnn_dense_prob`` (per cutout: the largest dense
-    probability among windows centred in its central cell; NaN for cutouts of tiles not scored), records the product
-    ``cnn_dense`` and returns a summary with the edge-effect measurement (:func:`edge_effect`) when ``cnn_prob`` is
-    already in the score table.
+    For each tile (or the listed ``tiles``) take the tile's observed map (for a component level: the sum of the
+    level's components plus the observed map's noise, as the cutout store reads them) and score 32 x 32 windows:
+
+    - ``method='fcn'`` (the default): the network applied fully convolutionally (:mod:`szviewer.cnn.fcn`) on a
+      grid of ``resolution_arcmin`` (1' by default; 0.25', 0.5', 1', 2' or 4' at the paper's 0.25' pixels), fp32,
+      every window with its convolutions padded by the map's own pixels (context padding);
+    - ``method='windowed'`` (the reference, paper section 3.4.2's suggestion): every window scored on its own
+      (zero padding at its border) on a ``stride_arcmin`` grid, at ``precision``.
+
+    Platt-calibrate, find peaks >= ``threshold`` and place each at its sub-pixel centre
+    (:func:`szviewer.cnn.dense.subpixel_peaks`, ``subpixel``) with a position error
+    (:func:`szviewer.cnn.dense.position_error_arcmin`). Writes ``dense_candidates.fits`` (ra, dec [deg], prob,
+    tile, x, y [tile pixels, fractional], pos_err_arcmin [1 sigma per coordinate], logit [Platt logit
+    a z + b]; the CNN catalogue) and the score column ``cnn_dense_prob`` (per cutout: the largest probability
+    among windows centred in its central cell; NaN for cutouts of tiles not scored) as the product ``cnn_dense``,
+    and returns a summary with the edge-effect measurement (:func:`edge_effect`) when ``cnn_prob`` is already in
+    the score table.
     """
     from astropy.table import Table
 
-    from szviewer.cnn.dense import cell_max, score_tile
+    from szviewer.cnn.dense import cell_max, score_tile, score_tile_fcn
     from szviewer.cnn.modelfile import load_model
     from szviewer.progress import check_cancel
 
-    if ws.kind != "synthetic":
-        raise InputError(ws.root, "dense scoring works on tiled (synthetic) workspaces only")
+    dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin)
     t0 = time.perf_counter()
     ws.check_replace("cnn_dense", overwrite)
     path = model_for(ws, model_path)
@@ -468,15 +501,30 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
         if level not in store.levels:
             raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
         comps = tuple(store.levels[level])
-        stride_pix = max(1, int(round(stride_arcmin / store.pixel_arcmin)))
-        half_cell = 0.5 * float(store.attrs().get("stride_arcmin", 6.0)) / store.pixel_arcmin
+        pix = float(store.pixel_arcmin)
+        half_cell = 0.5 * float(store.attrs().get("stride_arcmin", 6.0)) / pix
         ids = np.asarray(table["id"])
     finally:
         store.close()
+    plan = None
+    total = 4 * 2 ** (len(model.config.blocks) - 1)
+    step = dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin, total)
+    if method == "fcn":
+        from szviewer.cnn.fcn import FCNPlan
+
+        try:
+            plan = FCNPlan(model.net, step, device=dev)
+        except ValueError as exc:
+            raise InputError(path, f"{exc}; pass --windowed") from None
+    else:
+        stride_pix = step
+    grid_arcmin = step * pix
     dense_prob = np.full(len(table), np.nan)
-    cand = {"ra": [], "dec": [], "prob": [], "tile": []}
+    cols = ("ra", "dec", "prob", "tile", "x", "y", "pos_err_arcmin", "logit")
+    cand: dict[str, list] = {c: [] for c in cols}
     todo = list(range(len(sky.tiles))) if tiles is None else list(tiles)
     tile_of = np.asarray(table["tile"])
+    windows = 0
     for n_done, k in enumerate(todo):
         check_cancel(cancelled, "dense CNN scoring")
         tile = sky.tiles[k]
@@ -486,37 +534,57 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
             if progress is not None:
                 progress(n_done * total + done, len(todo) * total, f"tile {k}: {msg}")
 
-        res = score_tile(maps, model, stride_pix=stride_pix, threshold=threshold, precision=precision, device=dev,
-                         progress=tile_progress, cancelled=cancelled)
+        if plan is not None:
+            res = score_tile_fcn(maps, model, threshold=threshold, device=dev, pixel_arcmin=pix, subpixel=subpixel,
+                                 plan=plan, progress=tile_progress, cancelled=cancelled)
+        else:
+            res = score_tile(maps, model, stride_pix=stride_pix, threshold=threshold, precision=precision,
+                             device=dev, pixel_arcmin=pix, subpixel=subpixel, progress=tile_progress,
+                             cancelled=cancelled)
         del maps
+        windows += res["prob"].size
         ra, dec = tile.pix_to_world(res["peaks_x"], res["peaks_y"])
         own = tile.owned.contains(ra, dec)  # a peak in the margin belongs to the neighbouring tile
-        cand["ra"].extend(np.asarray(ra)[own])
-        cand["dec"].extend(np.asarray(dec)[own])
-        cand["prob"].extend(res["peaks_prob"][own])
+        for name, v in (("ra", ra), ("dec", dec), ("prob", res["peaks_prob"]), ("x", res["peaks_x"]),
+                        ("y", res["peaks_y"]), ("pos_err_arcmin", res["peaks_err_arcmin"]),
+                        ("logit", res["peaks_logit"])):
+            cand[name].extend(np.asarray(v, dtype=float)[own])
         cand["tile"].extend([k] * int(own.sum()))
         sel = np.nonzero(tile_of == k)[0]
         if sel.size:
             cx, cy = tile.world_to_pix(np.asarray(table["ra"])[sel], np.asarray(table["dec"])[sel])
             dense_prob[sel] = cell_max(res["prob"], res["xs"], res["ys"], cx, cy, half_cell)
-    cat = Table({"ra": np.asarray(cand["ra"], float), "dec": np.asarray(cand["dec"], float),
-                 "prob": np.asarray(cand["prob"], float), "tile": np.asarray(cand["tile"], np.int32)})
+    cat = Table({c: np.asarray(cand[c], np.int32 if c == "tile" else float) for c in cols})
+    for c, unit in (("ra", "deg"), ("dec", "deg"), ("x", "pix"), ("y", "pix"), ("pos_err_arcmin", "arcmin")):
+        cat[c].unit = unit
     cat.meta["MODEL"] = str(path)[-60:]
-    cat.meta["STRIDE"] = stride_arcmin
+    cat.meta["METHOD"] = method
+    cat.meta["GRID"] = (grid_arcmin, "arcmin between scored window centres")
+    cat.meta["STRIDE"] = grid_arcmin
     cat.meta["THRESH"] = threshold
-    summary = {"model": str(path), "tiles": todo, "stride_arcmin": stride_arcmin, "threshold": threshold,
-               "candidates": len(cat), "seconds": round(time.perf_counter() - t0, 1)}
+    cat.meta["SUBPIX"] = subpixel
+    cat.meta["PLATT_A"], cat.meta["PLATT_B"] = model.platt.a, model.platt.b
+    seconds = time.perf_counter() - t0
+    summary = {"model": str(path), "method": method, "tiles": todo, "grid_arcmin": grid_arcmin,
+               "stride_arcmin": grid_arcmin, "threshold": threshold, "windows": int(windows),
+               "candidates": len(cat), "seconds": round(seconds, 1)}
+    area = ws.geometry.get("area_deg2")
+    if tiles is None and area:
+        summary["seconds_per_deg2"] = round(seconds / float(area), 3)
     scores = ws.scores(ids)
     if "cnn_prob" in scores:
+        label = f"cnn_dense_prob ({grid_arcmin:g}' {'fcn' if plan is not None else 'windowed'}, cell max)"
         summary["edge_effect"] = edge_effect(table, {"cnn_prob (DeepSZ grid)": scores["cnn_prob"],
-                                                     "cnn_dense_prob (2' dense, cell max)": dense_prob})
+                                                     label: dense_prob})
+    settings = {"model": str(path), "level": level, "method": method, "grid_arcmin": grid_arcmin,
+                "threshold": threshold, "subpixel": subpixel, "tiles": todo}
     with ws.writing("cnn_dense", inputs=inputs, overwrite=overwrite, external=external, started=started) as w:
         cat.write(w.path(Path(DENSE_CANDIDATES).name), format="fits")  # the CNN catalogue and the scores: one commit
         w.write_scores(ids, {"cnn_dense_prob": dense_prob},
-                       meta={"model": str(path), "stride_arcmin": stride_arcmin, "level": level,
+                       meta={"model": str(path), "method": method, "grid_arcmin": grid_arcmin,
+                             "stride_arcmin": grid_arcmin, "level": level,
                              "missing": "NaN: the cutout's tile was not scored"})
-        w.settings = {"model": str(path), "level": level, "stride_arcmin": stride_arcmin, "threshold": threshold,
-                      "tiles": todo}
+        w.settings = settings
         w.summary = summary
     return summary
 

@@ -24,7 +24,7 @@ from astropy.table import Table, vstack
 
 from szviewer.cutouts.grid import CutoutGrid, GridSettings
 from szviewer.errors import Cancelled, InputError
-from szviewer.progress import CancelFn, ProgressFn
+from szviewer.progress import CancelFn, ProgressFn, check_cancel
 from szviewer.sky.bands import NOISE_UK_ARCMIN
 from szviewer.workspace import Workspace
 
@@ -220,25 +220,36 @@ class MapRun:
     count: int
 
 
+def tile_run(ws: Workspace, sky, srcs: Table | None, noise: dict, k: int) -> MapRun:
+    """The :class:`MapRun` of synthetic tile ``k``: its observed map (memory-mapped), the sources near it in tile
+    pixels, its mask and ivar."""
+    from szviewer.mf.sources import PointSources
+
+    tile = sky.tiles[k]
+    ps = None
+    if srcs is not None:
+        x, y = tile.world_to_pix(np.asarray(srcs["ra"]), np.asarray(srcs["dec"]))
+        ok = np.isfinite(x) & (x > -2) & (x < tile.nx + 1) & (y > -2) & (y < tile.ny + 1)
+        flux = np.column_stack([np.asarray(srcs[f"flux_{b}"], float) for b in sky.bands])
+        ps = PointSources(x[ok], y[ok], flux[ok])
+    return MapRun(sky.tile_maps(k), tile.wcs(), tile.pixel_arcmin, [noise[b] for b in sky.bands], ps,
+                  tile_mask(ws, sky, k, srcs), tile_ivar(ws, tile), tile, k, len(sky.tiles))
+
+
+def _sources_table(ws: Workspace) -> Table | None:
+    return Table.read(ws.path("sources.fits")) if ws.has("sources") else None
+
+
 def workspace_runs(ws: Workspace, settings, noise: dict):
     """Generator: first the settings completed from the workspace (instrument bands, beams, 1/f; FITS effective
     frequencies, beams, depths), then one :class:`MapRun` per map to filter (maps read lazily)."""
-    from szviewer.mf.sources import PointSources
-
     sky = ws.sky()
     if ws.kind == "synthetic":
-        srcs = Table.read(ws.path("sources.fits")) if ws.has("sources") else None
+        srcs = _sources_table(ws)
         settings = instrument_settings(ws, settings)
         yield settings
-        for k, tile in enumerate(sky.tiles):
-            ps = None
-            if srcs is not None:
-                x, y = tile.world_to_pix(np.asarray(srcs["ra"]), np.asarray(srcs["dec"]))
-                ok = np.isfinite(x) & (x > -2) & (x < tile.nx + 1) & (y > -2) & (y < tile.ny + 1)
-                flux = np.column_stack([np.asarray(srcs[f"flux_{b}"], float) for b in sky.bands])
-                ps = PointSources(x[ok], y[ok], flux[ok])
-            yield MapRun(sky.tile_maps(k), tile.wcs(), tile.pixel_arcmin, [noise[b] for b in sky.bands], ps,
-                         tile_mask(ws, sky, k, srcs), tile_ivar(ws, tile), tile, k, len(sky.tiles))
+        for k in range(len(sky.tiles)):
+            yield tile_run(ws, sky, srcs, noise, k)
     elif ws.kind == "fits":
         settings, depth = fits_settings(ws, sky, settings, noise)
         yield settings
@@ -251,12 +262,171 @@ def workspace_runs(ws: Workspace, settings, noise: dict):
                                   "(HEALPix maps need flat-sky tiles first)")
 
 
+# --------------------------------------------------------------------------- tile tasks (any executor, issue 16)
+
+#: The workspace a worker process opened last (root, sky generation) -> (ws, sky, sources): a worker runs many
+#: tiles of one sky, so it opens the manifest, the tile headers and the source table once.
+_OPENED: dict = {}
+
+
+def _open_synthetic(root: str, sky_generation: int):
+    key = (str(root), int(sky_generation))
+    if key not in _OPENED:
+        _OPENED.clear()
+        ws = Workspace(root)
+        _OPENED[key] = (ws, ws.sky(), _sources_table(ws))
+    return _OPENED[key]
+
+
+def write_tile_table(table: Table, path) -> None:
+    """A tile's result table as HDF5 (units, descriptions and meta kept exactly), written atomically."""
+    from szviewer.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="hdf5", path="table", serialize_meta=True)
+
+
+def read_tile_table(path) -> Table:
+    try:
+        return Table.read(path, format="hdf5", path="table")
+    except (OSError, KeyError) as exc:
+        raise InputError(path, f"damaged tile checkpoint ({exc}); delete it and run again") from None
+
+
+class _TileTask:
+    """A picklable per-tile job on a synthetic workspace: opens the workspace lazily in the worker (the driver hands
+    its own open workspace to the in-process backend), runs, writes the tile's result to its checkpoint file
+    (:mod:`szviewer.parallel.resume`) and returns a small summary."""
+
+    def __init__(self, root, sky_generation: int, settings, noise: dict, folder):
+        self.root, self.sky_generation = str(root), int(sky_generation)
+        self.settings, self.noise, self.folder = settings, dict(noise), str(folder)
+        self._ctx = None
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_ctx"] = None
+        return d
+
+    def context(self):
+        return self._ctx if self._ctx is not None else _open_synthetic(self.root, self.sky_generation)
+
+    def task_settings(self):
+        """The settings with this process's FFT threads (1 in a Dask worker); threads never change a result."""
+        from szviewer.parallel import task_threads
+
+        return self.settings.replace(fft_workers=task_threads(self.settings.fft_workers))
+
+    def path(self, k: int):
+        from pathlib import Path
+
+        return Path(self.folder) / f"tile_{int(k):04d}.h5"
+
+
+class _MFTileTask(_TileTask):
+    def __call__(self, k: int, cancelled: CancelFn | None = None) -> dict:
+        from szviewer.mf.runner import Cancelled as MFCancelled
+        from szviewer.mf.runner import run_mf
+
+        if self.path(k).is_file():  # done already: a task re-run because its worker died holding the result
+            return {"tile": int(k), "detections": len(read_tile_table(self.path(k))), "seconds": 0.0,
+                    "cpu_seconds": 0.0, "reused": True}
+        ws, sky, srcs = self.context()
+        run = tile_run(ws, sky, srcs, self.noise, k)
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            cat = run_mf(run.maps, run.wcs, run.pixel_arcmin, self.task_settings(),
+                         noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, cancel=cancelled, mask=run.mask,
+                         ivar=run.ivar)
+        except MFCancelled:
+            raise Cancelled("matched filter cancelled") from None
+        tile = run.tile
+        cat = cat[tile.owned.contains(np.asarray(cat["ra"]), np.asarray(cat["dec"]))]
+        cat["tile"] = np.full(len(cat), tile.index, dtype=np.int32)
+        write_tile_table(cat, self.path(k))
+        return {"tile": int(tile.index), "detections": len(cat), "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - c0}
+
+
+class _InjectionTileTask(_TileTask):
+    """Injections into one tile (issue 12 part 6): the tile's share of ``injection.n``, its own seed stream."""
+
+    injection = None
+    share: list = []
+
+    def __call__(self, k: int, cancelled: CancelFn | None = None) -> dict:
+        from szviewer.mf.runner import Cancelled as MFCancelled
+        from szviewer.mf.selection import run_injection
+
+        n_k = int(self.share[k])
+        if self.path(k).is_file():  # done already: a task re-run because its worker died holding the result
+            return {"tile": int(k), "injected": len(read_tile_table(self.path(k))), "seconds": 0.0, "reused": True}
+        if n_k <= 0:
+            write_tile_table(Table(), self.path(k))
+            return {"tile": k, "injected": 0, "seconds": 0.0}
+        ws, sky, srcs = self.context()
+        run = tile_run(ws, sky, srcs, self.noise, k)
+        tile = run.tile
+        rng = np.random.default_rng(np.random.SeedSequence(self.injection.seed, spawn_key=(run.index,)))
+
+        def owned(x, y, tile=tile):
+            ra, dec = tile.pix_to_world(x, y)
+            return tile.owned.contains(np.asarray(ra), np.asarray(dec))
+
+        t0 = time.perf_counter()
+        try:
+            part = run_injection(run.maps, run.wcs, run.pixel_arcmin, self.task_settings(), self.injection, n_k, rng,
+                                 noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, mask=run.mask,
+                                 ivar=run.ivar, owned=owned, progress=None, cancel=cancelled)
+        except MFCancelled:
+            raise Cancelled("injection run cancelled") from None
+        part["map"] = np.full(len(part), tile.index, dtype=np.int32)
+        write_tile_table(part, self.path(k))
+        return {"tile": int(tile.index), "injected": len(part), "seconds": time.perf_counter() - t0}
+
+
+def _checkpoints(ws: Workspace, product: str, settings, noise: dict, extra: dict | None = None):
+    from szviewer import __version__
+    from szviewer.parallel.resume import TileCheckpoints
+
+    st = settings.to_dict()
+    st.pop("fft_workers", None)  # threads never change a result
+    what = {"product": product, "version": __version__, "settings": st, "noise": noise,
+            "sky": ws.products["sky"].get("generation"), "sources": ws.products.get("sources", {}).get("generation"),
+            **(extra or {})}
+    return TileCheckpoints(ws.root / product, what)
+
+
+def _run_tiles(ntiles: int, task: _TileTask, ckpt, executor, progress, cancelled, what: str, label) -> list:
+    """Run ``task`` on every tile not yet checkpointed, on ``executor``; returns the tiles' summaries (None for
+    those done by an earlier run)."""
+    from szviewer.parallel import InProcessExecutor
+
+    executor = executor if executor is not None else InProcessExecutor()
+    ckpt.make()
+    done = ckpt.done()
+    todo = [k for k in range(ntiles) if k not in done]
+    if progress is not None:
+        progress(len(done), ntiles, f"{len(done)} tiles done before (resumed)" if done else what)
+    results = executor.map_tiles(task, todo, progress=progress, cancelled=cancelled, what=what, total=ntiles,
+                                 done=len(done), label=label, pass_cancel=isinstance(executor, InProcessExecutor))
+    out: list = [None] * ntiles
+    for k, r in zip(todo, results, strict=True):
+        out[k] = r
+    return out
+
+
 def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | None = None,
-                        cancelled: CancelFn | None = None, overwrite: bool = False) -> dict:
-    """Run the MF over the workspace, write ``mf_catalog.fits`` and the ``mf_snr`` score column."""
+                        cancelled: CancelFn | None = None, overwrite: bool = False, executor=None) -> dict:
+    """Run the MF over the workspace, write ``mf_catalog.fits`` and the ``mf_snr`` score column.
+
+    A synthetic sky's tiles are filtered as tasks of ``executor`` (:mod:`szviewer.parallel`; default in process),
+    each checkpointed, so a re-run after a cancel skips the tiles done (:mod:`szviewer.parallel.resume`); the
+    catalogue is the same bit for bit on any executor."""
     from szviewer.mf.runner import Cancelled as MFCancelled
     from szviewer.mf.runner import run_mf
     from szviewer.mf.settings import MFSettings
+    from szviewer.parallel import InProcessExecutor
 
     settings = settings or MFSettings()
     if not ws.has("cutouts"):
@@ -269,26 +439,44 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
     halos = ws.halos()
     cats = []
     checks: list[dict] = []  # each run's S/N rms check (catalogue meta)
-    runs = workspace_runs(ws, settings, noise)
-    settings = next(runs)
-    for run in runs:
-        if cancelled is not None and cancelled():
-            raise Cancelled("matched filter cancelled")
-        try:
-            cat = run_mf(run.maps, run.wcs, run.pixel_arcmin, settings, noise_uk_arcmin=run.noise_uk_arcmin,
-                         sources=run.sources, cancel=cancelled, mask=run.mask, ivar=run.ivar,
-                         progress=None if (progress is None or run.tile is not None)
-                         else (lambda d, t: progress(d, t, "tiles")))
-        except MFCancelled:
-            raise Cancelled("matched filter cancelled") from None
-        checks.append(cat.meta)
-        if run.tile is not None:
-            tile = run.tile
-            cat = cat[tile.owned.contains(np.asarray(cat["ra"]), np.asarray(cat["dec"]))]
-            cat["tile"] = np.full(len(cat), tile.index, dtype=np.int32)
-            if progress is not None:
-                progress(run.index + 1, run.count, f"tile {tile.index}: {len(cat)} detections")
-        cats.append(cat)
+    ckpt = None
+    resumed = 0
+    with ws.writing("mf", overwrite=overwrite, started=started) as w:  # the product lock, for the whole job
+        if ws.kind == "synthetic":
+            sky = ws.sky()
+            settings = instrument_settings(ws, settings)
+            ckpt = _checkpoints(ws, "mf", settings, noise)
+            task = _MFTileTask(ws.root, ws.products["sky"].get("generation", 0), settings, noise, ckpt.folder)
+            if executor is None or isinstance(executor, InProcessExecutor):
+                task._ctx = (ws, sky, _sources_table(ws))
+            done = _run_tiles(len(sky.tiles), task, ckpt, executor, progress, cancelled, "mf tiles",
+                              lambda k, r: f"tile {r['tile']}: {r['detections']} detections")
+            resumed = sum(r is None for r in done)
+            for k in range(len(sky.tiles)):
+                cats.append(read_tile_table(ckpt.path(k)))
+                checks.append(cats[-1].meta)
+        else:
+            runs = workspace_runs(ws, settings, noise)
+            settings = next(runs)
+            for run in runs:
+                if cancelled is not None and cancelled():
+                    raise Cancelled("matched filter cancelled")
+                try:
+                    cat = run_mf(run.maps, run.wcs, run.pixel_arcmin, settings, noise_uk_arcmin=run.noise_uk_arcmin,
+                                 sources=run.sources, cancel=cancelled, mask=run.mask, ivar=run.ivar,
+                                 progress=None if progress is None else (lambda d, t: progress(d, t, "tiles")))
+                except MFCancelled:
+                    raise Cancelled("matched filter cancelled") from None
+                checks.append(cat.meta)
+                cats.append(cat)
+        _commit_mf(ws, w, cats, checks, halos, settings, t0, resumed)
+    if ckpt is not None:
+        ckpt.clear_all()
+    return w.summary
+
+
+def _commit_mf(ws: Workspace, w, cats: list, checks: list, halos, settings, t0: float, resumed: int) -> None:
+    """Match the catalogue to halos and cutouts (paper section 2.3) and write the product's files into ``w``."""
     catalog = vstack(cats, metadata_conflicts="silent") if cats else Table()
     with ws.cutout_store() as st:
         table = st.table
@@ -321,12 +509,12 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
                "bands_ghz": list(settings.bands_ghz), "depth_weighted": any(c.get("depth_weighted") for c in checks),
                "snr_rms": check["snr_rms"], "snr_rms_median": check["snr_rms_median"],
                "snr_rms_ok": check["snr_rms_ok"], "warning": check["warning"]}
-    with ws.writing("mf", overwrite=overwrite, started=started) as w:  # the catalogue and the scores: one commit
-        catalog.write(w.path(CATALOG), format="fits")
-        w.write_scores(np.asarray(table["id"]), {"mf_snr": snr, "mf_detected": np.isfinite(snr).astype(float)},
-                       meta={"missing": "NaN: no detection assigned to this cutout", "match_radius_arcmin": 1.0})
-        w.settings, w.summary = settings.to_dict(), summary
-    return summary
+    if resumed:
+        summary["tiles_resumed"] = resumed
+    catalog.write(w.path(CATALOG), format="fits")  # the catalogue and the scores: one commit
+    w.write_scores(np.asarray(table["id"]), {"mf_snr": snr, "mf_detected": np.isfinite(snr).astype(float)},
+                   meta={"missing": "NaN: no detection assigned to this cutout", "match_radius_arcmin": 1.0})
+    w.settings, w.summary = settings.to_dict(), summary
 
 
 INJECTIONS = "mf_injections.fits"
@@ -340,17 +528,19 @@ def _owned_fraction(tile, step: int = 16) -> float:
 
 
 def run_injection_on_workspace(ws: Workspace, settings=None, injection=None, progress: ProgressFn | None = None,
-                               cancelled: CancelFn | None = None, overwrite: bool = False) -> dict:
+                               cancelled: CancelFn | None = None, overwrite: bool = False, executor=None) -> dict:
     """The selection function of the matched filter on a workspace (issue 12 part 6; :mod:`szviewer.mf.selection`):
     ``injection.n`` clusters injected into the observed maps (in memory), the filter rerun, matched within 1'.
 
     Writes the product ``mf_injection``: ``mf_injections.fits`` (one row per injection: position, kind, y0,
     theta_c or M500, z, theta500, the noise-free S/N ``snr_true``, what was recovered), the recovered-fraction
     tables ``mf_selection_y0_theta_c.ecsv``, ``mf_selection_m500_z.ecsv``, ``mf_selection_snr_true.ecsv``, and a
-    summary (completeness, S/N ratio and offset distributions, timing)."""
+    summary (completeness, S/N ratio and offset distributions, timing). A synthetic sky's tiles are tasks of
+    ``executor`` (:mod:`szviewer.parallel`), checkpointed like the MF's; the same table on any executor."""
     from szviewer.mf.runner import Cancelled as MFCancelled
     from szviewer.mf.selection import InjectionSettings, run_injection, selection_tables
     from szviewer.mf.settings import MFSettings
+    from szviewer.parallel import InProcessExecutor
 
     settings = settings or MFSettings()
     injection = injection or InjectionSettings()
@@ -359,43 +549,41 @@ def run_injection_on_workspace(ws: Workspace, settings=None, injection=None, pro
     t0 = time.perf_counter()
     noise = {int(b): float(v) for b, v in
              ws.products["sky"].get("settings", {}).get("noise_uk_arcmin", NOISE_UK_ARCMIN).items()}
-    runs = workspace_runs(ws, settings, noise)
-    settings = next(runs)
     sky = ws.sky()
+    ckpt = None
     if ws.kind == "synthetic":
+        settings = instrument_settings(ws, settings)
         frac = np.array([_owned_fraction(t) * t.ny * t.nx for t in sky.tiles])
         share = np.floor(injection.n * frac / frac.sum()).astype(int)
         share[np.argsort(-(injection.n * frac / frac.sum() - share))[:injection.n - share.sum()]] += 1
+        ckpt = _checkpoints(ws, "mf_injection", settings, noise, {"injection": injection.to_dict()})
+        task = _InjectionTileTask(ws.root, ws.products["sky"].get("generation", 0), settings, noise, ckpt.folder)
+        task.injection, task.share = injection, [int(v) for v in share]
+        if executor is None or isinstance(executor, InProcessExecutor):
+            task._ctx = (ws, sky, _sources_table(ws))
+        _run_tiles(len(sky.tiles), task, ckpt, executor, progress, cancelled, "injection tiles",
+                   lambda k, r: f"tile {r['tile']}: {r['injected']} injected")
+        parts = [read_tile_table(ckpt.path(k)) for k in range(len(sky.tiles)) if share[k] > 0]
     else:
-        share = np.array([injection.n])
-    parts = []
-    for run in runs:
-        if cancelled is not None and cancelled():
-            raise Cancelled("injection run cancelled")
-        n_k = int(share[run.index])
-        if n_k <= 0:
-            continue
-        rng = np.random.default_rng(np.random.SeedSequence(injection.seed, spawn_key=(run.index,)))
-        owned = None
-        if run.tile is not None:
-            tile = run.tile
+        runs = workspace_runs(ws, settings, noise)
+        settings = next(runs)
+        parts = []
+        for run in runs:
+            check_cancel(cancelled, "injection run")
+            rng = np.random.default_rng(np.random.SeedSequence(injection.seed, spawn_key=(run.index,)))
 
-            def owned(x, y, tile=tile):
-                ra, dec = tile.pix_to_world(x, y)
-                return tile.owned.contains(np.asarray(ra), np.asarray(dec))
+            def tick(d, t, run=run):
+                if progress is not None:
+                    progress(run.index * t + d, run.count * t, f"map {run.index + 1}/{run.count}: tile pass {d}/{t}")
 
-        def tick(d, t, run=run):
-            if progress is not None:
-                progress(run.index * t + d, run.count * t, f"map {run.index + 1}/{run.count}: tile pass {d}/{t}")
-
-        try:
-            part = run_injection(run.maps, run.wcs, run.pixel_arcmin, settings, injection, n_k, rng,
-                                 noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, mask=run.mask,
-                                 ivar=run.ivar, owned=owned, progress=tick, cancel=cancelled)
-        except MFCancelled:
-            raise Cancelled("injection run cancelled") from None
-        part["map"] = np.full(len(part), run.index if run.tile is None else run.tile.index, dtype=np.int32)
-        parts.append(part)
+            try:
+                part = run_injection(run.maps, run.wcs, run.pixel_arcmin, settings, injection, injection.n, rng,
+                                     noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, mask=run.mask,
+                                     ivar=run.ivar, owned=None, progress=tick, cancel=cancelled)
+            except MFCancelled:
+                raise Cancelled("injection run cancelled") from None
+            part["map"] = np.full(len(part), run.index, dtype=np.int32)
+            parts.append(part)
     table = vstack(parts, metadata_conflicts="silent") if parts else Table()
     if not len(table):
         raise InputError(ws.root, "no room for any injection: the maps' usable area is smaller than the injection "
@@ -414,4 +602,6 @@ def run_injection_on_workspace(ws: Workspace, settings=None, injection=None, pro
             t.write(w.path(f"mf_selection_{name}.ecsv"), format="ascii.ecsv")
         w.settings = {"mf": settings.to_dict(), "injection": injection.to_dict()}
         w.summary = summary
+    if ckpt is not None:
+        ckpt.clear_all()
     return summary

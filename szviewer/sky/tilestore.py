@@ -53,6 +53,21 @@ class TileWriter:
         return out
 
     def write(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
+        """Write the tile atomically. The cyclic garbage collector is paused meanwhile: in a Dask worker (whose
+        event loop allocates from another thread) collections at other moments changed where HDF5 put the file's
+        metadata; pausing them made most such tiles the same bytes as in process. The data, dtypes, chunks and
+        attributes are always the same; a rarer layout difference of a few hundred bytes remains (issue 16)."""
+        import gc
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._write(path, attrs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _write(self, path: str | os.PathLike, attrs: dict | None) -> None:
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.attrs["format"] = FORMAT

@@ -1,0 +1,200 @@
+"""The fully convolutional CNN finder (issue 13 part 2): equality with the per-window network, peaks, the job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import TINY_NET  # noqa: E402
+
+from szviewer.cnn.dense import position_error_arcmin, subpixel_peaks  # noqa: E402
+from szviewer.cnn.fcn import FCNPlan, context_window_raw  # noqa: E402
+from szviewer.cnn.model import DeepSZNet, NetConfig  # noqa: E402
+from szviewer.cnn.modelfile import Platt  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PLATT = Platt(0.9, -2.7)
+
+
+def _tiny(seed: int = 0, **kw) -> DeepSZNet:
+    """A tiny network whose BatchNorms hold non-trivial eval statistics (so folding them is tested)."""
+    torch.manual_seed(seed)
+    net = DeepSZNet(NetConfig(**{**TINY_NET, **kw}))
+    for m in net.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def _interior(plan: FCNPlan, shape, margin: int, every: int = 1):
+    oy, ox = plan.origins(shape)
+    n = plan.config.npix
+    return [(i, j) for i in range(oy.size) for j in range(ox.size)
+            if margin <= oy[i] <= shape[0] - n - margin and margin <= ox[j] <= shape[1] - n - margin][::every]
+
+
+@pytest.mark.parametrize("stride_pix", [16, 8, 4, 2])
+def test_fcn_equals_the_per_window_network_with_context(stride_pix):
+    net = _tiny()
+    maps = (np.random.default_rng(1).standard_normal((3, 150, 170)) * 80).astype(np.float32)
+    plan = FCNPlan(net, stride_pix)
+    raw = plan.raw_map(maps)
+    oy, ox = plan.origins(maps.shape[1:])
+    assert raw.shape == (oy.size, ox.size) == (len(range(0, 150 - 31, stride_pix)), len(range(0, 170 - 31, stride_pix)))
+    margin = 32  # >= the tiny network's reach (plan.margin) and a multiple of its total stride
+    assert max(plan.margin) <= margin
+    sel = _interior(plan, maps.shape[1:], margin, every=max(1, stride_pix // 4))
+    assert len(sel) >= 4
+    ref = context_window_raw(net, maps, [oy[i] for i, _ in sel], [ox[j] for _, j in sel], margin=margin)
+    got = np.array([raw[i, j] for i, j in sel])
+    assert np.max(np.abs(PLATT(got) - PLATT(ref))) < 1e-4
+    assert np.max(np.abs(got - ref)) < 1e-4
+    assert np.std(ref) > 0.01  # the windows differ, so equality is not trivial
+
+
+def test_strips_give_the_one_pass_numbers():
+    net = _tiny(3)
+    maps = (np.random.default_rng(2).standard_normal((3, 200, 120)) * 60).astype(np.float32)
+    one = FCNPlan(net, 4).raw_map(maps)
+    small = FCNPlan(net, 4, budget_mb=0.5)
+    assert small.strip_rows(120) < 200 - 32  # really cut into strips
+    done = []
+    strips = small.raw_map(maps, progress=lambda d, t, m: done.append((d, t)))
+    assert len(done) > 1 and done[-1][0] == done[-1][1]
+    np.testing.assert_allclose(strips, one, atol=1e-5)
+
+
+def test_fcn_on_a_real_tile_with_the_shipped_model(small_ws):
+    """The paper network (shipped weights), a real observed tile: map pass == window-by-window with context."""
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.jobs.cnn import default_model_path
+    from szviewer.workspace import Workspace
+
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip("no shipped model")
+    model = load_model(path)
+    maps = Workspace(small_ws["path"]).sky().tile_maps(0)[:, 100:452, 120:472]
+    plan = FCNPlan(model.net, 8)
+    margin = 144
+    assert max(plan.margin) <= margin
+    raw = plan.raw_map(maps)
+    oy, ox = plan.origins(maps.shape[1:])
+    sel = _interior(plan, maps.shape[1:], margin, every=6)  # 5 of the 25 windows with a whole margin
+    assert len(sel) >= 4
+    ref = context_window_raw(model.net, maps, [oy[i] for i, _ in sel], [ox[j] for _, j in sel], margin=margin)
+    got = np.array([raw[i, j] for i, j in sel])
+    assert np.max(np.abs(model.calibrate(got) - model.calibrate(ref))) < 1e-4
+    # against the zero-padded window scorer (what the cutouts get): close but not equal (fcn module docstring)
+    from szviewer.cnn.predict import Scorer
+
+    pick = np.random.default_rng(0).choice(raw.size, 48, replace=False)
+    iy, ix = np.unravel_index(pick, raw.shape)
+    wins = np.stack([maps[:, oy[i]:oy[i] + 32, ox[j]:ox[j] + 32] for i, j in zip(iy, ix, strict=True)])
+    zero = Scorer(model.net, precision="fp32", platt=model.platt).raw(wins)
+    dp = np.abs(model.calibrate(raw[iy, ix]) - model.calibrate(zero))
+    assert np.median(dp) < 0.01 and np.mean(dp > 0.05) < 0.1
+    assert np.max(np.abs(raw[iy, ix] - zero)) > 1e-3  # the padding does change raw scores
+
+
+def test_fcn_refuses_a_minmax_model_and_bad_grids():
+    with pytest.raises(ValueError, match="minmax"):
+        FCNPlan(_tiny(scaling="minmax"), 4)
+    with pytest.raises(ValueError, match="stride_pix"):
+        FCNPlan(_tiny(), 3)
+
+
+def test_subpixel_peaks_find_a_plateau_centre():
+    step = 4.0  # pixels between grid points
+    g = np.arange(40) * step
+    cx, cy = 71.3, 90.6  # true centre (pixels)
+    # the probability of a window centred at (x, y): ~1 inside the central 6' cell (+-12 px), smooth edges
+    px = 1 / (1 + np.exp((np.abs(g - cx) - 12.0) / 1.5))
+    py = 1 / (1 + np.exp((np.abs(g - cy) - 12.0) / 1.5))
+    prob = 0.9 * py[:, None] * px[None, :]
+    iy, ix = np.unravel_index(np.argmax(prob), prob.shape)
+    dy, dx = subpixel_peaks(prob, np.log(prob / (1 - prob)), [iy], [ix], step, "centroid")
+    assert abs(g[ix] + dx[0] * step - cx) < 0.5 and abs(g[iy] + dy[0] * step - cy) < 0.5
+    assert abs(g[ix] - cx) > 0.9 or abs(g[iy] - cy) > 0.9  # the grid point alone is farther off
+    para = -((g[None, :] - cx) ** 2 + (g[:, None] - cy) ** 2) / 50.0
+    iy, ix = np.unravel_index(np.argmax(para), para.shape)
+    dy, dx = subpixel_peaks(np.exp(para), para, [iy], [ix], step, "quadratic")
+    assert g[ix] + dx[0] * step == pytest.approx(cx, abs=1e-6)
+    assert g[iy] + dy[0] * step == pytest.approx(cy, abs=1e-6)
+    with pytest.raises(ValueError):
+        subpixel_peaks(prob, prob, [0], [0], step, "median")
+    err = position_error_arcmin(1.0, 3)
+    assert err.shape == (3,) and np.all(err == err[0])
+    assert position_error_arcmin(0.25)[0] < err[0] < position_error_arcmin(4.0)[0] < 1.0
+
+
+def test_dense_job_fcn_and_windowed_write_the_catalogue(scratch_ws, tmp_path):
+    from astropy.table import Table
+
+    from szviewer.cnn.modelfile import save_model
+    from szviewer.errors import InputError
+    from szviewer.jobs.cnn import dense_job
+    from szviewer.workspace import Workspace
+
+    model = tmp_path / "tiny.pt"
+    net = _tiny(5)
+    with torch.no_grad():  # a positive bias on the last layer: enough peaks above 0.5 to test the columns
+        net.head[6].bias[1] += 3.0
+    save_model(model, net, Platt(1.0, 0.0), {"preset": "test"})
+    ws = Workspace(scratch_ws)
+    out = {}
+    for method in ("fcn", "windowed"):
+        s = dense_job(ws, model_path=model, method=method, resolution_arcmin=1.0, stride_arcmin=2.0,
+                      threshold=0.5, device="cpu", overwrite=True)
+        ws = Workspace(ws.root)
+        cat = Table.read(ws.file("cnn_dense", "dense_candidates.fits"))
+        assert cat.colnames == ["ra", "dec", "prob", "tile", "x", "y", "pos_err_arcmin", "logit"]
+        assert len(cat) == s["candidates"] > 0 and s["method"] == method
+        assert str(cat["ra"].unit) == "deg" and str(cat["pos_err_arcmin"].unit) == "arcmin"
+        np.testing.assert_allclose(cat["logit"], np.log(cat["prob"] / (1 - cat["prob"])), atol=1e-4)
+        tile = ws.sky().tiles[0]
+        x, y = tile.world_to_pix(np.asarray(cat["ra"]), np.asarray(cat["dec"]))
+        np.testing.assert_allclose(x, cat["x"], atol=1e-6)
+        np.testing.assert_allclose(y, cat["y"], atol=1e-6)
+        assert np.all(cat["pos_err_arcmin"] > 0) and np.all(cat["prob"] >= 0.5)
+        with ws.cutout_store() as store:
+            ids = np.asarray(store.table["id"])
+        dense = ws.scores(ids)["cnn_dense_prob"]
+        assert np.isfinite(dense).all()
+        out[method] = (s, dense)
+    assert out["fcn"][0]["grid_arcmin"] == 1.0 and out["windowed"][0]["grid_arcmin"] == 2.0
+    assert out["fcn"][0]["windows"] > 3 * out["windowed"][0]["windows"]  # a 1' grid has ~4x the 2' windows
+    with pytest.raises(InputError, match="resolution-arcmin"):
+        dense_job(ws, model_path=model, resolution_arcmin=0.7, device="cpu", overwrite=True)
+    mm = tmp_path / "minmax.pt"
+    save_model(mm, _tiny(scaling="minmax"), Platt(1.0, 0.0), {"preset": "test"})
+    with pytest.raises(InputError, match="windowed"):
+        dense_job(ws, model_path=mm, device="cpu", overwrite=True)
+
+
+def test_cli_predict_dense_is_fully_convolutional_and_windowed_stays(scratch_ws, tmp_path, capsys):
+    from szviewer.cli import main
+    from szviewer.cnn.modelfile import save_model
+    from szviewer.workspace import Workspace
+
+    model = tmp_path / "tiny.pt"
+    save_model(model, _tiny(7), Platt(1.0, 0.0), {"preset": "test"})
+    ws = str(scratch_ws)
+    assert main(["predict", ws, "--model", str(model), "--device", "cpu", "--dense",
+                 "--resolution-arcmin", "2"]) == 0
+    done = Workspace(scratch_ws).products["cnn_dense"]["settings"]
+    assert done["method"] == "fcn" and done["grid_arcmin"] == 2.0
+    assert main(["predict", ws, "--model", str(model), "--device", "cpu", "--dense", "--windowed",
+                 "--stride-arcmin", "4", "--overwrite"]) == 0
+    done = Workspace(scratch_ws).products["cnn_dense"]["settings"]
+    assert done["method"] == "windowed" and done["grid_arcmin"] == 4.0
+    capsys.readouterr()
+    assert main(["predict", ws, "--model", str(model), "--device", "cpu", "--dense", "--resolution-arcmin", "3",
+                 "--overwrite"]) != 0
+    err = capsys.readouterr().err
+    assert "--resolution-arcmin 3" in err and len(err.strip().splitlines()) == 1
