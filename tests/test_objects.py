@@ -124,7 +124,9 @@ def test_evaluate_reports_objects_and_aucs(mf_ws, tmp_path, capsys):
     res = json.loads(js.read_text())
     assert set(res["auc_test"]) >= {"MF", "CNN", "PROD"}
     obj = res["objects"]
-    assert {"MF", "CNN", "AND", "PROD", "OR"} <= set(obj["methods"])
+    # MF candidates only (each with its cell's CNN probability): the ensembles are rows, the CNN alone is not
+    assert {"MF", "AND", "PROD", "OR"} <= set(obj["methods"]) and "CNN" not in obj["methods"]
+    assert "no CNN candidates with positions yet: run `szviewer predict WS --dense`" in text
     ws = Workspace(mf_ws)
     n_test_halos = obj["halos"]["test"]
     for r in obj["methods"].values():

@@ -301,6 +301,8 @@ def evaluate_objects(cands, halos, of_halo: np.ndarray, methods: Sequence[str] |
         if method not in policy.available(cols):
             continue
         s = policy.method_scores(method, candidate_columns(cands, method), groups=region)
+        if any(not np.isfinite(v).any() for v in s.values()):  # e.g. CNN without CNN candidates: no such rows
+            continue
         fit, app = region == settings.fit, region == settings.apply
         n_fit_halos = int((h_region == settings.fit).sum())
         n_app_halos = int((h_region == settings.apply).sum())
