@@ -271,7 +271,9 @@ def describe_workspace(ws) -> str:
             for s, c in p["summary"].get("splits", {}).items():
                 lines.append(f"               {s:<5} {c['cutouts']:>8} cutouts, {c['positives']:>6} positive")
         if name == "mf_injection":
-            lines.append("               " + _selection_line(p.get("summary", {})))
+            from szviewer.jobs.selection import selection_summary_line
+
+            lines.append("               " + selection_summary_line(p.get("summary", {})))
         warning = p.get("summary", {}).get("warning")
         if warning:
             lines.append(f"               WARNING: {warning}")
@@ -287,13 +289,6 @@ def describe_workspace(ws) -> str:
     elif not stale_lines:
         lines.append("  complete: every step has run")
     return "\n".join(lines)
-
-
-def _selection_line(q: dict) -> str:
-    """One line of the MF selection function (``szviewer mf WS --inject N``)."""
-    from szviewer.jobs.selection import selection_summary_line
-
-    return selection_summary_line(q)
 
 
 def cmd_cutouts(args) -> int:

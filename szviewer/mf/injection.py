@@ -27,27 +27,39 @@ from szviewer.sky.spectra import ARCMIN_RAD, cmb_lensed_dl, dl_to_cl, ell_grid
 SUBSAMPLE = 5
 
 
-def paint_beta_real(shape: tuple[int, int], pixel_arcmin: float, x, y, y0, theta_c_arcmin, beta: float = 1.0,
-                    truncate: float = 5.0, subsample: int = SUBSAMPLE) -> np.ndarray:
-    """Compton-y map (ny, nx) float64 of projected beta-model clusters integrated over each pixel (``subsample``^2
-    points per pixel), truncated at ``truncate`` core radii; positions in pixels (x column, y row), not periodic."""
+def _paint_real(shape: tuple[int, int], pixel_arcmin: float, x, y, y0, scale_arcmin, reach: float, profile,
+                subsample: int) -> np.ndarray:
+    """Compton-y map (ny, nx) float64 of round clusters at pixel positions (x column, y row; not periodic) with
+    central y ``y0``, each integrated over every pixel (``subsample``^2 points). ``profile(dy, dx, k)`` gives the
+    unit-peak profile at offsets dy (column vector), dx (row vector) [pixel] with ``k`` = pixel / scale; a cluster
+    reaches ``reach`` scales from its centre."""
     ny, nx = shape
     out = np.zeros(shape)
     sub = (np.arange(subsample) + 0.5) / subsample - 0.5
-    for xc, yc, amp, tc in zip(np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(y0),
-                               np.atleast_1d(theta_c_arcmin), strict=True):
-        r = truncate * tc / pixel_arcmin + 1.5
+    for xc, yc, amp, sc in zip(np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(y0), np.atleast_1d(scale_arcmin),
+                               strict=True):
+        r = reach * sc / pixel_arcmin + 1.5
         ya, yb = max(int(math.floor(yc - r)), 0), min(int(math.ceil(yc + r)) + 1, ny)
         xa, xb = max(int(math.floor(xc - r)), 0), min(int(math.ceil(xc + r)) + 1, nx)
         if ya >= yb or xa >= xb:
             continue
         py = (np.arange(ya, yb)[:, None] + sub[None, :]).ravel()  # (npy * ss)
         px = (np.arange(xa, xb)[:, None] + sub[None, :]).ravel()
-        t2 = ((py[:, None] - yc) ** 2 + (px[None, :] - xc) ** 2) * (pixel_arcmin / tc) ** 2
-        prof = np.where(t2 <= truncate**2, (1.0 + t2) ** ((1.0 - 3.0 * beta) / 2.0), 0.0)
+        prof = profile(py[:, None] - yc, px[None, :] - xc, pixel_arcmin / sc)
         prof = prof.reshape(yb - ya, subsample, xb - xa, subsample).mean(axis=(1, 3))
         out[ya:yb, xa:xb] += amp * prof
     return out
+
+
+def paint_beta_real(shape: tuple[int, int], pixel_arcmin: float, x, y, y0, theta_c_arcmin, beta: float = 1.0,
+                    truncate: float = 5.0, subsample: int = SUBSAMPLE) -> np.ndarray:
+    """Compton-y map (ny, nx) float64 of projected beta-model clusters integrated over each pixel (``subsample``^2
+    points per pixel), truncated at ``truncate`` core radii; positions in pixels (x column, y row), not periodic."""
+    def beta_model(dy, dx, k):
+        t2 = (dy ** 2 + dx ** 2) * k ** 2
+        return np.where(t2 <= truncate**2, (1.0 + t2) ** ((1.0 - 3.0 * beta) / 2.0), 0.0)
+
+    return _paint_real(shape, pixel_arcmin, x, y, y0, theta_c_arcmin, truncate, beta_model, subsample)
 
 
 def beam_transfers(beams, shape: tuple[int, int], pixel_arcmin: float) -> np.ndarray:
@@ -92,23 +104,11 @@ def paint_arnaud_real(shape: tuple[int, int], pixel_arcmin: float, x, y, y0, the
     from szviewer.sky import pressure
 
     x_tab, i_tab = pressure.projected_table(pressure.ArnaudProfile(truncate_r500=truncate_r500))
-    ny, nx = shape
-    out = np.zeros(shape)
-    sub = (np.arange(subsample) + 0.5) / subsample - 0.5
-    for xc, yc, amp, th in zip(np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(y0),
-                               np.atleast_1d(theta500_arcmin), strict=True):
-        r = truncate_r500 * th / pixel_arcmin + 1.5
-        ya, yb = max(int(math.floor(yc - r)), 0), min(int(math.ceil(yc + r)) + 1, ny)
-        xa, xb = max(int(math.floor(xc - r)), 0), min(int(math.ceil(xc + r)) + 1, nx)
-        if ya >= yb or xa >= xb:
-            continue
-        py = (np.arange(ya, yb)[:, None] + sub[None, :]).ravel()
-        px = (np.arange(xa, xb)[:, None] + sub[None, :]).ravel()
-        rr = np.hypot(py[:, None] - yc, px[None, :] - xc) * (pixel_arcmin / th)
-        prof = np.interp(rr, x_tab, i_tab / i_tab[0], right=0.0)
-        prof = prof.reshape(yb - ya, subsample, xb - xa, subsample).mean(axis=(1, 3))
-        out[ya:yb, xa:xb] += amp * prof
-    return out
+
+    def arnaud(dy, dx, k):
+        return np.interp(np.hypot(dy, dx) * k, x_tab, i_tab / i_tab[0], right=0.0)
+
+    return _paint_real(shape, pixel_arcmin, x, y, y0, theta500_arcmin, truncate_r500, arnaud, subsample)
 
 
 def ideal_sigma_of(instrument, pixel_arcmin: float, profile: np.ndarray, hits: float = 1.0,
