@@ -1,9 +1,10 @@
 """Atomic writes: write to a temporary file beside the target, then rename it into place.
 
 A crash or a cancel never leaves a half-written file under the final name, and an existing file
-is only replaced once the new one is complete. :func:`atomic_path` hands a temporary name to a library
-that writes files itself (h5py, astropy); :func:`atomic_write` also refuses to clobber a file that exists
-unless ``overwrite`` (a hard link makes that check race-free), flushes to disk and sets the usual permissions.
+is only replaced once the new one is complete. One context manager, :func:`atomic_path`, hands a temporary
+name to a writer (h5py, astropy, a callable) and moves the result into place; :func:`atomic_write` and the
+``*_bytes``/``*_text``/``*_json`` helpers are thin layers on it that also refuse to clobber a file that exists
+unless ``overwrite`` (a hard link makes that check race-free), flush to disk and set the usual permissions.
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ from szviewer.errors import InputError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path in the target's directory; on success rename it onto ``path``.
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, overwrite: bool = True,
+                durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; on success move it onto ``path``.
 
-    For libraries that write to a file name (h5py, astropy). On an exception the temporary file
-    is removed and ``path`` is untouched.
+    For libraries that write to a file name (h5py, astropy): the temporary name does not exist yet, so the
+    writer creates it. On an exception the temporary file (or folder) is removed and ``path`` is untouched.
+    ``overwrite=False`` refuses a ``path`` that exists (FileExistsError), before the write and again, race-free
+    through a hard link, when the file is put in place. ``durable`` flushes the file to disk and gives it the
+    usual permissions before the move. The one atomic-write primitive: :func:`atomic_write` and the helpers
+    below are built on it.
     """
     path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(_exists(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     sfx = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part" + sfx, dir=path.parent)
@@ -35,7 +43,14 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        if durable and tmp_path.is_file():
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
+        if overwrite:
+            os.replace(tmp_path, path)
+        else:
+            _link_new(tmp_path, path)
     except BaseException:
         if tmp_path.is_dir():
             shutil.rmtree(tmp_path, ignore_errors=True)
@@ -43,6 +58,24 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             with contextlib.suppress(FileNotFoundError):
                 tmp_path.unlink()
         raise
+
+
+def _exists(path: Path) -> str:
+    return f"{path}: file exists; pass overwrite=True to replace it"
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` in place as ``path`` only if ``path`` does not exist (a hard link makes that race-free)."""
+    try:
+        os.link(tmp, path)  # fails with FileExistsError if path appeared meanwhile
+    except FileExistsError:
+        raise FileExistsError(_exists(path)) from None
+    except OSError:  # file systems without hard links: best effort
+        if path.exists():
+            raise FileExistsError(_exists(path)) from None
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -78,36 +111,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     """Call ``write(tmp_path)`` to fill a temporary file, then move it atomically to ``path``.
 
     Raises FileExistsError if ``path`` exists and ``overwrite`` is False (checked before writing, and again
-    when the file is put in place). The temporary file is removed on any failure.
+    when the file is put in place), FileNotFoundError if its folder does not exist. The temporary file is
+    removed on any failure; the finished file is flushed to disk (:func:`atomic_path` with ``durable``).
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
+        raise FileExistsError(_exists(path))
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"{path}: directory {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part.tmp", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, ".tmp", overwrite=overwrite, durable=True) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails with FileExistsError if path appeared meanwhile
-            except FileExistsError:
-                raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it") from None
-            except OSError:  # file systems without hard links: best effort
-                if path.exists():
-                    raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return path
 
 

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,11 @@ import torch
 
 from szviewer.atomic import atomic_path
 from szviewer.cnn.model import ARCH_NAME, ARCH_VERSION, DeepSZNet, NetConfig
+from szviewer.cnn.platt import Platt, fit_platt
 from szviewer.errors import InputError
+
+__all__ = ["CNNModel", "Platt", "fit_platt", "library_versions", "load_model", "payload_sha256", "read_card",
+           "save_model"]
 
 MODEL_FORMAT = "szviewer-cnn-model"
 MODEL_FORMAT_VERSION = 1
@@ -62,37 +65,6 @@ def payload_sha256(arch: dict, state_dict: dict, card: dict) -> str:
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Platt:
-    """p = sigmoid(a * raw + b)."""
-
-    a: float = 1.0
-    b: float = 0.0
-
-    def __call__(self, raw) -> np.ndarray:
-        z = self.a * np.asarray(raw, dtype=np.float64) + self.b
-        return 0.5 * (1.0 + np.tanh(0.5 * z))  # = sigmoid(z), without overflow warnings
-
-    def to_dict(self) -> dict:
-        return {"a": float(self.a), "b": float(self.b)}
-
-
-def fit_platt(raw, labels) -> Platt:
-    """Fit Platt's sigmoid on (raw score, label) pairs with scikit-learn (no regularisation)."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.asarray(raw, dtype=np.float64).reshape(-1, 1)
-    y = np.asarray(labels, dtype=bool).ravel()
-    if y.all() or not y.any():
-        raise ValueError("Platt scaling needs both positive and negative validation cutouts")
-    lr = LogisticRegression(C=1e10, max_iter=1000)  # effectively unregularised, on every scikit-learn version
-    lr.fit(x, y)
-    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-    if not a > 0:  # a network no better than chance: keep the ranking (never invert it)
-        a = 1e-6
-    return Platt(a, b)
 
 
 def library_versions() -> dict:

@@ -29,6 +29,7 @@ or unusual PyTorch build) or on a GPU, the fast path runs the folded network as 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,8 +45,11 @@ from szviewer.cnn.fused import (
     fused_available,
 )
 from szviewer.cnn.model import Bottleneck, DeepSZNet, raw_score
-from szviewer.cnn.modelfile import CNNModel, Platt
+from szviewer.cnn.platt import Platt
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
+
+if TYPE_CHECKING:
+    from szviewer.cnn.modelfile import CNNModel
 
 PRECISIONS = ("auto", "fp32", "bf16", "checked")
 BF16_ERR_ABS = 0.15  # bound on |z_bf16 - z_fp32| at z = 0 (raw-score units), before any doubling

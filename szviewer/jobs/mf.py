@@ -325,7 +325,6 @@ class _TileTask:
 
 class _MFTileTask(_TileTask):
     def __call__(self, k: int, cancelled: CancelFn | None = None) -> dict:
-        from szviewer.mf.runner import Cancelled as MFCancelled
         from szviewer.mf.runner import run_mf
 
         if self.path(k).is_file():  # done already: a task re-run because its worker died holding the result
@@ -338,7 +337,7 @@ class _MFTileTask(_TileTask):
             cat = run_mf(run.maps, run.wcs, run.pixel_arcmin, self.task_settings(),
                          noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, cancel=cancelled, mask=run.mask,
                          ivar=run.ivar)
-        except MFCancelled:
+        except Cancelled:
             raise Cancelled("matched filter cancelled") from None
         tile = run.tile
         cat = cat[tile.owned.contains(np.asarray(cat["ra"]), np.asarray(cat["dec"]))]
@@ -355,7 +354,6 @@ class _InjectionTileTask(_TileTask):
     share: list = []
 
     def __call__(self, k: int, cancelled: CancelFn | None = None) -> dict:
-        from szviewer.mf.runner import Cancelled as MFCancelled
         from szviewer.mf.selection import run_injection
 
         n_k = int(self.share[k])
@@ -378,7 +376,7 @@ class _InjectionTileTask(_TileTask):
             part = run_injection(run.maps, run.wcs, run.pixel_arcmin, self.task_settings(), self.injection, n_k, rng,
                                  noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, mask=run.mask,
                                  ivar=run.ivar, owned=owned, progress=None, cancel=cancelled)
-        except MFCancelled:
+        except Cancelled:
             raise Cancelled("injection run cancelled") from None
         part["map"] = np.full(len(part), tile.index, dtype=np.int32)
         write_tile_table(part, self.path(k))
@@ -423,7 +421,6 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
     A synthetic sky's tiles are filtered as tasks of ``executor`` (:mod:`szviewer.parallel`; default in process),
     each checkpointed, so a re-run after a cancel skips the tiles done (:mod:`szviewer.parallel.resume`); the
     catalogue is the same bit for bit on any executor."""
-    from szviewer.mf.runner import Cancelled as MFCancelled
     from szviewer.mf.runner import run_mf
     from szviewer.mf.settings import MFSettings
     from szviewer.parallel import InProcessExecutor
@@ -465,7 +462,7 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
                     cat = run_mf(run.maps, run.wcs, run.pixel_arcmin, settings, noise_uk_arcmin=run.noise_uk_arcmin,
                                  sources=run.sources, cancel=cancelled, mask=run.mask, ivar=run.ivar,
                                  progress=None if progress is None else (lambda d, t: progress(d, t, "tiles")))
-                except MFCancelled:
+                except Cancelled:
                     raise Cancelled("matched filter cancelled") from None
                 checks.append(cat.meta)
                 cats.append(cat)
@@ -537,7 +534,6 @@ def run_injection_on_workspace(ws: Workspace, settings=None, injection=None, pro
     tables ``mf_selection_y0_theta_c.ecsv``, ``mf_selection_m500_z.ecsv``, ``mf_selection_snr_true.ecsv``, and a
     summary (completeness, S/N ratio and offset distributions, timing). A synthetic sky's tiles are tasks of
     ``executor`` (:mod:`szviewer.parallel`), checkpointed like the MF's; the same table on any executor."""
-    from szviewer.mf.runner import Cancelled as MFCancelled
     from szviewer.mf.selection import InjectionSettings, run_injection, selection_tables
     from szviewer.mf.settings import MFSettings
     from szviewer.parallel import InProcessExecutor
@@ -580,7 +576,7 @@ def run_injection_on_workspace(ws: Workspace, settings=None, injection=None, pro
                 part = run_injection(run.maps, run.wcs, run.pixel_arcmin, settings, injection, injection.n, rng,
                                      noise_uk_arcmin=run.noise_uk_arcmin, sources=run.sources, mask=run.mask,
                                      ivar=run.ivar, owned=None, progress=tick, cancel=cancelled)
-            except MFCancelled:
+            except Cancelled:
                 raise Cancelled("injection run cancelled") from None
             part["map"] = np.full(len(part), run.index, dtype=np.int32)
             parts.append(part)

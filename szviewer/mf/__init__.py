@@ -4,6 +4,7 @@ Public entry points: :class:`MFSettings`, :func:`run_mf` (tiles, masking, source
 :func:`matched_filter` (periodic maps to y0/S/N maps), :func:`find_candidates`, :class:`PointSources`.
 """
 
+from szviewer.errors import Cancelled
 from szviewer.mf.catalog import FLAG_NEAR_MASK, FLAG_NEAR_SOURCE, build_catalog, jname, pixel_to_radec
 from szviewer.mf.filter import (
     MatchedFilterBank,
@@ -15,7 +16,7 @@ from szviewer.mf.filter import (
 from szviewer.mf.noise import data_noise_power, draw_noise, model_noise_cl, model_noise_power
 from szviewer.mf.peaks import CANDIDATE_DTYPE, PeakFinder, find_candidates
 from szviewer.mf.profiles import beta_profile, paint_clusters, template_fourier
-from szviewer.mf.runner import Cancelled, filter_tile, run_mf
+from szviewer.mf.runner import filter_tile, run_mf
 from szviewer.mf.settings import MFSettings
 from szviewer.mf.sources import PointSources, find_sources, near_sources, paint_sources, subtract_sources
 

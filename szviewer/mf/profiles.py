@@ -48,11 +48,22 @@ def _periodic_offsets(n: int) -> np.ndarray:
 
 def profile_real(shape: tuple[int, int], pixel_arcmin: float, theta_c_arcmin: float, beta: float = 1.0,
                  truncate: float = 5.0) -> np.ndarray:
-    """The beta profile sampled at pixel centres, centred on pixel (0, 0) with periodic wrapping."""
+    """The beta profile sampled at pixel centres, centred on pixel (0, 0) with periodic wrapping.
+
+    Only the pixels within ``truncate * theta_c`` of the centre are evaluated (the profile is 0 beyond)."""
     ny, nx = shape
-    dy = _periodic_offsets(ny)[:, None] * pixel_arcmin
-    dx = _periodic_offsets(nx)[None, :] * pixel_arcmin
-    return beta_profile(np.hypot(dy, dx), theta_c_arcmin, beta, truncate)
+    oy, ox = _periodic_offsets(ny), _periodic_offsets(nx)
+    reach = truncate * theta_c_arcmin / pixel_arcmin
+    if not np.isfinite(reach) or 2 * reach + 3 >= min(ny, nx):
+        return beta_profile(np.hypot(oy[:, None] * pixel_arcmin, ox[None, :] * pixel_arcmin), theta_c_arcmin, beta,
+                            truncate)
+    r = int(np.floor(reach)) + 1  # offsets beyond r lie beyond the truncation radius
+    iy = np.r_[0:r + 1, ny - r:ny]
+    ix = np.r_[0:r + 1, nx - r:nx]
+    out = np.zeros(shape)
+    out[np.ix_(iy, ix)] = beta_profile(np.hypot(oy[iy][:, None] * pixel_arcmin, ox[ix][None, :] * pixel_arcmin),
+                                       theta_c_arcmin, beta, truncate)
+    return out
 
 
 @lru_cache(maxsize=64)

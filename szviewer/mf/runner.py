@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 from astropy.table import Table, vstack
 
-from szviewer.errors import Cancelled as _ProjectCancelled
+from szviewer.errors import Cancelled
 from szviewer.mf.catalog import FLAG_NEAR_MASK, FLAG_NEAR_SOURCE, build_catalog, empty_catalog
 from szviewer.mf.filter import MatchedFilterBank
 from szviewer.mf.noise import data_noise_power, model_noise_power
@@ -31,10 +31,6 @@ from szviewer.mf.sources import PointSources, find_sources, near_sources, paint_
 from szviewer.mf.tilefilter import TileResult, filter_prepared, relative_hits
 from szviewer.mf.tiling import Tile, extract_tile, plan_tiles, prepare_tile
 from szviewer.sky.bands import NOISE_UK_ARCMIN
-
-
-class Cancelled(_ProjectCancelled):
-    """Raised by :func:`run_mf` when its ``cancel`` callable returns True (a szviewer.errors.Cancelled)."""
 
 
 def tile_geometry(pixel_arcmin: float, settings: MFSettings) -> tuple[int, int, int]:
@@ -234,7 +230,7 @@ def run_mf(maps, wcs, pixel_arcmin: float, settings: MFSettings | None = None,
         try:
             res, found = filter_tile_result(data, bad, pixel_arcmin, settings, nz, (tile.y0, tile.x0),
                                             tile_sources, apod, cancel, ivar_tile)
-        except _ProjectCancelled:
+        except Cancelled:
             raise Cancelled("matched-filter run cancelled") from None
         cands = res.candidates
         own = cands[_owned(tile, cands)]

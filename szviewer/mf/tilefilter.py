@@ -139,38 +139,56 @@ def clipped_var(values: np.ndarray, nsig: float = 4.0, iters: int = 3) -> float:
     from scipy.special import erf
 
     v = np.asarray(values, dtype=np.float64)
-    var = float(np.mean(v * v)) if v.size else math.nan
+    v2 = v * v
+    var = float(np.mean(v2)) if v.size else math.nan
     for _ in range(iters):
-        keep = v * v <= nsig * nsig * var
-        var = float(np.mean(v[keep] ** 2)) if keep.any() else var
+        keep = v2 <= nsig * nsig * var
+        var = float(np.mean(v2[keep])) if keep.any() else var
     t = nsig
     frac = erf(t / math.sqrt(2)) - 2 * t * math.exp(-t * t / 2) / math.sqrt(2 * math.pi)  # E[x^2; |x|<t]
     return var * erf(t / math.sqrt(2)) / frac
 
 
-def fit_variance(raw: np.ndarray, hits: np.ndarray, use: np.ndarray) -> tuple[float, float]:
+class HitsBins:
+    """The quantile bins of the relative hits over the ``use`` pixels, shared by every S/N map of a pass (the
+    pixels and their hits do not change between scales): :func:`fit_variance` then only gathers each map's values.
+    """
+
+    def __init__(self, hits: np.ndarray, use: np.ndarray):
+        self.index = np.flatnonzero(use)  # flat indices: a gather is cheaper than a boolean selection per map
+        hh = np.take(hits, self.index).astype(np.float64)
+        self.size = hh.size
+        self.uniform, self.members, self.hv = True, [], np.zeros(0)
+        if hh.size < 200:
+            return
+        p5, p95 = np.percentile(hh, [5, 95])
+        if p95 / max(p5, 1e-12) < UNIFORM_HITS:
+            return
+        self.uniform = False
+        edges = np.quantile(hh, np.linspace(0, 1, HITS_BINS + 1))
+        idx = np.clip(np.searchsorted(edges, hh, side="right") - 1, 0, HITS_BINS - 1)
+        order = np.argsort(idx, kind="stable")  # each bin's members in pixel order, as a boolean selection gives
+        bounds = np.searchsorted(idx[order], np.arange(HITS_BINS + 1))
+        members = [order[bounds[k]:bounds[k + 1]] for k in range(HITS_BINS)]
+        self.members = [m for m in members if m.size >= 50]
+        self.hv = np.array([float(np.mean(hh[m])) for m in self.members])
+
+
+def fit_variance(raw: np.ndarray, hits: np.ndarray | None, use: np.ndarray | None,
+                 bins: HitsBins | None = None) -> tuple[float, float]:
     """(a, b) of ``var(raw) = a + b h`` fitted to the clipped variances in quantile bins of h over ``use`` pixels
-    (weighted least squares, a and b >= 0); (var, 0) when h is uniform there. (1, 0) with too few pixels."""
-    x = raw[use].astype(np.float64)
-    hh = hits[use].astype(np.float64)
-    if x.size < 200:
+    (weighted least squares, a and b >= 0); (var, 0) when h is uniform there. (1, 0) with too few pixels.
+    ``bins``: the pass's :class:`HitsBins` (else made from ``hits`` and ``use``)."""
+    if bins is None:
+        bins = HitsBins(hits, use)
+    if bins.size < 200:
         return 1.0, 0.0
-    p5, p95 = np.percentile(hh, [5, 95])
-    if p95 / max(p5, 1e-12) < UNIFORM_HITS:
+    x = np.take(raw, bins.index).astype(np.float64)
+    if bins.uniform or len(bins.members) < 2:
         return clipped_var(x), 0.0
-    edges = np.quantile(hh, np.linspace(0, 1, HITS_BINS + 1))
-    idx = np.clip(np.searchsorted(edges, hh, side="right") - 1, 0, HITS_BINS - 1)
-    hv, vv, nv = [], [], []
-    for k in range(HITS_BINS):
-        sel = idx == k
-        if sel.sum() < 50:
-            continue
-        hv.append(float(np.mean(hh[sel])))
-        vv.append(clipped_var(x[sel]))
-        nv.append(float(sel.sum()))
-    hv, vv, nv = (np.asarray(v) for v in (hv, vv, nv))
-    if hv.size < 2:
-        return clipped_var(x), 0.0
+    hv = bins.hv
+    vv = np.array([clipped_var(x[m]) for m in bins.members])
+    nv = np.array([float(m.size) for m in bins.members])
     # the error of a variance estimate is proportional to the variance: weights n / var^2
     w = nv / np.maximum(vv, 1e-12) ** 2
     a_mat = np.column_stack([np.ones_like(hv), hv])
@@ -210,16 +228,19 @@ def _detect_pass(bank: MatchedFilterBank, maps_w: np.ndarray, detect: np.ndarray
                  settings: MFSettings, analytic_norm: bool, exclude: np.ndarray | None,
                  cancel: Callable[[], bool] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Filter the weighted maps at every scale, normalise each S/N map locally, find the peaks; returns
-    (candidates, robust rms per scale, variance model (a, b) per scale)."""
+    (candidates, the S/N samples away from candidates per scale (for :func:`sample_rms`, needed of the final
+    pass only), variance model (a, b) per scale)."""
     finder = PeakFinder(bank.shape, settings.snr_threshold, settings.theta_c_arcmin, detect,
                         settings.centroid_core_frac, settings.position, (bank.curv_x, bank.curv_y))
     use = _sample(detect if exclude is None else detect & ~exclude)
-    rms = np.full(bank.nscale, np.nan)
+    samples: list[np.ndarray] = [np.zeros(0, np.float32)] * bank.nscale
     norm = np.tile([1.0, 0.0], (bank.nscale, 1))
     if not detect.any():
-        return finder.candidates(), rms, norm
+        return finder.candidates(), samples, norm
     z = bank.combine(maps_w)
     inv_sqrt_h = None if hits is None else (1.0 / np.sqrt(hits)).astype(np.float32)
+    use_index = np.flatnonzero(use)
+    bins = None if hits is None or analytic_norm and bank.alpha is not None else HitsBins(hits, use)
     for s in range(bank.nscale):
         if cancel is not None and cancel():
             raise Cancelled("matched-filter run cancelled")
@@ -229,14 +250,19 @@ def _detect_pass(bank: MatchedFilterBank, maps_w: np.ndarray, detect: np.ndarray
             if analytic_norm and bank.alpha is not None:
                 a, b = float(bank.alpha[s]), float(bank.beta[s])
             else:
-                a, b = fit_variance(snr, hits, use)
+                a, b = fit_variance(snr, hits, use, bins)
             norm[s] = (a, b)
             sd = np.sqrt(np.float32(a) + np.float32(b) * hits)
             snr /= sd
             sigma = sigma * sd * inv_sqrt_h  # the y0 noise map
         finder.add(s, snr, sigma)
-        rms[s] = robust_rms(snr[use])
-    return finder.candidates(), rms, norm
+        samples[s] = np.take(snr, use_index)
+    return finder.candidates(), samples, norm
+
+
+def sample_rms(samples: list[np.ndarray]) -> np.ndarray:
+    """Robust rms per scale of a pass's S/N samples (NaN where too few)."""
+    return np.array([robust_rms(v) for v in samples])
 
 
 def _stable(prev: np.ndarray, cur: np.ndarray, tol: float, radius_pix: float = 2.0) -> bool:
@@ -280,8 +306,8 @@ def filter_prepared(prepared: np.ndarray, weight: np.ndarray, detect: np.ndarray
         sky_scale = float(math.exp(round(math.log(hbar) / 0.02) * 0.02)) if hits is not None else 1.0
         nz = None if noise_uk_arcmin is None else tuple(float(v) for v in noise_uk_arcmin)
         bank = model_filter_bank(shape, float(pixel_arcmin), settings, nz, sky_scale)
-        cands, rms, norm = _detect_pass(bank, maps_w, detect, hits, settings, True, None, cancel)
-        return TileResult(cands, bank, detect, rms, 0, norm, maps_w, weight, hits)
+        cands, samples, norm = _detect_pass(bank, maps_w, detect, hits, settings, True, None, cancel)
+        return TileResult(cands, bank, detect, sample_rms(samples), 0, norm, maps_w, weight, hits)
 
     kw = dict(smooth_ell=settings.data_noise_smooth_ell, workers=settings.fft_workers,
               min_smooth_pix=settings.data_noise_min_smooth_pix,
@@ -304,7 +330,7 @@ def filter_prepared(prepared: np.ndarray, weight: np.ndarray, detect: np.ndarray
     while True:
         power = data_noise_power(clean, pixel_arcmin, nwin, **kw)
         bank = build_filter_bank(shape, pixel_arcmin, settings, power)
-        cands, rms, norm = _detect_pass(bank, maps_w, detect, hits, settings, False, exclude, cancel)
+        cands, samples, norm = _detect_pass(bank, maps_w, detect, hits, settings, False, exclude, cancel)
         if settings.data_noise_clean_snr <= 0 or iterations >= settings.data_noise_iterations:
             break
         bright = cands[cands["snr"] >= settings.data_noise_clean_snr]
@@ -321,7 +347,7 @@ def filter_prepared(prepared: np.ndarray, weight: np.ndarray, detect: np.ndarray
         exclude = exclusion_mask(shape, cands, pixel_arcmin, settings)
         prev = bright
         iterations += 1
-    return TileResult(cands, bank, detect, rms, iterations, norm, maps_w, weight, hits)
+    return TileResult(cands, bank, detect, sample_rms(samples), iterations, norm, maps_w, weight, hits)
 
 
 def _data_box(inside: np.ndarray) -> tuple[int, int, int, int] | None:
