@@ -115,8 +115,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     removed on any failure; the finished file is flushed to disk (:func:`atomic_path` with ``durable``).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(_exists(path))
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"{path}: directory {directory} does not exist")

@@ -154,9 +154,9 @@ class HitsBins:
     pixels and their hits do not change between scales): :func:`fit_variance` then only gathers each map's values.
     """
 
-    def __init__(self, hits: np.ndarray, use: np.ndarray):
-        self.index = np.flatnonzero(use)  # flat indices: a gather is cheaper than a boolean selection per map
-        hh = np.take(hits, self.index).astype(np.float64)
+    def __init__(self, hits: np.ndarray, index: np.ndarray):
+        self.index = index  # flat indices of the pixels (np.flatnonzero(use)): a gather per map, not a selection
+        hh = np.take(hits, index).astype(np.float64)
         self.size = hh.size
         self.uniform, self.members, self.hv = True, [], np.zeros(0)
         if hh.size < 200:
@@ -180,7 +180,7 @@ def fit_variance(raw: np.ndarray, hits: np.ndarray | None, use: np.ndarray | Non
     (weighted least squares, a and b >= 0); (var, 0) when h is uniform there. (1, 0) with too few pixels.
     ``bins``: the pass's :class:`HitsBins` (else made from ``hits`` and ``use``)."""
     if bins is None:
-        bins = HitsBins(hits, use)
+        bins = HitsBins(hits, np.flatnonzero(use))
     if bins.size < 200:
         return 1.0, 0.0
     x = np.take(raw, bins.index).astype(np.float64)
@@ -226,7 +226,7 @@ def exclusion_mask(shape: tuple[int, int], cands: np.ndarray, pixel_arcmin: floa
 
 def _detect_pass(bank: MatchedFilterBank, maps_w: np.ndarray, detect: np.ndarray, hits: np.ndarray | None,
                  settings: MFSettings, analytic_norm: bool, exclude: np.ndarray | None,
-                 cancel: Callable[[], bool] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 cancel: Callable[[], bool] | None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Filter the weighted maps at every scale, normalise each S/N map locally, find the peaks; returns
     (candidates, the S/N samples away from candidates per scale (for :func:`sample_rms`, needed of the final
     pass only), variance model (a, b) per scale)."""
@@ -240,7 +240,7 @@ def _detect_pass(bank: MatchedFilterBank, maps_w: np.ndarray, detect: np.ndarray
     z = bank.combine(maps_w)
     inv_sqrt_h = None if hits is None else (1.0 / np.sqrt(hits)).astype(np.float32)
     use_index = np.flatnonzero(use)
-    bins = None if hits is None or analytic_norm and bank.alpha is not None else HitsBins(hits, use)
+    bins = None if hits is None or analytic_norm and bank.alpha is not None else HitsBins(hits, use_index)
     for s in range(bank.nscale):
         if cancel is not None and cancel():
             raise Cancelled("matched-filter run cancelled")
