@@ -11,7 +11,7 @@
 3. simulates an independent sky (``--eval-seed``), scores all its cutouts and records F1 (at the training sky's
    validation threshold, and the best F1) and AUC there in the model card;
 4. writes the model (float16 weights) to ``--out`` and a JSON summary beside it;
-5. scores the independent sky densely (2' stride, :func:`szviewer.jobs.cnn.dense_job`) and records in the card
+5. scores the independent sky densely (2' stride, :func:`szviewer.jobs.dense.dense_job`) and records in the card
    the mean score vs the halo's offset from the cutout centre for grid and dense scoring (the edge effect,
    paper section 3.4.2). ``--edge-only`` redoes just this step for the model at ``--out``.
 
@@ -68,7 +68,8 @@ def other_sky_metrics(ws_path: Path, model, threshold: float) -> dict:
 
 def measure_edge(eval_ws: Path, model_path: Path) -> dict:
     """Score the independent sky on the DeepSZ grid and densely (2' stride); the edge effect of both (Fig. 9c)."""
-    from szviewer.jobs.cnn import dense_job, predict_job
+    from szviewer.jobs.cnn import predict_job
+    from szviewer.jobs.dense import dense_job
     from szviewer.workspace import Workspace
 
     ws = Workspace(eval_ws)

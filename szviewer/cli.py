@@ -572,7 +572,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from szviewer.jobs.cnn import dense_job, predict_job
+    from szviewer.jobs.cnn import predict_job
+    from szviewer.jobs.dense import dense_job
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
@@ -583,7 +584,7 @@ def cmd_predict(args) -> int:
     for product in [f"cnn{'' if lv == 'all' else '_' + lv}" for lv in levels] + (["cnn_dense"] if args.dense else []):
         ws.check_replace(product, args.overwrite)  # every output checked before any scoring
     if args.dense:
-        from szviewer.jobs.cnn import dense_grid_pix
+        from szviewer.jobs.dense import dense_grid_pix
 
         dense_grid_pix(ws, "windowed" if args.windowed else "fcn", args.resolution_arcmin, args.stride_arcmin)
     with _progress("predict") as bar:

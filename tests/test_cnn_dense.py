@@ -53,7 +53,8 @@ def test_dense_job_on_small_workspace(small_ws, tmp_path):
     from astropy.table import Table
 
     from szviewer.cnn.modelfile import Platt, save_model
-    from szviewer.jobs.cnn import dense_job, predict_job
+    from szviewer.jobs.cnn import predict_job
+    from szviewer.jobs.dense import dense_job
     from szviewer.workspace import Workspace
 
     torch.manual_seed(0)

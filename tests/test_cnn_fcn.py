@@ -138,7 +138,7 @@ def test_dense_job_fcn_and_windowed_write_the_catalogue(scratch_ws, tmp_path):
 
     from szviewer.cnn.modelfile import save_model
     from szviewer.errors import InputError
-    from szviewer.jobs.cnn import dense_job
+    from szviewer.jobs.dense import dense_job
     from szviewer.workspace import Workspace
 
     model = tmp_path / "tiny.pt"

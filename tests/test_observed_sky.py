@@ -73,7 +73,7 @@ def test_overlapping_cutouts_agree_on_shared_pixels(small_ws):
 
 def test_dense_scoring_reads_the_cutouts_pixels(small_ws):
     """Dense CNN scoring's map of a tile at a component level holds the cutouts' pixels of that level."""
-    from szviewer.jobs.cnn import level_maps
+    from szviewer.jobs.dense import level_maps
 
     ws = Workspace(small_ws["path"])
     sky = ws.sky()

@@ -271,3 +271,77 @@ def test_cli_flags(ref, tmp_path, capsys):
     assert main(["mf", str(ref), "--workers", "-1"]) == 2
     assert "--workers -1" in capsys.readouterr().err
     np.testing.assert_equal(Workspace(ref).products["mf"]["generation"] > 0, True)
+
+
+# --------------------------------------------------------------------------- dense CNN scoring on the executor
+
+def _dense_model(path: Path, seed: int = 5) -> Path:
+    """A tiny network biased towards 'cluster', so every tile has CNN candidates to compare."""
+    torch = pytest.importorskip("torch")
+    from conftest import TINY_NET
+
+    from szviewer.cnn.model import DeepSZNet, NetConfig
+    from szviewer.cnn.modelfile import Platt, save_model
+
+    torch.manual_seed(seed)
+    net = DeepSZNet(NetConfig(**TINY_NET)).eval()
+    with torch.no_grad():
+        net.head[6].bias[1] += 3.0
+    save_model(path, net, Platt(1.0, 0.0), {"preset": "test"})
+    return path
+
+
+def _dense_files(root: Path) -> tuple[bytes, bytes]:
+    ws = Workspace(root)
+    return ws.file("cnn_dense", "dense_candidates.fits").read_bytes(), ws.file("cnn_dense", "scores.h5").read_bytes()
+
+
+@pytest.mark.parametrize("method", ["fcn", "windowed"])
+def test_dense_cnn_on_the_cluster_is_the_in_process_run(ref, cluster, tmp_path, method):
+    """Dense scoring on 2 workers (one torch thread each) gives the in-process run's catalogue and scores byte
+    for byte; the checkpoints are gone after the commit."""
+    from astropy.table import Table
+
+    from szviewer.jobs.dense import dense_job
+
+    model = _dense_model(tmp_path / "tiny.pt")
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(ref, a)
+    shutil.copytree(ref, b)
+    sa = dense_job(Workspace(a), model_path=model, method=method, device="cpu")
+    sb = dense_job(Workspace(b), model_path=model, method=method, device="cpu", executor=cluster)
+    assert sb["workers"] == 2 and sa["candidates"] == sb["candidates"] and sa["windows"] == sb["windows"]
+    assert _dense_files(a) == _dense_files(b)
+    cat = Table.read(Workspace(b).file("cnn_dense", "dense_candidates.fits"))
+    assert sorted(set(cat["tile"].tolist())) == [0, 1, 2, 3] and len(cat) == sa["candidates"] > 4
+    for root in (a, b):
+        assert not list((root / "cnn_dense").glob(PREFIX + "*")) and not list(root.rglob("*.part*"))
+
+
+def test_a_cancelled_dense_run_keeps_its_tiles_and_a_rerun_resumes(ref, tmp_path):
+    from szviewer.jobs.dense import dense_job
+
+    model = _dense_model(tmp_path / "tiny.pt")
+    full, root = tmp_path / "full", tmp_path / "ws"
+    shutil.copytree(ref, full)
+    shutil.copytree(ref, root)
+    dense_job(Workspace(full), model_path=model, device="cpu")
+
+    def tiles_done(n):
+        return lambda: sum(len(list(f.glob("tile_*.npz"))) for f in (root / "cnn_dense").glob(PREFIX + "*")) >= n
+
+    with pytest.raises(Cancelled):
+        dense_job(Workspace(root), model_path=model, device="cpu", cancelled=tiles_done(2))
+    assert not Workspace(root).has("cnn_dense") and not list(root.rglob("*.part*"))
+    (folder,) = (root / "cnn_dense").glob(PREFIX + "*")
+    assert sorted(p.name for p in folder.iterdir()) == ["tile_0000.npz", "tile_0001.npz"]
+    other = _dense_model(tmp_path / "other.pt", seed=6)  # another model: its own checkpoints, never these
+    with pytest.raises(Cancelled):
+        dense_job(Workspace(root), model_path=other, device="cpu", cancelled=tiles_done(3))
+    assert len(list((root / "cnn_dense").glob(PREFIX + "*"))) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["tile_0000.npz", "tile_0001.npz"]
+    calls = []
+    s = dense_job(Workspace(root), model_path=model, device="cpu", progress=lambda d, t, m="": calls.append((d, t)))
+    assert s["tiles_resumed"] == 2 and calls[0] == (2, 4) and calls[-1][0] == calls[-1][1]
+    assert _dense_files(root) == _dense_files(full)
+    assert not list((root / "cnn_dense").glob(PREFIX + "*"))  # every checkpoint folder goes with the commit

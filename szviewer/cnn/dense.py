@@ -18,7 +18,7 @@ of the DeepSZ grid can then take the largest dense probability among the windows
 
 The input map of a tile is its observed map (the sky plus the instrument's one noise realisation), or for a
 component level the level's components plus the same noise: the pixels the cutout store reads
-(:func:`szviewer.jobs.cnn.level_maps`).
+(:func:`szviewer.jobs.dense.level_maps`).
 """
 
 from __future__ import annotations
