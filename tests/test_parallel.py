@@ -345,3 +345,63 @@ def test_a_cancelled_dense_run_keeps_its_tiles_and_a_rerun_resumes(ref, tmp_path
     assert s["tiles_resumed"] == 2 and calls[0] == (2, 4) and calls[-1][0] == calls[-1][1]
     assert _dense_files(root) == _dense_files(full)
     assert not list((root / "cnn_dense").glob(PREFIX + "*"))  # every checkpoint folder goes with the commit
+
+
+# --------------------------------------------------------------------------- HEALPix sampling on the executor
+
+@pytest.fixture(scope="module")
+def healpix_ws(tmp_path_factory):
+    """A Sehgal-format HEALPix sky at Nside 1024 (random CMB and tSZ maps, so every pixel differs), imported over
+    a 2.5 x 2 deg region: the workspace whose cutouts are sampled."""
+    import healpy as hp
+    from astropy.io import fits
+
+    from szviewer.jobs.importing import import_sehgal
+    from szviewer.sky.bands import BANDS_GHZ, band_label
+
+    nside = 1024
+    d = tmp_path_factory.mktemp("hpx") / "sehgal"
+    d.mkdir()
+    rng = np.random.default_rng(11)
+    for band in BANDS_GHZ:
+        for comp, scale in (("lensedcmb", 100.0), ("tsz", 1.0)):
+            m = (rng.standard_normal(hp.nside2npix(nside)) * scale).astype(np.float32)
+            cols = [fits.Column(name="signal", format="1024E", array=m.reshape(-1, 1024))]
+            h = fits.BinTableHDU.from_columns(cols)
+            h.header.update({"PIXTYPE": "HEALPIX", "ORDERING": "RING", "NSIDE": nside, "TUNIT1": "uK",
+                             "FIRSTPIX": 0, "LASTPIX": m.size - 1, "INDXSCHM": "IMPLICIT"})
+            h.writeto(d / f"{band_label(band)}_{comp}_healpix.fits")
+    root = d.parent / "ws"
+    from szviewer.sky.tiles import Footprint
+
+    import_sehgal(d, root, region=Footprint(0.0, 2.5, 0.0, 2.0))
+    return root
+
+
+def _images(root: Path) -> bytes:
+    with Workspace(root).cutout_store() as st:
+        return st._f["images"][...].tobytes()
+
+
+def test_healpix_sampling_on_the_cluster_is_the_in_process_run_and_resumes(healpix_ws, cluster, tmp_path):
+    """Blocks of 64 cutouts: sampled on 2 workers, the store's images are the in-process bytes; a cancelled run
+    keeps its finished blocks and a re-run samples only the rest."""
+    st = CutoutSettings(batch=64)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for root in (a, b, c):
+        shutil.copytree(healpix_ws, root)
+    sa = make_cutouts(Workspace(a), st)
+    make_cutouts(Workspace(b), st, executor=cluster)
+    blocks = -(-sa["cutouts"] // 64)
+    assert blocks >= 6 and _images(a) == _images(b)
+    assert not list((b / "cutouts").glob(PREFIX + "*")) and not list(b.rglob("*.part*"))
+    calls = []
+    with pytest.raises(Cancelled):
+        make_cutouts(Workspace(c), st, progress=lambda d, t, m="": calls.append(d), cancelled=lambda: len(calls) >= 4)
+    assert not Workspace(c).has("cutouts")
+    (folder,) = (c / "cutouts").glob(PREFIX + "*")
+    assert sorted(p.name for p in folder.iterdir()) == ["tile_0000.npy", "tile_0001.npy", "tile_0002.npy"]
+    calls.clear()
+    make_cutouts(Workspace(c), st, progress=lambda d, t, m="": calls.append((d, t)))
+    assert calls[0] == (3, blocks) and _images(c) == _images(a)
+    assert not list((c / "cutouts").glob(PREFIX + "*"))

@@ -14,6 +14,7 @@ from szviewer.atomic import atomic_path
 from szviewer.cutouts.grid import CutoutGrid, GridSettings
 from szviewer.cutouts.labels import LabelSettings, label_grid, split_counts
 from szviewer.cutouts.levels import components_for
+from szviewer.cutouts.sampling import sample_healpix
 from szviewer.cutouts.store import create_store
 from szviewer.errors import InputError
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
@@ -46,13 +47,15 @@ class CutoutSettings:
 
 def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str | os.PathLike,
                   settings: CutoutSettings | None = None, provenance: dict | None = None,
-                  progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> dict:
+                  progress: ProgressFn | None = None, cancelled: CancelFn | None = None, executor=None,
+                  checkpoints=None) -> dict:
     """Label the grid and write the cutout set atomically: its table and where its pixels are.
 
     A tiled sky (``sky.window_origins``) gets the (tile, y0, x0) of each window and no pixel copy; flat FITS
     maps get their blocks checked (cutouts with NaN pixels are left out and counted); HEALPix maps are sampled
-    once into the store's ``/images`` cache. Returns a summary (counts per split, positives, removed training
-    neighbours, seconds).
+    once into the store's ``/images`` cache (:func:`szviewer.cutouts.sampling.sample_healpix`: blocks of cutouts
+    as tasks of ``executor``, checkpointed in ``checkpoints`` when given, so a re-run resumes). Returns a summary
+    (counts per split, positives, removed training neighbours, seconds).
     """
     settings = settings or CutoutSettings()
     t0 = time.perf_counter()
@@ -91,7 +94,8 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
         from szviewer.atomic import require_space
 
         # the cache of samples: LZF keeps about 90% of smooth float32 maps
-        require_space(out_path.parent, 0.9 * 4 * len(table) * len(comps) * len(sky.bands) * npix * npix,
+        copies = 1 if checkpoints is None else 2  # the block checkpoints stay until the store is committed
+        require_space(out_path.parent, copies * 0.9 * 4 * len(table) * len(comps) * len(sky.bands) * npix * npix,
                       f"the HEALPix samples of {len(table)} cutouts")
         nside = int(getattr(sky, "nside", 8192))
         side = float(np.degrees(np.sqrt(4 * np.pi / (12 * nside * nside)))) * 60
@@ -117,7 +121,8 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
         f = create_store(tmp, table, comps, sky.bands, npix, attrs, cached_images=kind == "healpix")
         try:
             if kind == "healpix":
-                _sample_healpix(sky, f["images"], table, comps, npix, pix, settings.batch, progress, cancelled)
+                sample_healpix(sky, f["images"], table, comps, npix, pix, settings.batch, progress, cancelled,
+                               executor=executor, checkpoints=checkpoints)
             elif progress is not None:
                 progress(n, n, "cutouts")
         finally:
@@ -126,28 +131,6 @@ def build_cutouts(sky, footprint: Footprint, halos: Table | None, out_path: str 
     return {"cutouts": n, "grid_size": grid.size, "positives": int(np.sum(table["label"])),
             "removed_train_neighbours": removed, "dropped_bad_pixels": dropped, "splits": counts,
             "components": list(comps), "pixels": kind, "seconds": round(seconds, 2), "warnings": notes}
-
-
-def _sample_healpix(sky, images, table, comps, npix, pix, batch, progress, cancelled) -> None:
-    """Sample the HEALPix maps at every cutout pixel into the store's cache (NaN or UNSEEN: InputError)."""
-    n = len(table)
-    ra = np.asarray(table["ra"])
-    dec = np.asarray(table["dec"])
-    for start in range(0, n, batch):
-        check_cancel(cancelled, "cutting")
-        stop = min(n, start + batch)
-        cut = sky.cut(ra[start:stop], dec[start:stop], npix, pix, comps)
-        block = np.stack([cut[c] for c in comps], axis=1)
-        bad = ~np.isfinite(block)
-        if bad.any():
-            i = start + int(np.nonzero(bad.any(axis=(1, 2, 3, 4)))[0][0])
-            files = getattr(sky, "files", None) or {}
-            names = ", ".join(str(v) for v in (files.values() if isinstance(files, dict) else files))
-            raise InputError(names or None, f"{int(bad.sum())} NaN/inf pixels in cutouts {start}-{stop - 1} "
-                                            f"(first at RA {ra[i]:.4f}, Dec {dec[i]:.4f}); mask or fill the map")
-        images[start:stop] = block
-        if progress is not None:
-            progress(stop, n, "cutouts")
 
 
 def _drop_bad_blocks(sky, table: Table, npix: int, pix: float, batch: int, progress, cancelled) -> tuple[Table, int]:

@@ -32,15 +32,31 @@ def grid_for(ws: Workspace, settings: CutoutSettings) -> CutoutSettings:
 
 
 def make_cutouts(ws: Workspace, settings: CutoutSettings, overwrite: bool = False,
-                 progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> dict:
+                 progress: ProgressFn | None = None, cancelled: CancelFn | None = None, executor=None) -> dict:
     """Cut the workspace's sky into the DeepSZ set and commit it as the product ``cutouts`` (a rebuilt cutout set
-    makes every finder's scores stale)."""
+    makes every finder's scores stale).
+
+    A HEALPix sky is sampled in blocks of cutouts, the tasks of ``executor`` (:mod:`szviewer.parallel`; default
+    in process), each checkpointed under ``cutouts/.tiles-<key>/`` until the commit, so a re-run after a cancel
+    samples only the blocks not yet done; the store is the same bit for bit on any executor."""
+    from szviewer import __version__
+    from szviewer.parallel.resume import TileCheckpoints
+
     if not ws.has("sky"):
         raise InputError(ws.root, "workspace has no sky yet (run `szviewer simulate` or `szviewer import`)")
     sky = ws.sky()
     settings = grid_for(ws, settings)
+    ckpt = None
+    if ws.kind == "sehgal":  # HEALPix: the only sky whose pixels are sampled into the store
+        ckpt = TileCheckpoints(ws.root / "cutouts", {
+            "product": "cutouts", "version": __version__, "settings": settings.to_dict(), "batch": settings.batch,
+            "sky": ws.products["sky"].get("generation"), "halos": ws.products.get("halos", {}).get("generation")},
+            ext=".npy")
     with ws.writing("cutouts", overwrite=overwrite) as w:
         summary = build_cutouts(sky, footprint_of(ws), ws.halos(), w.path(STORE), settings,
-                                provenance={"workspace_kind": ws.kind}, progress=progress, cancelled=cancelled)
+                                provenance={"workspace_kind": ws.kind}, progress=progress, cancelled=cancelled,
+                                executor=executor, checkpoints=ckpt)
         w.settings, w.summary = settings.to_dict(), summary
+    if ckpt is not None:
+        ckpt.clear_all()
     return summary
