@@ -10,6 +10,9 @@ Rows (``run() -> list[dict]``, printed by ``benchmarks/run.py dask``):
 * ``scheduler overhead per MF tile task`` -- ``(workers x wall - sum of the tasks' own seconds) / tasks``: what a
   task costs beyond its work (includes the tail where one worker waits for the last tile), and as a fraction of
   the mean task (target <= 1%);
+* ``worker idle between MF tile tasks`` -- from Dask's own task stream (each task's compute start and stop on its
+  worker): the mean gap between one task's end and the next one's start on the same worker, the scheduler's and
+  the transfer's share alone (no tail), as a fraction of the mean task's compute time (target <= 1%);
 * ``8 workers, tiny tasks`` -- 800 no-op tasks: the pure per-task cost of the scheduler (submit, run, gather);
 * ``full sky estimate on C cores`` -- ``serial + ceil(tiles / C) x (per-tile costs + overhead)`` with the
   serial parts (the driver's CPU seconds: halo and source catalogues, the cutout grid and labels, the MF's matching
@@ -90,8 +93,12 @@ def run(area_deg2: float = 400.0, tile_deg: float = 5.0, tiny_tasks: int = 800) 
                 ex = DaskExecutor(ExecutorSettings(workers=2))
                 start2 = time.perf_counter() - t0
             rec = _Recording(ex)
-            summary, walls[n], driver_cpu = _timed(
-                lambda rec=rec: run_mf_on_workspace(Workspace(ws_path), overwrite=True, executor=rec))
+            from distributed import get_task_stream
+
+            with get_task_stream(client=ex.client) as stream:
+                summary, walls[n], driver_cpu = _timed(
+                    lambda rec=rec: run_mf_on_workspace(Workspace(ws_path), overwrite=True, executor=rec))
+            gap, compute, ngaps = task_gaps(stream.data)
             busy, cpu = sum(rec.wall), sum(rec.cpu)
             over = (n * walls[n] - busy) / len(rec.wall)
             rows.append({"name": f"mf on a LocalCluster of {n} worker(s) x 1 thread", "seconds": walls[n],
@@ -102,6 +109,10 @@ def run(area_deg2: float = 400.0, tile_deg: float = 5.0, tiny_tasks: int = 800) 
                          "throughput": 100 * over / (busy / len(rec.wall)), "unit": "% of a task", "target": "<= 1%",
                          "note": f"(workers x wall - task wall) / tasks; mean task {busy / len(rec.wall):.2f} s "
                                  f"over {len(rec.wall)} tasks"})
+            rows.append({"name": f"  worker idle between MF tile tasks, {n} worker(s)", "seconds": gap,
+                         "throughput": 100 * gap / compute if compute else None, "unit": "% of a task",
+                         "target": "<= 1%", "note": f"Dask task stream: mean of {ngaps} gaps between a task's end "
+                                                    f"and the next start on its worker; mean compute {compute:.2f} s"})
             if n == 1:
                 mf_tile_1t = cpu / len(rec.cpu)
                 mf_serial = driver_cpu
@@ -143,6 +154,24 @@ def run(area_deg2: float = 400.0, tile_deg: float = 5.0, tiny_tasks: int = 800) 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
+
+
+def task_gaps(records: list[dict]) -> tuple[float, float, int]:
+    """(mean idle gap between consecutive tasks on the same worker [s], mean task compute [s], number of gaps)
+    from ``distributed.get_task_stream`` records (their ``startstops`` 'compute' intervals)."""
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        for ss in r.get("startstops", ()):
+            if ss.get("action") == "compute":
+                by_worker.setdefault(str(r.get("worker")), []).append((float(ss["start"]), float(ss["stop"])))
+    gaps, computes = [], []
+    for spans in by_worker.values():
+        spans.sort()
+        computes += [b - a for a, b in spans]
+        gaps += [max(0.0, s1 - e0) for (_, e0), (s1, _) in zip(spans[:-1], spans[1:], strict=True)]
+    import statistics
+
+    return (statistics.fmean(gaps) if gaps else 0.0), (statistics.fmean(computes) if computes else 0.0), len(gaps)
 
 
 class _Recording:

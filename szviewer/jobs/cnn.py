@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from szviewer.errors import InputError, OutputExistsError
+from szviewer.evaluate.cnn_scores import best_f1, evaluate_model
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.workspace import Workspace, now_iso
 
@@ -72,51 +73,6 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError(None, "--device cuda: no CUDA GPU is available to torch here")
     return device
-
-
-def best_f1(scores, labels) -> float:
-    """The F1-maximising threshold's F1 (paper section 3.2); 0 when undefined."""
-    from szviewer.evaluate.curves import f1_curve
-
-    f1 = f1_curve(scores, labels).best().f1
-    return float(f1) if f1 == f1 else 0.0
-
-
-def evaluate_model(store, model, level: str = "all", progress: ProgressFn | None = None,
-                   cancelled: CancelFn | None = None) -> dict:
-    """Score the store's 'val' and 'test' rows: validation F1 and threshold, test F1 at it, best test F1, AUCs.
-
-    The threshold is the one maximising F1 on the validation set, then applied to the test set (paper 3.2).
-    """
-    from szviewer.cnn.predict import predict
-    from szviewer.evaluate import policy
-    from szviewer.evaluate.curves import f1_curve, roc_curve
-
-    t = store.table
-    split = np.asarray(t["split"])
-    labels = np.asarray(t["label"], dtype=bool)
-    out: dict = {}
-    rows = np.nonzero(np.isin(split, ("val", "test")))[0]
-    prob = np.full(len(t), np.nan)
-    prob[rows] = predict(store, model, level=level, rows=rows, progress=progress, cancelled=cancelled)["cnn_prob"]
-    best = policy.choose("CNN", {"cnn_prob": prob}, labels, split)  # the one evaluation policy (paper 3.2)
-    threshold = best.thresholds["cnn_prob"]
-    out["val_f1"] = float(best.fit_f1)
-    out["val_threshold"] = float(threshold)
-    out["val_positives"] = int(labels[split == "val"].sum())
-    out["val_cutouts"] = int((split == "val").sum())
-    tc = f1_curve(prob[split == "test"], labels[split == "test"])
-    c = tc.counts_at(threshold)
-    out["test_f1"] = float(c.f1) if c.f1 == c.f1 else 0.0
-    out["test_counts"] = {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn}
-    out["test_best_f1"] = float(tc.best().f1)
-    out["test_positives"] = int(labels[split == "test"].sum())
-    out["test_cutouts"] = int((split == "test").sum())
-    for name in ("val", "test"):
-        sel = split == name
-        if labels[sel].any() and (~labels[sel]).any():
-            out[f"{name}_auc"] = float(roc_curve(prob[sel], labels[sel]).auc)
-    return out
 
 
 def training_sky(ws: Workspace) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from szviewer.errors import Cancelled, InputError
+from szviewer.evaluate.cnn_scores import edge_effect
 from szviewer.jobs.cnn import _model_inputs, model_for, resolve_device
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.workspace import Workspace
@@ -337,41 +338,3 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
         w.summary = summary
     ckpt.clear_all()
     return summary
-
-
-def edge_effect(table, scores: dict, bins=(0.0, 1.0, 2.0, 3.0, 4.25)) -> dict:
-    """Mean score vs the halo's offset from the cutout centre over positive cutouts (paper Fig. 9c).
-
-    Uses :func:`szviewer.evaluate.science.score_vs_offset`. Offsets run from 0 to 3 sqrt(2) = 4.24' (corner of the
-    central 6' cell). Returns per score {bin edges, counts, means, sems, the drop (mean in the last bin over the
-    first; 1 = no edge effect), best F1 and AUC over all cutouts, and per bin the completeness at the best-F1
-    threshold}.
-    """
-    from szviewer.evaluate.curves import f1_curve, roc_curve
-    from szviewer.evaluate.science import score_vs_offset
-
-    pos = np.asarray(table["label"], dtype=bool)
-    off = np.asarray(table["offset_arcmin"], dtype=float)
-    out = {}
-    valid = pos.copy()
-    for v in scores.values():
-        valid &= np.isfinite(np.asarray(v, dtype=float))
-    res = score_vs_offset(off, scores, np.asarray(bins), mask=valid)
-    for name, bm in res.items():
-        means = [float(m) for m in bm.mean]
-        out[name] = {"edges": [float(e) for e in bm.edges], "count": [int(c) for c in bm.n], "mean": means,
-                     "sem": [float(s) for s in bm.sem],
-                     "last_over_first": means[-1] / means[0] if means[0] and means[0] == means[0] else None}
-        v = np.asarray(scores[name], dtype=float)
-        best = f1_curve(v, pos).best()
-        edges = out[name]["edges"]
-        out[name].update({
-            "best_f1": float(best.f1), "best_threshold": float(best.threshold),
-            "auc": float(roc_curve(v, pos).auc),
-            "completeness_at_best_threshold": [
-                float(np.mean(v[valid & (off >= lo) & (off < hi)] >= best.threshold))
-                if np.any(valid & (off >= lo) & (off < hi)) else None
-                for lo, hi in zip(edges[:-1], edges[1:], strict=True)],
-        })
-    out["positives"] = int(valid.sum())
-    return out
