@@ -9,7 +9,7 @@ from astropy.wcs import WCS
 
 from szviewer.cli import main
 from szviewer.cutouts.grid import CutoutGrid
-from szviewer.jobs.mf import assign_to_cutouts, cutout_snr, match_to_halos
+from szviewer.mf.halo_match import assign_to_cutouts, cutout_snr, match_to_halos
 from szviewer.sky.tiles import Footprint
 from szviewer.workspace import Workspace
 

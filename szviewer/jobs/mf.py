@@ -1,4 +1,5 @@
-"""Job: the matched filter on a workspace, matched to halos and to cutouts (paper sections 2.1 and 2.3).
+"""Job: the matched filter on a workspace, matched to halos and to cutouts (paper sections 2.1 and 2.3;
+the matching rules: :mod:`szviewer.mf.halo_match`).
 
 For a synthetic workspace the filter runs on each tile's observed map (the sum of its components plus the
 instrument's one noise realisation: the very pixels the cutouts and the CNN read), with the instrument's white
@@ -24,58 +25,12 @@ from astropy.table import Table, vstack
 
 from szviewer.cutouts.grid import CutoutGrid, GridSettings
 from szviewer.errors import Cancelled, InputError
+from szviewer.mf.halo_match import MATCH_RADIUS_ARCMIN, assign_to_cutouts, cutout_snr
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
 from szviewer.sky.bands import NOISE_UK_ARCMIN
 from szviewer.workspace import Workspace
 
 CATALOG = "mf_catalog.fits"
-MATCH_RADIUS_ARCMIN = 1.0
-
-
-def match_to_halos(ra, dec, halos: Table | None, radius_arcmin: float = MATCH_RADIUS_ARCMIN) -> np.ndarray:
-    """Row of the most massive halo within ``radius_arcmin`` of each detection, -1 where none."""
-    ra = np.asarray(ra, dtype=float)
-    out = np.full(ra.size, -1, dtype=np.int64)
-    if halos is None or len(halos) == 0 or ra.size == 0:
-        return out
-    from scipy.spatial import cKDTree
-
-    from szviewer.sky.geometry import radec_to_vec
-
-    tree = cKDTree(radec_to_vec(np.asarray(halos["ra"], float), np.asarray(halos["dec"], float)))
-    chord = 2 * np.sin(np.deg2rad(radius_arcmin / 60.0) / 2)
-    hits = tree.query_ball_point(radec_to_vec(ra, np.asarray(dec, dtype=float)), chord)
-    mass = np.asarray(halos["m_vir"], dtype=float)
-    for i, h in enumerate(hits):
-        if h:
-            out[i] = h[int(np.argmax(mass[h]))]
-    return out
-
-
-def assign_to_cutouts(catalog: Table, halos: Table | None, grid: CutoutGrid) -> tuple[np.ndarray, np.ndarray]:
-    """(halo row, cutout grid id) of each detection, by the paper's rules (section 2.3)."""
-    det_ra = np.asarray(catalog["ra"], float)
-    det_dec = np.asarray(catalog["dec"], float)
-    match = match_to_halos(det_ra, det_dec, halos)
-    ra = det_ra.copy()
-    dec = det_dec.copy()
-    m = match >= 0
-    if m.any():
-        ra[m] = np.asarray(halos["ra"], float)[match[m]]
-        dec[m] = np.asarray(halos["dec"], float)[match[m]]
-    return match, grid.cell_of(ra, dec)
-
-
-def cutout_snr(cells: np.ndarray, snr: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Largest S/N assigned to each cutout id (NaN where none)."""
-    ids = np.asarray(ids)
-    best = np.full(ids.size, -np.inf)
-    if ids.size:
-        order = np.argsort(ids)
-        k = order[np.minimum(np.searchsorted(ids[order], cells), ids.size - 1)]
-        hit = ids[k] == np.asarray(cells)
-        np.maximum.at(best, k[hit], np.asarray(snr, dtype=float)[hit])
-    return np.where(np.isfinite(best), best, np.nan)
 
 
 def tile_mask(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | None:
