@@ -87,3 +87,25 @@ def test_box_grids_keep_their_cells():
     g = CutoutGrid(Footprint(0.0, 10.0, 0.0, 10.0), GridSettings())
     assert not g.ring and g.cell_of([0.001], [5.0])[0] == -1  # within half a cutout of the edge: no cell
     assert g.size == int(g.row_n.sum()) and np.isclose(g.row_ra0[0], 4 / 60 / np.cos(np.radians(g.row_dec[0])))
+
+
+def test_a_tiles_projection_is_its_astropy_wcs():
+    """One geometry: a tile's vectorised TAN (world_to_pix / pix_to_world, the fast path every step uses) is its
+    astropy WCS (what FITS exports carry) to 1e-8 pixel, at the equator, across RA 0/360 and next to a pole."""
+    tiles = make_tiles(Footprint.full_sky(), pixel_arcmin=0.5, tile_deg=10.0)
+    equator = [t for t in tiles if abs(t.dec0) < 6][0]
+    at_ra0 = [t for t in tiles if t.ra_min == 0.0][1]
+    polar = max(tiles, key=lambda t: t.dec0)
+    picks = [equator, at_ra0, polar]
+    assert len(picks) == 3
+    rng = np.random.default_rng(4)
+    for tile in picks:
+        x = rng.uniform(0, tile.nx - 1, 500)
+        y = rng.uniform(0, tile.ny - 1, 500)
+        ra, dec = tile.pix_to_world(x, y)
+        ra_w, dec_w = tile.wcs().wcs_pix2world(x, y, 0)
+        sep = np.hypot((((ra - ra_w) + 180) % 360 - 180) * np.cos(np.radians(dec)), dec - dec_w) * 60
+        assert sep.max() < 1e-8 * tile.pixel_arcmin, tile.index
+        xw, yw = tile.wcs().wcs_world2pix(ra, dec, 0)
+        np.testing.assert_allclose(tile.world_to_pix(ra, dec), (xw, yw), atol=1e-8)
+        np.testing.assert_allclose((xw, yw), (x, y), atol=1e-8)

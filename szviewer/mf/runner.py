@@ -29,7 +29,7 @@ from szviewer.mf.peaks import CANDIDATE_DTYPE
 from szviewer.mf.settings import MFSettings
 from szviewer.mf.sources import PointSources, find_sources, near_sources, paint_sources, subtract_sources
 from szviewer.mf.tilefilter import TileResult, filter_prepared, relative_hits
-from szviewer.mf.tiling import Tile, extract_tile, plan_tiles, prepare_tile
+from szviewer.mf.tiling import FilterBlock, extract_tile, plan_tiles, prepare_tile
 from szviewer.sky.bands import NOISE_UK_ARCMIN
 
 
@@ -265,12 +265,12 @@ def run_mf(maps, wcs, pixel_arcmin: float, settings: MFSettings | None = None,
     return build_catalog(cands, wcs, settings, tile_ids, flags, meta, pixel_arcmin)
 
 
-def _owned(tile: Tile, cands: np.ndarray) -> np.ndarray:
+def _owned(tile: FilterBlock, cands: np.ndarray) -> np.ndarray:
     """Ownership by the peak pixel, which (unlike the centroid) does not move when a group is clipped."""
     return tile.owns(cands["y_peak"].astype(float), cands["x_peak"].astype(float))
 
 
-def _sources_near(sources: PointSources | None, tile: Tile, settings: MFSettings,
+def _sources_near(sources: PointSources | None, tile: FilterBlock, settings: MFSettings,
                   pixel_arcmin: float) -> PointSources | None:
     if sources is None or len(sources) == 0:
         return None

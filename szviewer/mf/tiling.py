@@ -25,8 +25,9 @@ from szviewer.sky.spectra import cos_taper
 
 
 @dataclass(frozen=True)
-class Tile:
-    """One tile: the array covers map rows ``y0 .. y0 + ny`` and columns ``x0 .. x0 + nx`` (may extend
+class FilterBlock:
+    """One filter block of a map (not a sky tile, :class:`szviewer.sky.tiles.Tile`, which is a TAN image of its
+    own): the array covers map rows ``y0 .. y0 + ny`` and columns ``x0 .. x0 + nx`` (may extend
     beyond the map) and owns map rows ``iy0 .. iy1`` and columns ``ix0 .. ix1`` (inside the map)."""
 
     index: int
@@ -59,7 +60,7 @@ def _split(n: int, interior: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def plan_tiles(map_shape: tuple[int, int], interior_pix: int, margin_pix: int) -> list[Tile]:
+def plan_tiles(map_shape: tuple[int, int], interior_pix: int, margin_pix: int) -> list[FilterBlock]:
     """Tiles covering a map of ``map_shape`` = (ny, nx) pixels, owned interiors at most ``interior_pix``
     square, arrays padded by at least ``margin_pix`` on each side and sized for fast FFTs
     (``scipy.fft.next_fast_len``). All tiles share one shape so that one filter bank serves them all."""
@@ -75,12 +76,12 @@ def plan_tiles(map_shape: tuple[int, int], interior_pix: int, margin_pix: int) -
             # centre the interior in the tile array (the extra padding goes half to each side)
             y0 = a - (size_y - (b - a)) // 2
             x0 = d - (size_x - (e - d)) // 2
-            tiles.append(Tile(index=len(tiles), row=r, col=c, y0=y0, x0=x0, ny=size_y, nx=size_x,
+            tiles.append(FilterBlock(index=len(tiles), row=r, col=c, y0=y0, x0=x0, ny=size_y, nx=size_x,
                               iy0=a, iy1=b, ix0=d, ix1=e))
     return tiles
 
 
-def extract_tile(maps, tile: Tile, mask=None) -> tuple[np.ndarray, np.ndarray]:
+def extract_tile(maps, tile: FilterBlock, mask=None) -> tuple[np.ndarray, np.ndarray]:
     """Read a tile from ``maps`` (nband, ny, nx): any array supporting slicing (numpy, memmap, h5py dataset).
 
     Returns ``(data, bad)``: data float32 (nband, tile.ny, tile.nx) with bad pixels set to 0, and the boolean
