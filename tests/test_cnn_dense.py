@@ -73,3 +73,52 @@ def test_dense_job_on_small_workspace(small_ws, tmp_path):
     dense = ws.scores(ids)["cnn_dense_prob"]
     assert np.isfinite(dense).all() and np.all((dense >= 0) & (dense <= 1))
     assert "edge_effect" in summary and summary["edge_effect"]["positives"] >= 1
+
+
+def test_near_mask_flags_from_the_footprint():
+    from szviewer.jobs.dense import FLAG_NEAR_MASK, near_mask_flags
+
+    foot = np.ones((100, 120), np.float32)
+    foot[:, 100:] = 0.5  # an apodised strip from column 100
+    x = np.array([50.0, 83.4, 84.6, 20.0, 110.0])  # a 32-px window centred at x spans x0 = floor(x - 15) ..+31
+    y = np.array([50.0, 50.0, 50.0, 10.0, 50.0])
+    flags = near_mask_flags(foot, x, y, 32)
+    # 83.4: x0 68, columns 68..99 (clear); 84.6: x0 69, reaches column 100; (20, 10): the window leaves the tile
+    assert flags.tolist() == [0, 0, FLAG_NEAR_MASK, FLAG_NEAR_MASK, FLAG_NEAR_MASK]
+    assert near_mask_flags(None, x, y, 32).tolist() == [0] * 5
+
+
+def test_cnn_candidates_carry_the_mask_flag_into_the_object_catalogue(tmp_path):
+    """On act-dr6 (a 30' apodised survey edge) every window of a 1 deg^2 sky touches the ramp: all CNN candidates
+    are flagged, and CNN-only rows of the merged catalogue keep the bit; the paper's instrument has no mask."""
+    from astropy.table import Table
+
+    from szviewer.cnn.modelfile import Platt, save_model
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.evaluate.objects import FLAG_NEAR_MASK, merge_candidates
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.dense import dense_job
+    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.sky.synthetic import SimulationSettings
+    from szviewer.workspace import Workspace
+
+    torch.manual_seed(5)
+    net = DeepSZNet(TINY).eval()
+    with torch.no_grad():
+        net.head[6].bias[1] += 3.0  # candidates everywhere
+    model = tmp_path / "tiny.pt"
+    save_model(model, net, Platt(1.0, 0.0), {"preset": "test"})
+    flags = {}
+    for inst in ("act-dr6", "spt3g-paper"):
+        root = tmp_path / inst
+        simulate_workspace(root, SimulationSettings(area_deg2=1.0, seed=5, instrument=inst))
+        make_cutouts(Workspace(root), CutoutSettings())
+        dense_job(Workspace(root), model_path=model, device="cpu")
+        cat = Table.read(Workspace(root).file("cnn_dense", "dense_candidates.fits"))
+        assert len(cat) > 0 and cat["flags"].dtype.kind == "i"
+        flags[inst] = np.asarray(cat["flags"])
+        if inst == "act-dr6":
+            merged = merge_candidates(None, cat)
+            assert np.all(np.asarray(merged["flags"]) & FLAG_NEAR_MASK) and np.all(merged["near_mask"])
+    assert np.all(flags["act-dr6"] == FLAG_NEAR_MASK)
+    assert np.all(flags["spt3g-paper"] == 0)

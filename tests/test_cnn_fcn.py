@@ -153,7 +153,7 @@ def test_dense_job_fcn_and_windowed_write_the_catalogue(scratch_ws, tmp_path):
                       threshold=0.5, device="cpu", overwrite=True)
         ws = Workspace(ws.root)
         cat = Table.read(ws.file("cnn_dense", "dense_candidates.fits"))
-        assert cat.colnames == ["ra", "dec", "prob", "tile", "x", "y", "pos_err_arcmin", "logit"]
+        assert cat.colnames == ["ra", "dec", "prob", "tile", "x", "y", "pos_err_arcmin", "logit", "flags"]
         assert len(cat) == s["candidates"] > 0 and s["method"] == method
         assert str(cat["ra"].unit) == "deg" and str(cat["pos_err_arcmin"].unit) == "arcmin"
         np.testing.assert_allclose(cat["logit"], np.log(cat["prob"] / (1 - cat["prob"])), atol=1e-4)

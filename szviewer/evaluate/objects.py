@@ -9,7 +9,8 @@ anywhere in its central 6' cell). An MF
 candidate without a CNN candidate takes the CNN probability of the cutout cell it falls in (``cnn_from_cell``),
 so every MF candidate has a CNN score; a CNN-only candidate has no MF S/N (NaN: below the MF's detection
 threshold, as the paper treats cutouts without a detection). ``flags``: the MF's bits (1 near a bright point
-source, 2 the candidate touches a mask edge); CNN-only rows get bit 1 from the source list when one is given.
+source, 2 the candidate touches a mask edge); CNN-only rows get bit 1 from the source list when one is given
+and bit 2 from the CNN catalogue's ``flags`` (its window reaches into the mask or its apodisation).
 
 **Regions.** A candidate (and a halo) belongs to the split of the cutout cell its position falls in
 (:meth:`szviewer.cutouts.grid.CutoutGrid.cell_of` and the split of that cell, the RA bands of
@@ -101,7 +102,7 @@ def merge_candidates(mf, cnn, *, grid=None, cell_split=None, cell_cnn_prob=None,
     ``mf`` / ``cnn``: astropy Tables or None. ``grid`` (a :class:`CutoutGrid`) with ``cell_split`` (split of
     every grid cell) gives each row its ``region`` and ``cutout_id``; ``cell_cnn_prob`` (per grid cell, NaN
     where no score) fills ``cnn_prob`` of MF-only rows; ``bright_sources`` = (ra, dec) [deg] of the sources the
-    MF flags against sets bit 1 of CNN-only rows.
+    MF flags against sets bit 1 of CNN-only rows; a ``flags`` column of ``cnn`` gives them bit 2.
     """
     from astropy.table import Table
 
@@ -148,6 +149,8 @@ def merge_candidates(mf, cnn, *, grid=None, cell_split=None, cell_cnn_prob=None,
         logit = np.where(fill, _logit(cnn_prob), logit)
         from_cell = fill & np.isfinite(cnn_prob)
     flags = from_mf("flags", 0, np.int32)
+    if cnn is not None and "flags" in cnn.colnames and cnn_only.size:  # the CNN's own mask bit (jobs.dense)
+        flags[~has_mf] |= np.asarray(cnn["flags"], np.int32)[cnn_only] & FLAG_NEAR_MASK
     if bright_sources is not None and cnn_only.size and len(bright_sources[0]):
         near, _ = _near(ra[~has_mf], dec[~has_mf], *bright_sources, settings.source_radius_arcmin)
         flags[~has_mf] |= np.where(near, FLAG_NEAR_SOURCE, 0).astype(np.int32)

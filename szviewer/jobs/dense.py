@@ -25,13 +25,17 @@ import numpy as np
 from szviewer.errors import Cancelled, InputError
 from szviewer.evaluate.cnn_scores import edge_effect
 from szviewer.jobs.cnn import _model_inputs, model_for, resolve_device
+from szviewer.jobs.mf import sources_table, tile_footprint
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.workspace import Workspace
 
 DENSE_CANDIDATES = "dense_candidates.fits"  # in the product cnn_dense
 DENSE_METHODS = ("fcn", "windowed")
 #: Columns of the CNN catalogue, in order.
-CANDIDATE_COLUMNS = ("ra", "dec", "prob", "tile", "x", "y", "pos_err_arcmin", "logit")
+CANDIDATE_COLUMNS = ("ra", "dec", "prob", "tile", "x", "y", "pos_err_arcmin", "logit", "flags")
+#: Flag bit of a CNN candidate whose window reaches into the instrument's mask or its apodisation (the MF's bit 2,
+#: :data:`szviewer.mf.catalog.FLAG_NEAR_MASK`).
+FLAG_NEAR_MASK = 2
 
 
 def dense_grid_pix(ws: Workspace, method: str = "fcn", resolution_arcmin: float = 1.0,
@@ -63,6 +67,28 @@ def level_maps(sky, k: int, components: tuple[str, ...]) -> np.ndarray:
     maps = sky.tile_maps(k, tuple(c for c in sky.components if c in components))
     maps += sky.tile_maps(k) - sky.tile_maps(k, tuple(sky.components))
     return maps
+
+
+def near_mask_flags(footprint: np.ndarray | None, x: np.ndarray, y: np.ndarray, npix: int) -> np.ndarray:
+    """:data:`FLAG_NEAR_MASK` for each candidate at tile pixel (x, y) whose ``npix`` x ``npix`` window (the cutout
+    the network saw there, its origin rounded as :meth:`TiledSky.window_origins` does) holds a pixel of the
+    ``footprint`` mask below 1 (masked or apodised), else 0; all 0 without a mask. A window reaching past the
+    tile counts as masked."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    out = np.zeros(x.size, np.int32)
+    if footprint is None or x.size == 0:
+        return out
+    ny, nx = footprint.shape
+    tapered = np.zeros((ny + 1, nx + 1), np.int64)  # summed-area table of the pixels with mask < 1
+    tapered[1:, 1:] = np.cumsum(np.cumsum(footprint < 1, axis=0), axis=1)
+    x0 = np.floor(x - (npix - 1) / 2.0 + 0.5).astype(np.int64)
+    y0 = np.floor(y - (npix - 1) / 2.0 + 0.5).astype(np.int64)
+    inside = (x0 >= 0) & (y0 >= 0) & (x0 + npix <= nx) & (y0 + npix <= ny)
+    a0, b0 = np.clip(y0, 0, ny), np.clip(x0, 0, nx)
+    a1, b1 = np.clip(y0 + npix, 0, ny), np.clip(x0 + npix, 0, nx)
+    count = tapered[a1, b1] - tapered[a0, b1] - tapered[a1, b0] + tapered[a0, b0]
+    out[(count > 0) | ~inside] = FLAG_NEAR_MASK
+    return out
 
 
 def file_sha256(path) -> str:
@@ -115,6 +141,7 @@ class DenseTileTask:
                    "tile": np.asarray(table["tile"]), "pix": float(store.pixel_arcmin),
                    "half_cell": 0.5 * float(store.attrs().get("stride_arcmin", 6.0)) / float(store.pixel_arcmin)}
         ctx["sky"] = ws.sky()
+        ctx["ws"], ctx["sources"] = ws, sources_table(ws)
         ctx["model"] = model = model if model is not None else load_model(self.model_path, device=self.device)
         ctx["plan"] = None
         if self.method == "fcn":
@@ -168,6 +195,8 @@ class DenseTileTask:
         out = {name: np.asarray(v, dtype=float)[own] for name, v in
                (("ra", ra), ("dec", dec), ("prob", res["peaks_prob"]), ("x", res["peaks_x"]), ("y", res["peaks_y"]),
                 ("pos_err_arcmin", res["peaks_err_arcmin"]), ("logit", res["peaks_logit"]))}
+        footprint = tile_footprint(ctx["ws"], sky, k, ctx["sources"]) if out["x"].size else None
+        out["flags"] = near_mask_flags(footprint, out["x"], out["y"], model.config.npix)
         sel = np.nonzero(ctx["tile"] == k)[0]
         cells = np.zeros(0)
         if sel.size:
@@ -211,8 +240,9 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     (:func:`szviewer.cnn.dense.subpixel_peaks`, ``subpixel``) with a position error
     (:func:`szviewer.cnn.dense.position_error_arcmin`). Writes ``dense_candidates.fits`` (ra, dec [deg], prob,
     tile, x, y [tile pixels, fractional], pos_err_arcmin [1 sigma per coordinate], logit [Platt logit
-    a z + b]; the CNN catalogue) and the score column ``cnn_dense_prob`` (per cutout: the largest probability
-    among windows centred in its central cell; NaN for cutouts of tiles not scored) as the product ``cnn_dense``,
+    a z + b], flags [:data:`FLAG_NEAR_MASK`: the window reaches into the instrument's mask]; the CNN catalogue)
+    and the score column ``cnn_dense_prob`` (per cutout: the largest probability among windows centred in its
+    central cell; NaN for cutouts of tiles not scored) as the product ``cnn_dense``,
     and returns a summary with the edge-effect measurement (:func:`edge_effect`) when ``cnn_prob`` is already in
     the score table. Tiles are tasks of ``executor`` (default in process), each checkpointed, so a re-run after a
     cancel skips the tiles done; the products are the same bit for bit on any executor.
@@ -250,7 +280,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     ckpt = TileCheckpoints(ws.root / "cnn_dense", {
         "product": "cnn_dense", "version": __version__, "model": sha, "device": dev, "method": method,
         "step": step, "threshold": threshold, "precision": task_precision, "subpixel": subpixel, "level": level,
-        "sky": ws.products["sky"].get("generation"), "cutouts": ws.products["cutouts"].get("generation")},
+        "sky": ws.products["sky"].get("generation"), "cutouts": ws.products["cutouts"].get("generation"),
+        "sources": ws.products.get("sources", {}).get("generation")},
         ext=".npz")
     task = DenseTileTask(ws.root, ws.products["sky"].get("generation", 0), path, sha, dev, method, step, threshold,
                          task_precision, subpixel, comps, ckpt.folder)
@@ -296,11 +327,12 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
             windows += int(part["windows"])
             for c in CANDIDATE_COLUMNS:
                 if c != "tile":
-                    cand[c].append(part[c])
+                    cand[c].append(part[c].astype(np.int32) if c == "flags" else part[c])
             cand["tile"].append(np.full(part["ra"].size, k, dtype=np.int32))
             dense_prob[part["sel"]] = part["cell_prob"]
-        cat = Table({c: np.concatenate(cand[c]) if cand[c] else np.zeros(0, np.int32 if c == "tile" else float)
-                     for c in CANDIDATE_COLUMNS})
+        cat = Table({c: np.concatenate(cand[c]) if cand[c] else
+                     np.zeros(0, np.int32 if c in ("tile", "flags") else float) for c in CANDIDATE_COLUMNS})
+        cat["flags"].description = f"bit {FLAG_NEAR_MASK}: the window reaches into the mask or its apodisation"
         for c, unit in (("ra", "deg"), ("dec", "deg"), ("x", "pix"), ("y", "pix"), ("pos_err_arcmin", "arcmin")):
             cat[c].unit = unit
         cat.meta["MODEL"] = str(path)[-60:]

@@ -35,6 +35,13 @@ CATALOG = "mf_catalog.fits"
 
 def tile_mask(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | None:
     """Unusable pixels (True) of tile ``k``: where the instrument's footprint mask is 0 (None: no mask)."""
+    m = tile_footprint(ws, sky, k, srcs)
+    return None if m is None else m <= 0
+
+
+def tile_footprint(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | None:
+    """The instrument's footprint mask of tile ``k`` in [0, 1] (apodised edges, holes around bright sources;
+    :func:`szviewer.sky.noise_maps.footprint_mask`), or None where the instrument has no mask."""
     from szviewer.sky.instruments import Instrument
     from szviewer.sky.noise_maps import footprint_mask
 
@@ -47,9 +54,8 @@ def tile_mask(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | No
     tile = sky.tiles[k]
     yy, xx = np.mgrid[0:tile.ny, 0:tile.nx]
     ra, dec = tile.pix_to_world(xx.ravel(), yy.ravel())
-    m = footprint_mask(inst, tuple(ws.geometry["footprint"]), np.asarray(ra).reshape(tile.shape),
-                       np.asarray(dec).reshape(tile.shape), srcs)
-    return m <= 0
+    return footprint_mask(inst, tuple(ws.geometry["footprint"]), np.asarray(ra).reshape(tile.shape),
+                          np.asarray(dec).reshape(tile.shape), srcs)
 
 
 def _user_beams(settings) -> bool:
@@ -191,7 +197,8 @@ def tile_run(ws: Workspace, sky, srcs: Table | None, noise: dict, k: int) -> Map
                   tile_mask(ws, sky, k, srcs), tile_ivar(ws, tile), tile, k, len(sky.tiles))
 
 
-def _sources_table(ws: Workspace) -> Table | None:
+def sources_table(ws: Workspace) -> Table | None:
+    """The sky's point-source table (ra, dec, flux_<band> [mJy]), or None."""
     return Table.read(ws.path("sources.fits")) if ws.has("sources") else None
 
 
@@ -200,7 +207,7 @@ def workspace_runs(ws: Workspace, settings, noise: dict):
     frequencies, beams, depths), then one :class:`MapRun` per map to filter (maps read lazily)."""
     sky = ws.sky()
     if ws.kind == "synthetic":
-        srcs = _sources_table(ws)
+        srcs = sources_table(ws)
         settings = instrument_settings(ws, settings)
         yield settings
         for k in range(len(sky.tiles)):
@@ -229,7 +236,7 @@ def _open_synthetic(root: str, sky_generation: int):
     if key not in _OPENED:
         _OPENED.clear()
         ws = Workspace(root)
-        _OPENED[key] = (ws, ws.sky(), _sources_table(ws))
+        _OPENED[key] = (ws, ws.sky(), sources_table(ws))
     return _OPENED[key]
 
 
@@ -400,7 +407,7 @@ def run_mf_on_workspace(ws: Workspace, settings=None, progress: ProgressFn | Non
             ckpt = _checkpoints(ws, "mf", settings, noise)
             task = _MFTileTask(ws.root, ws.products["sky"].get("generation", 0), settings, noise, ckpt.folder)
             if executor is None or isinstance(executor, InProcessExecutor):
-                task._ctx = (ws, sky, _sources_table(ws))
+                task._ctx = (ws, sky, sources_table(ws))
             done = _run_tiles(len(sky.tiles), task, ckpt, executor, progress, cancelled, "mf tiles",
                               lambda k, r: f"tile {r['tile']}: {r['detections']} detections")
             resumed = sum(r is None for r in done)
@@ -511,7 +518,7 @@ def run_injection_on_workspace(ws: Workspace, settings=None, injection=None, pro
         task = _InjectionTileTask(ws.root, ws.products["sky"].get("generation", 0), settings, noise, ckpt.folder)
         task.injection, task.share = injection, [int(v) for v in share]
         if executor is None or isinstance(executor, InProcessExecutor):
-            task._ctx = (ws, sky, _sources_table(ws))
+            task._ctx = (ws, sky, sources_table(ws))
         _run_tiles(len(sky.tiles), task, ckpt, executor, progress, cancelled, "injection tiles",
                    lambda k, r: f"tile {r['tile']}: {r['injected']} injected")
         parts = [read_tile_table(ckpt.path(k)) for k in range(len(sky.tiles)) if share[k] > 0]
