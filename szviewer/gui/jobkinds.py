@@ -49,11 +49,11 @@ def mf(workspace: str, overwrite: bool = False, progress=None, cancelled=None) -
 def train(workspace: str, preset: str = "quick", device: str = "auto", overwrite: bool = False, progress=None,
           cancelled=None) -> dict:
     """Train the CNN on the workspace's training cutouts (szviewer train); torch loads in this process only."""
-    from szviewer.jobs.cnn import train_job
+    from szviewer.jobs.training import train_workspace
     from szviewer.workspace import Workspace
 
-    s = train_job(Workspace(workspace), preset=preset, device=device, progress=progress, cancelled=cancelled,
-                  overwrite=overwrite)
+    s = train_workspace(Workspace(workspace), preset=preset, device=device, overwrite=overwrite, forecast=False,
+                        progress=progress, cancelled=cancelled)
     print(f"trained ({preset}, {device}): val F1 {s.get('val_f1')}, test F1 {s.get('test_f1')}, {s.get('seconds')} s")
     return s
 
@@ -69,10 +69,11 @@ def train_estimate(workspace: str, preset: str = "quick", device: str = "auto", 
 
 def predict(workspace: str, device: str = "auto", overwrite: bool = False, progress=None, cancelled=None) -> dict:
     """Score every cutout with the CNN (szviewer predict): the workspace's model, else the shipped one."""
-    from szviewer.jobs.cnn import predict_job
+    from szviewer.jobs.predict import predict_workspace
     from szviewer.workspace import Workspace
 
-    s = predict_job(Workspace(workspace), device=device, progress=progress, cancelled=cancelled, overwrite=overwrite)
+    s = predict_workspace(Workspace(workspace), device=device, progress=progress, cancelled=cancelled,
+                          overwrite=overwrite)["levels"][0]
     print(f"CNN: {s.get('cutouts')} cutouts scored with {s.get('model')} in {s.get('seconds')} s")
     return s
 
@@ -105,10 +106,10 @@ JOB_KINDS: dict[str, dict] = {
                 "function": "make_cutouts"},
     "mf": {"label": "run the matched filter", "target": "szviewer.gui.jobkinds:mf", "module": "szviewer.jobs.mf",
            "function": "run_mf_on_workspace"},
-    "train": {"label": "train the CNN", "target": "szviewer.gui.jobkinds:train", "module": "szviewer.jobs.cnn",
-              "function": "train_job"},
-    "predict": {"label": "score with the CNN", "target": "szviewer.gui.jobkinds:predict", "module": "szviewer.jobs.cnn",
-                "function": "predict_job"},
+    "train": {"label": "train the CNN", "target": "szviewer.gui.jobkinds:train", "module": "szviewer.jobs.training",
+              "function": "train_workspace"},
+    "predict": {"label": "score with the CNN", "target": "szviewer.gui.jobkinds:predict",
+                "module": "szviewer.jobs.predict", "function": "predict_workspace"},
     "evaluate": {"label": "evaluate (Table 1)", "target": "szviewer.gui.jobkinds:evaluate",
                  "module": "szviewer.jobs.evaluate", "function": "evaluate_workspace"},
 }

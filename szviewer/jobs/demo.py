@@ -65,14 +65,18 @@ def prefixed(progress: ProgressFn | None) -> ProgressFor:
 
 def build_demo(path: str | os.PathLike | None = None, settings: DemoSettings | None = None,
                progress_for: ProgressFor | None = None, cancelled: CancelFn | None = None,
-               say: Callable[[str], None] = print) -> dict:
+               say: Callable[[str], None] = print, report: bool = False) -> dict:
     """Build (or complete) the demo workspace at ``path`` (default :func:`demo_workspace_path`).
 
     Returns ``{"workspace", "steps", "card"}``: the steps that ran (``simulate``, ``cutouts``, ``mf``,
-    ``predict``) and the sky card of a new sky (None when the sky existed).
+    ``predict``) and the sky card of a new sky (None when the sky existed). With ``report`` (the CLI's main job)
+    also ``"description"``, the workspace as ``szviewer info`` describes it once built, and ``"table1"``, the
+    paper's Table 1 of its scores (:func:`szviewer.jobs.evaluate.evaluate_workspace`; None when nothing has
+    scored the cutouts).
     """
     from szviewer.cutouts.build import CutoutSettings
     from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.info import summary_line
     from szviewer.jobs.simulate import simulate_workspace
     from szviewer.workspace import Workspace
 
@@ -106,6 +110,21 @@ def build_demo(path: str | os.PathLike | None = None, settings: DemoSettings | N
 
         with bars("predict") as bar:
             s = predict_job(ws, progress=bar, cancelled=cancelled)
-        say("CNN: " + ", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, (dict, list))))
+        say("CNN: " + summary_line(s))
         steps.append("predict")
-    return {"workspace": str(path), "steps": steps, "card": card}
+    done = {"workspace": str(path), "steps": steps, "card": card}
+    if report:
+        done.update(_report(path))
+    return done
+
+
+def _report(path: Path) -> dict:
+    """The demo workspace described, then its Table 1 (which commits the product ``evaluation``)."""
+    from szviewer.jobs.evaluate import evaluate_workspace
+    from szviewer.jobs.info import describe_workspace
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(path)
+    description = describe_workspace(ws)
+    table1 = evaluate_workspace(ws)[1] if ws.scores() else None
+    return {"description": description, "table1": table1}

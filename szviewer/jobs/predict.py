@@ -1,0 +1,54 @@
+"""Scoring a workspace with the CNN (``szviewer predict``, the app's "score with the CNN"): every cutout at one
+component level or at all of them (:func:`szviewer.jobs.cnn.predict_job`), and optionally the whole map fully
+convolutionally with its CNN candidates (``dense_job``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from szviewer.progress import CancelFn, ProgressFn
+from szviewer.workspace import Workspace
+
+
+def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
+                      device: str = "auto", precision: str = "auto", all_levels: bool = False, dense: bool = False,
+                      windowed: bool = False, resolution_arcmin: float = 1.0, stride_arcmin: float = 2.0,
+                      progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
+                      overwrite: bool = False, say: Callable[[str], None] | None = None) -> dict:
+    """Score the cutouts at ``level`` (every level of the cutout store with ``all_levels``: products
+    ``cnn_<level>``) and, with ``dense``, the whole map (product ``cnn_dense``: fully convolutional at
+    ``resolution_arcmin``, or each window on its own every ``stride_arcmin`` with ``windowed``).
+
+    Every output is checked (``overwrite``) before any scoring starts. ``say`` hears one line per finished
+    product. Returns ``{"levels": [predict_job summaries], "dense": dense summary or None}``.
+    """
+    from szviewer.jobs.cnn import predict_job
+    from szviewer.jobs.info import summary_line
+
+    levels = [level]
+    if all_levels:
+        with ws.cutout_store() as st:
+            levels = list(st.levels)
+    for product in [f"cnn{'' if lv == 'all' else '_' + lv}" for lv in levels] + (["cnn_dense"] if dense else []):
+        ws.check_replace(product, overwrite)  # every output checked before any scoring
+    method = "windowed" if windowed else "fcn"
+    if dense:
+        from szviewer.jobs.dense import dense_grid_pix, dense_job
+
+        dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin)
+    say = say or (lambda line: None)
+    done = []
+    for lv in levels:
+        s = predict_job(ws, model_path=model_path, level=lv, device=device, precision=precision, progress=progress,
+                        cancelled=cancelled, overwrite=overwrite)
+        say(summary_line(s))
+        done.append(s)
+    d = None
+    if dense:
+        d = dense_job(ws, model_path=model_path, level=level, stride_arcmin=stride_arcmin, device=device,
+                      precision=precision, progress=progress, cancelled=cancelled, overwrite=overwrite,
+                      method=method, resolution_arcmin=resolution_arcmin)
+        say("dense: " + summary_line(d))
+    return {"levels": done, "dense": d}
