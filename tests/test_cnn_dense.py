@@ -102,14 +102,14 @@ def test_cnn_candidates_carry_the_mask_flag_into_the_object_catalogue(tmp_path):
     from szviewer.sky.synthetic import SimulationSettings
     from szviewer.workspace import Workspace
 
-    torch.manual_seed(5)
-    net = DeepSZNet(TINY).eval()
-    with torch.no_grad():
-        net.head[6].bias[1] += 3.0  # candidates everywhere
-    model = tmp_path / "tiny.pt"
-    save_model(model, net, Platt(1.0, 0.0), {"preset": "test"})
     flags = {}
-    for inst in ("act-dr6", "spt3g-paper"):
+    for inst, npix in (("act-dr6", 16), ("spt3g-paper", 32)):  # 8' cutouts of 0.5' and 0.25' pixels
+        torch.manual_seed(5)
+        net = DeepSZNet(NetConfig(**{**TINY_NET, "npix": npix})).eval()
+        with torch.no_grad():
+            net.head[6].bias[1] += 3.0  # candidates everywhere
+        model = tmp_path / f"tiny{npix}.pt"
+        save_model(model, net, Platt(1.0, 0.0), {"preset": "test"})
         root = tmp_path / inst
         simulate_workspace(root, SimulationSettings(area_deg2=1.0, seed=5, instrument=inst))
         make_cutouts(Workspace(root), CutoutSettings())

@@ -225,3 +225,40 @@ def test_train_job_refuses_bad_time_options(scratch_ws):
         train_job(ws, device="cpu", overrides=TINY, max_seconds=-5)
     with pytest.raises(InputError, match="checkpoint-seconds"):
         train_job(ws, device="cpu", overrides=TINY, checkpoint_seconds=0)
+
+
+def test_a_cnn_per_instrument_trains_on_act_dr6_and_the_paper_model_is_refused(tmp_path):
+    """act-dr6 cuts 16 x 16 cutouts of 0.5' pixels: the network adapts (its trunk ends at 1 x 1), a real small
+    training run saves a 16-pixel model that scores the workspace, and a 32-pixel model is refused in one line."""
+    from szviewer.cli import main
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.jobs.cnn import default_model_path, predict_job, train_job
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.dense import dense_job
+    from szviewer.jobs.simulate import simulate_workspace
+    from szviewer.sky.synthetic import SimulationSettings
+
+    root = tmp_path / "act"
+    simulate_workspace(root, SimulationSettings(area_deg2=4.0, seed=5, instrument="act-dr6"))
+    make_cutouts(Workspace(root), CutoutSettings())
+    ws = Workspace(root)
+    with pytest.raises(InputError, match=r"reads 32 x 32-pixel cutouts of 3 bands; this workspace's are 16 x 16"):
+        predict_job(ws, model_path=default_model_path(), device="cpu")
+    with pytest.raises(InputError, match="16 x 16"):
+        dense_job(ws, model_path=default_model_path(), device="cpu")
+    assert main(["predict", str(root), "--model", str(default_model_path())]) == 2
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = train_job(ws, preset="quick", device="cpu", overrides=TINY)
+    finally:
+        torch.set_num_threads(n)
+    model = load_model(s["model"])
+    assert model.config.npix == 16 and model.config.in_bands == 3
+    assert model.config.feature_size == 128  # 8 x 4 x 2^2 channels at 1 x 1
+    assert model.card["training_sky"]["instrument"] == "act-dr6" and model.card["training_sky"]["pixel_arcmin"] == 0.5
+    p = predict_job(Workspace(root), device="cpu")  # the workspace's own model
+    assert p["cutouts"] == len(Workspace(root).cutout_store().table)
+    probs = Workspace(root).scores(np.asarray(Workspace(root).cutout_store().table["id"]))["cnn_prob"]
+    assert np.isfinite(probs).all() and probs.std() > 0

@@ -79,7 +79,9 @@ def training_sky(ws: Workspace) -> dict:
     """What the model card says about the sky a model was trained on."""
     sky = ws.products.get("sky", {})
     prov = sky.get("provenance", {})
-    return {"kind": ws.kind, "area_deg2": ws.geometry.get("area_deg2"), "seed": prov.get("seed"),
+    inst = sky.get("settings", {}).get("instrument")
+    return {"kind": ws.kind, "instrument": inst.get("name") if isinstance(inst, dict) else None,
+            "pixel_arcmin": ws.pixel_arcmin, "area_deg2": ws.geometry.get("area_deg2"), "seed": prov.get("seed"),
             "generator": prov.get("generator"), "footprint": ws.geometry.get("footprint"),
             "cutouts": ws.products.get("cutouts", {}).get("summary", {}).get("splits")}
 
@@ -97,9 +99,16 @@ def _check_trainable(store, level: str) -> None:
 
 
 def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max_seconds: float | None = None,
-                   overrides: dict | None = None):
+                   overrides: dict | None = None, store=None):
     """The :class:`~szviewer.cnn.train.TrainSettings` of a run: a preset (defined by steps), the level and seed,
-    an opt-in wall-clock budget ``max_seconds`` and ``overrides`` (TrainSettings fields; tests)."""
+    an opt-in wall-clock budget ``max_seconds`` and ``overrides`` (TrainSettings fields; tests).
+
+    ``store``: the cutout store trained on. The network is the paper's, adapted to the instrument: it reads the
+    store's ``npix x npix`` cutouts (8' at the sky's pixel size: 32 at the paper's 0.25', 16 at 0.5') of all its
+    bands (any number), every stage unchanged, so at 0.5' pixels the trunk ends at 1 x 1 instead of 2 x 2 and the
+    head reads 1,024 features instead of 4,096 (README, "Deviations")."""
+    from dataclasses import replace
+
     from szviewer.cnn.settings import TrainSettings
 
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
@@ -107,7 +116,30 @@ def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max
     extra = dict(overrides or {})
     if max_seconds is not None:
         extra["max_seconds"] = float(max_seconds)
-    return TrainSettings.preset_named(preset, level=level, seed=seed, **extra)
+    settings = TrainSettings.preset_named(preset, level=level, seed=seed, **extra)
+    if store is None:
+        return settings
+    net, nb = settings.net, len(store.bands)
+    try:
+        net = replace(net, npix=int(store.npix), in_bands=nb, scale_uk=(net.scale_uk[0],) * nb)
+    except ValueError as exc:
+        raise InputError(store.path, f"cutouts of {store.npix} x {store.npix} pixels ({store.pixel_arcmin:g}'): "
+                                     f"{exc}; cut with smaller pixels") from None
+    return replace(settings, net=net)
+
+
+def check_model_fits(model, store, model_path) -> None:
+    """A one-line InputError naming the model file unless it reads the store's cutouts: ``npix x npix`` pixels of
+    as many bands (a model is trained for one instrument's pixel size and bands, :func:`train_settings`)."""
+    cfg, nb = model.config, len(store.bands)
+    if cfg.npix == int(store.npix) and cfg.in_bands == nb:
+        return
+    sky = model.card.get("training_sky") or {}
+    made = f" (trained on {sky['instrument']})" if sky.get("instrument") else ""
+    raise InputError(model_path, f"this model{made} reads {cfg.npix} x {cfg.npix}-pixel cutouts of {cfg.in_bands} "
+                                 f"bands; this workspace's are {store.npix} x {store.npix} pixels of {nb} bands "
+                                 f"({store.pixel_arcmin:g}' pixels): train one on it (`szviewer train WS`) or pass "
+                                 "--model with a model of this instrument")
 
 
 def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: str = "auto", resume: bool = False,
@@ -147,7 +179,7 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
     store = ws.cutout_store()
     try:
         _check_trainable(store, level)
-        settings = train_settings(preset, level, seed, max_seconds, overrides)
+        settings = train_settings(preset, level, seed, max_seconds, overrides, store=store)
         ws.path(CNN_DIR).mkdir(exist_ok=True)
         res = train(store, settings, checkpoint_path=ws.path(CHECKPOINT), log_path=ws.path(TRAIN_LOG),
                     resume=resume, select=best_f1, device=dev, checkpoint_seconds=checkpoint_seconds,
@@ -265,10 +297,10 @@ def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", dev
     """
     from szviewer.cnn.settings import estimate_seconds, format_duration
 
-    settings = train_settings(preset, level, seed, max_seconds, overrides)
-    key = _machine_key(settings, device)
     store = ws.cutout_store()
     try:
+        settings = train_settings(preset, level, seed, max_seconds, overrides, store=store)
+        key = _machine_key(settings, device)
         _check_trainable(store, level)
         split = np.asarray(store.table["split"])
         labels = np.asarray(store.table["label"], dtype=bool)
@@ -359,6 +391,7 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
     try:
         if level not in store.levels:
             raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
+        check_model_fits(model, store, path)
         out = predict(store, model, level=level, batch=batch, device=dev, precision=precision, progress=progress,
                       cancelled=cancelled)
         ids = np.asarray(store.table["id"])

@@ -24,7 +24,7 @@ import numpy as np
 
 from szviewer.errors import Cancelled, InputError
 from szviewer.evaluate.cnn_scores import edge_effect
-from szviewer.jobs.cnn import _model_inputs, model_for, resolve_device
+from szviewer.jobs.cnn import _model_inputs, check_model_fits, model_for, resolve_device
 from szviewer.jobs.mf import sources_table, tile_footprint
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.workspace import Workspace
@@ -270,6 +270,7 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
             raise InputError(store.path, f"level {level!r} is not in the cutout store (has {', '.join(store.levels)})")
         comps = tuple(store.levels[level])
         pix = float(store.pixel_arcmin)
+        check_model_fits(model, store, path)
     ids = np.asarray(table["id"])
     total = 4 * 2 ** (len(model.config.blocks) - 1)
     step = dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin, total)
