@@ -1,11 +1,12 @@
 """Reproduce the shipped CNN model ``models/deepsz_synthetic.pt`` with one command (paper section 2.2).
 
-    python scripts/train_shipped_model.py [--work /tmp/szviewer-shipped] [--area 1000] [--seed 1]
+    python scripts/train_shipped_model.py [--work /tmp/szviewer-shipped] [--area 1000] [--seed 1] [--instrument NAME]
                                           [--eval-seed 2] [--eval-area 300] [--out models/deepsz_synthetic.pt]
                                           [--preset long] [--batch B] [--ratios 1,2,4] [--max-batches-per-ratio N]
                                           [--max-seconds S] [--resume] [--edge-only]
 
-1. simulates a synthetic sky with the default generator (``--area`` deg^2, ``--seed``) and cuts it;
+1. simulates a synthetic sky with the default generator (``--area`` deg^2, ``--seed``, ``--instrument``: a model
+   for another preset, e.g. ``--instrument act-dr6 --out models/deepsz_act-dr6.pt``) and cuts it;
 2. trains with the ``--preset`` (default 'long'; ``szviewer.jobs.cnn.train_job``), Platt-calibrates on its
    validation split and measures validation/test F1 on it;
 3. simulates an independent sky (``--eval-seed``), scores all its cutouts and records F1 (at the training sky's
@@ -30,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_sky(path: Path, area: float, seed: int) -> None:
+def make_sky(path: Path, area: float, seed: int, instrument: str = "spt3g-paper") -> None:
     from szviewer.cutouts.build import CutoutSettings
     from szviewer.jobs.cutouts import make_cutouts
     from szviewer.jobs.simulate import simulate_workspace
@@ -40,7 +41,7 @@ def make_sky(path: Path, area: float, seed: int) -> None:
     if (path / "workspace.json").is_file() and Workspace(path).has("cutouts"):
         print(f"reusing {path}", flush=True)
         return
-    simulate_workspace(path, SimulationSettings(area_deg2=area, seed=seed), overwrite=True)
+    simulate_workspace(path, SimulationSettings(area_deg2=area, seed=seed, instrument=instrument), overwrite=True)
     make_cutouts(Workspace(path), CutoutSettings(), overwrite=True)
 
 
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-area", type=float, default=300.0)
     ap.add_argument("--eval-seed", type=int, default=2)
     ap.add_argument("--train-seed", type=int, default=0, help="seed of the network initialisation and sampler")
+    ap.add_argument("--instrument", default="spt3g-paper",
+                    help="instrument preset of both skies (a model for another preset: --out models/deepsz_NAME.pt)")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "deepsz_synthetic.pt")
     ap.add_argument("--preset", default="long", choices=["quick", "long", "paper"])
     ap.add_argument("--resume", action="store_true")
@@ -115,15 +118,16 @@ def main(argv=None) -> int:
     from szviewer.workspace import Workspace
 
     t0 = time.perf_counter()
-    train_ws = a.work / f"train_{a.area:g}deg2_seed{a.seed}"
-    eval_ws = a.work / f"eval_{a.eval_area:g}deg2_seed{a.eval_seed}"
+    tag = "" if a.instrument == "spt3g-paper" else f"{a.instrument}_"
+    train_ws = a.work / f"train_{tag}{a.area:g}deg2_seed{a.seed}"
+    eval_ws = a.work / f"eval_{tag}{a.eval_area:g}deg2_seed{a.eval_seed}"
     if a.edge_only:
-        make_sky(eval_ws, a.eval_area, a.eval_seed)
+        make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument)
         edge = measure_edge(eval_ws, a.out)
         add_to_card(a.out, {"edge_effect_other_sky": edge})
         print(json.dumps(edge, indent=1, default=str))
         return 0
-    make_sky(train_ws, a.area, a.seed)
+    make_sky(train_ws, a.area, a.seed, a.instrument)
     print(f"training sky ready ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     last = [0.0]
@@ -148,11 +152,12 @@ def main(argv=None) -> int:
                         progress=progress if not sys.stderr.isatty() else TqdmProgress("train"))
     print(json.dumps(summary, indent=1), flush=True)
 
-    make_sky(eval_ws, a.eval_area, a.eval_seed)
+    make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument)
     model = load_model(summary["model"])
     other = other_sky_metrics(eval_ws, model, summary["val_threshold"])
     card = dict(model.card)
     card["other_sky"] = {"area_deg2": a.eval_area, "seed": a.eval_seed, "generator": "szviewer.sky.synthetic",
+                         "instrument": a.instrument,
                          "threshold": summary["val_threshold"], "metrics": card_safe(other)}
     card["other_sky_f1"] = other["all"]["f1_at_val_threshold"]
     card["reproduce"] = " ".join(["python scripts/train_shipped_model.py"] + list(sys.argv[1:] if argv is None

@@ -37,26 +37,35 @@ SHIPPED_MODEL = "deepsz_synthetic.pt"
 MODEL_ENV = "SZVIEWER_MODEL"
 
 
-def default_model_path() -> Path:
-    """The shipped model file ``deepsz_synthetic.pt``.
+def default_model_path(instrument: str | None = None) -> Path:
+    """The shipped model file: ``deepsz_synthetic.pt`` (the paper's instrument), or for ``instrument`` its own
+    ``deepsz_<instrument>.pt`` when one is shipped (``models/README.md``).
 
     Looked up, in order: the ``SZVIEWER_MODEL`` environment variable (a file); the package data
     ``szviewer.models`` (the top-level ``models/`` folder, installed with the package by ``pyproject.toml``);
     ``models/`` at the repository root, three levels above this file; ``<sys.prefix>/share/szviewer/models/``.
     Returns the first existing candidate, else the repository path (so error messages name it).
     """
-    import sys
-    from importlib import resources
-
     env = os.environ.get(MODEL_ENV)
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[2] / "models" / SHIPPED_MODEL
+    if instrument:
+        own = _shipped(f"deepsz_{instrument}.pt")
+        if own.is_file():
+            return own
+    return _shipped(SHIPPED_MODEL)
+
+
+def _shipped(name: str) -> Path:
+    import sys
+    from importlib import resources
+
+    repo = Path(__file__).resolve().parents[2] / "models" / name
     try:
-        packaged = Path(str(resources.files("szviewer.models").joinpath(SHIPPED_MODEL)))
+        packaged = Path(str(resources.files("szviewer.models").joinpath(name)))
     except (ModuleNotFoundError, TypeError):
         packaged = repo
-    for cand in (packaged, repo, Path(sys.prefix) / "share" / "szviewer" / "models" / SHIPPED_MODEL):
+    for cand in (packaged, repo, Path(sys.prefix) / "share" / "szviewer" / "models" / name):
         if cand.is_file():
             return cand
     return repo
@@ -347,12 +356,14 @@ def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", dev
 
 
 def model_for(ws: Workspace, model_path: str | os.PathLike | None = None) -> Path:
-    """The model ``predict_job`` uses: ``model_path``, else the workspace's trained model, else the shipped one."""
+    """The model ``predict_job`` uses: ``model_path``, else the workspace's trained model, else the shipped one
+    for the workspace's instrument (the paper model when that instrument has none)."""
     if model_path is not None:
         return Path(model_path)
     if ws.has("cnn_model"):
         return ws.file("cnn_model", "model.pt")
-    return default_model_path()
+    inst = ws.products.get("sky", {}).get("settings", {}).get("instrument")
+    return default_model_path(inst.get("name") if isinstance(inst, dict) else None)
 
 
 def _model_inputs(ws: Workspace, path: Path) -> tuple[tuple[str, ...], dict]:
