@@ -318,6 +318,37 @@ def test_matched_filter_job_scores_appear(window, wsdir, qtbot, tmp_path):
     assert len(window.inspector.panels[0].mf.getData()[0]) == len(s.detections_near(row))
 
 
+def test_a_matched_filter_job_on_a_local_dask_cluster(window, wsdir, qtbot, tmp_path):
+    """Issue 16 part 5: the jobs panel runs the MF's tiles on a local Dask cluster of 2 workers, shows the cluster
+    (scheduler, dashboard) under the job list and one progress bar, and gives the in-process catalogue byte for
+    byte."""
+    from szviewer.jobs.mf import run_mf_on_workspace
+    from szviewer.workspace import Workspace
+
+    ws = shutil.copytree(wsdir["bare"], tmp_path / "ws")
+    ref = shutil.copytree(wsdir["bare"], tmp_path / "ref")
+    window.open_workspace(str(ws))
+    panel = window.jobs
+    panel.compute.where.setCurrentIndex(panel.compute.where.findData("cluster"))
+    panel.compute.workers.setValue(2)
+    assert panel.compute.workers.isVisibleTo(panel) and not panel.compute.address.isVisibleTo(panel)
+    job = panel.run_on_workspace("mf")
+    assert job.spec.kwargs["workers"] == 2 and "workers 2" in job.spec.title
+    qtbot.waitUntil(lambda: not job.active, timeout=180000)
+    assert job.status == "done", job.log
+    log = "\n".join(job.log)
+    assert "LocalCluster: 2 worker" in log and "scheduler tcp://" in log
+    panel.list.setCurrentItem(panel.items[job.id][0])
+    assert panel.cluster.isVisibleTo(panel) and "scheduler tcp://" in panel.cluster.text()
+    assert job.total > 0 and job.done == job.total  # one bar over the tiles of every worker
+    qtbot.waitUntil(lambda: "mf_snr" in window.state.score_columns(), timeout=5000)
+    run_mf_on_workspace(Workspace(ref))
+    assert Workspace(ws).file("mf", "mf_catalog.fits").read_bytes() == \
+        Workspace(ref).file("mf", "mf_catalog.fits").read_bytes()
+    panel.compute.where.setCurrentIndex(panel.compute.where.findData("local"))
+    assert panel.compute.options() == {}
+
+
 def test_closing_during_a_job_asks_first(window, qtbot, tmp_path):
     from szviewer.gui.jobs import JobSpec
 

@@ -405,3 +405,22 @@ def test_healpix_sampling_on_the_cluster_is_the_in_process_run_and_resumes(healp
     make_cutouts(Workspace(c), st, progress=lambda d, t, m="": calls.append((d, t)))
     assert calls[0] == (3, blocks) and _images(c) == _images(a)
     assert not list((c / "cutouts").glob(PREFIX + "*"))
+
+
+def test_cli_dense_and_cutouts_take_the_executor_flags(ref, tmp_path, capsys):
+    from szviewer.cli import main
+    from szviewer.jobs.dense import dense_job
+
+    model = _dense_model(tmp_path / "tiny.pt")
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(ref, a)
+    shutil.copytree(ref, b)
+    assert main(["predict", str(a), "--model", str(model), "--workers", "2"]) == 2
+    assert "--dense" in capsys.readouterr().err
+    assert main(["cutouts", str(a), "--overwrite", "--workers", "2"]) == 2
+    assert "HEALPix" in capsys.readouterr().err
+    assert main(["predict", str(a), "--model", str(model), "--dense", "--workers", "2", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "LocalCluster: 2 worker" in err and "scheduler tcp://" in err
+    dense_job(Workspace(b), model_path=model, device="cpu")
+    assert _dense_files(a) == _dense_files(b)

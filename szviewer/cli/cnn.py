@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from szviewer.cli.common import progress_bar, say
+from szviewer.cli.common import add_executor_flags, executor, progress_bar, say
+from szviewer.errors import SzviewerError
 
 
 @contextlib.contextmanager
@@ -54,11 +55,13 @@ def cmd_predict(args) -> int:
     from szviewer.workspace import Workspace
 
     ws = Workspace(args.workspace)
-    with progress_bar("predict") as bar:
+    if (args.workers or args.scheduler) and not args.dense:
+        raise SzviewerError("--workers/--scheduler spread the tiles of --dense scoring; cutout scoring runs here")
+    with executor(args) as ex, progress_bar("predict") as bar:
         predict_workspace(ws, model_path=args.model, level=args.level, device=args.device, precision=args.precision,
                           all_levels=args.all_levels, dense=args.dense, windowed=args.windowed,
                           resolution_arcmin=args.resolution_arcmin, stride_arcmin=args.stride_arcmin, progress=bar,
-                          overwrite=args.overwrite, say=print)
+                          overwrite=args.overwrite, say=print, executor=ex)
     return 0
 
 
@@ -109,4 +112,5 @@ def add_predict(sub) -> None:
                         "by > 0.01, where bf16 is native (AVX-512 BF16, AMX, CUDA sm_80+); else fp32. bf16: fastest "
                         "where native, unchecked; bf16 and checked are slower than fp32 where bf16 is emulated")
     s.add_argument("--overwrite", action="store_true", help="replace the workspace's earlier CNN scores")
+    add_executor_flags(s)
     s.set_defaults(func=cmd_predict)

@@ -145,8 +145,11 @@ def cmd_cutouts(args) -> int:
     settings = CutoutSettings(grid=GridSettings(stride_arcmin=args.stride_arcmin), levels=levels,
                               noise_seed=args.noise_seed or 0, labels=labels)
     try:
-        with progress_bar("cutouts") as bar:
-            s = make_cutouts(ws, settings, overwrite=args.overwrite, progress=bar)
+        if (args.workers or args.scheduler) and ws.kind != "sehgal":
+            raise SzviewerError(f"--workers/--scheduler spread the sampling of HEALPix maps; a {ws.kind} "
+                                "workspace's cutouts are windows of its maps, cut here in one pass")
+        with executor(args) as ex, progress_bar("cutouts") as bar:
+            s = make_cutouts(ws, settings, overwrite=args.overwrite, progress=bar, executor=ex)
     except ValueError as exc:
         raise SzviewerError(str(exc)) from None
     print(f"{s['cutouts']} cutouts ({s['grid_size']} in the grid, {s['removed_train_neighbours']} training "
@@ -260,6 +263,7 @@ def add_cutouts(sub) -> None:
                    help="a cutout is positive when it holds a halo of at least this mass [Msun] (default 2e14)")
     s.add_argument("--label-zmin", default=None, metavar="Z", help="... and redshift at least this (default 0.25)")
     s.add_argument("--overwrite", action="store_true")
+    add_executor_flags(s)
     s.set_defaults(func=cmd_cutouts)
 
 

@@ -5,42 +5,74 @@ layer (:mod:`szviewer.jobs`) exactly as the CLI does. :data:`JOB_KINDS` lists th
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
+
+#: Job kinds whose tiles can run on a Dask cluster (``workers`` / ``scheduler``, :mod:`szviewer.parallel`).
+TILE_KINDS = ("simulate", "cutouts", "mf")
 
 # ---------------------------------------------------------------------------------------------- job functions
 # Module-level functions so a spawned child can import them; each takes plain arguments (paths, numbers).
 
+
+@contextlib.contextmanager
+def tile_executor(workers: int = 0, scheduler: str | None = None):
+    """The executor a job's tiles run on (as ``--workers`` / ``--scheduler`` give the CLI's); a Dask cluster
+    prints its one line (scheduler and dashboard address) into the job's log, and is shut down when the job ends
+    or is cancelled."""
+    from szviewer.parallel import ExecutorSettings, make_executor
+
+    settings = ExecutorSettings(workers=int(workers or 0), scheduler=scheduler or None)
+    ex = make_executor(settings)
+    try:
+        if settings.distributed:
+            print(ex.describe(), flush=True)
+        yield ex
+    finally:
+        ex.close()
+
+
 def simulate(out: str, area_deg2: float = 25.0, seed: int = 0, overwrite: bool = False, progress=None,
-             cancelled=None) -> dict:
+             cancelled=None, workers: int = 0, scheduler: str | None = None) -> dict:
     """A synthetic sky in a new workspace (szviewer simulate)."""
     from szviewer.jobs.simulate import simulate_workspace
     from szviewer.sky.synthetic import SimulationSettings
 
-    card = simulate_workspace(out, SimulationSettings(seed=int(seed), area_deg2=float(area_deg2)),
-                              overwrite=overwrite, progress=progress, cancelled=cancelled)
+    with tile_executor(workers, scheduler) as ex:
+        card = simulate_workspace(out, SimulationSettings(seed=int(seed), area_deg2=float(area_deg2)),
+                                  overwrite=overwrite, progress=progress, cancelled=cancelled, executor=ex)
     print(f"workspace {out}: {area_deg2:g} deg^2, seed {seed}, {card.get('seconds', 0):.1f} s")
     return {"workspace": str(out), "seconds": card.get("seconds")}
 
 
-def cutouts(workspace: str, overwrite: bool = False, progress=None, cancelled=None) -> dict:
-    """The DeepSZ cutout set of a workspace (szviewer cutouts)."""
+def cutouts(workspace: str, overwrite: bool = False, progress=None, cancelled=None, workers: int = 0,
+            scheduler: str | None = None) -> dict:
+    """The DeepSZ cutout set of a workspace (szviewer cutouts); a HEALPix sky's sampling on ``workers`` (a tiled
+    sky's cutouts are windows of its maps, cut in one pass here)."""
     from szviewer.cutouts.build import CutoutSettings
     from szviewer.jobs.cutouts import make_cutouts
     from szviewer.workspace import Workspace
 
-    s = make_cutouts(Workspace(workspace), CutoutSettings(), overwrite=overwrite, progress=progress,
-                     cancelled=cancelled)
+    ws = Workspace(workspace)
+    if ws.kind != "sehgal":
+        workers, scheduler = 0, None
+    with tile_executor(workers, scheduler) as ex:
+        s = make_cutouts(ws, CutoutSettings(), overwrite=overwrite, progress=progress, cancelled=cancelled,
+                         executor=ex)
     print(f"{s['cutouts']} cutouts, {s['positives']} positive, {s['seconds']:.1f} s")
     return {k: v for k, v in s.items() if not isinstance(v, (list, dict))}
 
 
-def mf(workspace: str, overwrite: bool = False, progress=None, cancelled=None) -> dict:
+def mf(workspace: str, overwrite: bool = False, progress=None, cancelled=None, workers: int = 0,
+       scheduler: str | None = None) -> dict:
     """The matched filter over a workspace: its catalogue and the ``mf_snr`` score column (szviewer mf)."""
     from szviewer.jobs.mf import run_mf_on_workspace
     from szviewer.workspace import Workspace
 
-    s = run_mf_on_workspace(Workspace(workspace), progress=progress, cancelled=cancelled, overwrite=overwrite)
+    with tile_executor(workers, scheduler) as ex:
+        s = run_mf_on_workspace(Workspace(workspace), progress=progress, cancelled=cancelled, overwrite=overwrite,
+                                executor=ex)
     print(f"matched filter: {s.get('detections')} detections, {s.get('positives_detected')} of "
           f"{s.get('positives')} clusters detected, {s.get('seconds')} s")
     return s

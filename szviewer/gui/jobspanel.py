@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PyQt6 import QtCore, QtWidgets
 
+from szviewer.gui.compute import ComputeChooser, cluster_line
+from szviewer.gui.jobkinds import TILE_KINDS
 from szviewer.gui.jobs import JOB_KINDS, Job, JobRunner, JobSpec, available
 from szviewer.gui.state import ViewerState
 
@@ -230,7 +232,9 @@ class JobsPanel(QtWidgets.QWidget):
             b.clicked.connect(lambda _=False, kind=kind: self._clicked(kind))
             self.buttons[kind] = b
             left.addWidget(b, k // 2, k % 2)
-        left.setRowStretch(3, 1)
+        self.compute = ComputeChooser()
+        left.addWidget(self.compute, 4, 0, 1, 2)
+        left.setRowStretch(5, 1)
         h.addLayout(left)
         mid = QtWidgets.QVBoxLayout()
         self.list = QtWidgets.QTreeWidget()
@@ -249,6 +253,11 @@ class JobsPanel(QtWidgets.QWidget):
         row.addWidget(self.cancel_btn)
         row.addWidget(self.status, 1)
         mid.addLayout(row)
+        self.cluster = QtWidgets.QLabel("")  # the selected job's Dask cluster and its dashboard link
+        self.cluster.setOpenExternalLinks(True)
+        self.cluster.setWordWrap(True)
+        self.cluster.setVisible(False)
+        mid.addWidget(self.cluster)
         h.addLayout(mid, 2)
         self.log_view = QtWidgets.QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(5000)
@@ -283,7 +292,10 @@ class JobsPanel(QtWidgets.QWidget):
         dlg = SimulateDialog(self, base)
         if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
             return None
-        return self.submit(dlg.spec())
+        spec = dlg.spec()
+        if spec.target.endswith(":simulate"):
+            spec.kwargs |= self.compute.options()
+        return self.submit(spec)
 
     def _clicked(self, kind: str) -> Job | None:
         if kind == "train":
@@ -308,6 +320,8 @@ class JobsPanel(QtWidgets.QWidget):
             if ans != QtWidgets.QMessageBox.StandardButton.Yes:
                 return None
             kw["overwrite"] = True
+        if kind in TILE_KINDS:
+            kwargs = self.compute.options() | kwargs
         extra = ", ".join(f"{k} {v}" for k, v in kwargs.items())
         return self.submit(JobSpec(f"{spec['label']}: {ws.root.name}" + (f" ({extra})" if extra else ""),
                                    spec["target"], kw | kwargs, reload_when_done=str(ws.root)))
@@ -351,6 +365,13 @@ class JobsPanel(QtWidgets.QWidget):
     def _log(self, job: Job, line: str) -> None:
         if job is self.selected():
             self.log_view.appendPlainText(line)
+            if line.startswith("Dask "):
+                self._show_cluster(job)
+
+    def _show_cluster(self, job: Job | None) -> None:
+        text = None if job is None else cluster_line(job.log)
+        self.cluster.setText(text or "")
+        self.cluster.setVisible(bool(text))
 
     def _finished(self, job: Job) -> None:
         item, bar = self.items[job.id]
@@ -366,6 +387,7 @@ class JobsPanel(QtWidgets.QWidget):
         self.log_view.setPlainText("" if job is None else "\n".join(job.log))
         self.log_view.verticalScrollBar().setValue(self.log_view.verticalScrollBar().maximum())
         self.cancel_btn.setEnabled(job is not None and job.active)
+        self._show_cluster(job)
         self.status.setText("" if job is None else f"{job.status}" + (f": {job.error}" if job.error else ""))
 
     def cancel_selected(self) -> None:

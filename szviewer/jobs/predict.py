@@ -16,12 +16,13 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
                       device: str = "auto", precision: str = "auto", all_levels: bool = False, dense: bool = False,
                       windowed: bool = False, resolution_arcmin: float = 1.0, stride_arcmin: float = 2.0,
                       progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
-                      overwrite: bool = False, say: Callable[[str], None] | None = None) -> dict:
+                      overwrite: bool = False, say: Callable[[str], None] | None = None, executor=None) -> dict:
     """Score the cutouts at ``level`` (every level of the cutout store with ``all_levels``: products
     ``cnn_<level>``) and, with ``dense``, the whole map (product ``cnn_dense``: fully convolutional at
     ``resolution_arcmin``, or each window on its own every ``stride_arcmin`` with ``windowed``).
 
-    Every output is checked (``overwrite``) before any scoring starts. ``say`` hears one line per finished
+    The dense tiles are tasks of ``executor`` (:mod:`szviewer.parallel`; default in process). Every output is
+    checked (``overwrite``) before any scoring starts. ``say`` hears one line per finished
     product. Returns ``{"levels": [predict_job summaries], "dense": dense summary or None}``.
     """
     from szviewer.jobs.cnn import predict_job
@@ -49,6 +50,6 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
     if dense:
         d = dense_job(ws, model_path=model_path, level=level, stride_arcmin=stride_arcmin, device=device,
                       precision=precision, progress=progress, cancelled=cancelled, overwrite=overwrite,
-                      method=method, resolution_arcmin=resolution_arcmin)
+                      method=method, resolution_arcmin=resolution_arcmin, executor=executor)
         say("dense: " + summary_line(d))
     return {"levels": done, "dense": d}

@@ -1,0 +1,71 @@
+"""Where the app's tile jobs run (issue 16 part 5): in the job's own process, on a local Dask cluster of N worker
+processes, or on an existing Dask scheduler, as ``--workers`` / ``--scheduler`` give the CLI; and the link to a
+running cluster's dashboard, read from the line the job prints when its cluster starts
+(:meth:`szviewer.parallel.DaskExecutor.describe`)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from PyQt6 import QtWidgets
+
+#: The dashboard address in a cluster's description line.
+DASHBOARD = re.compile(r"dashboard (https?://\S+)")
+#: The scheduler address in it.
+SCHEDULER = re.compile(r"scheduler (tcp://\S+?)[;,\s]")
+
+
+class ComputeChooser(QtWidgets.QWidget):
+    """'Tiles run on: [this process | local Dask cluster | Dask scheduler] [N workers] [address]'."""
+
+    CHOICES = (("this process", "local"), ("local Dask cluster", "cluster"), ("Dask scheduler", "scheduler"))
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        row = QtWidgets.QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QtWidgets.QLabel("Tiles run on"))
+        self.where = QtWidgets.QComboBox()
+        for text, key in self.CHOICES:
+            self.where.addItem(text, key)
+        self.where.setToolTip("simulate, cutouts (HEALPix sampling) and the matched filter spread their tiles here; "
+                              "the products are the same bit for bit")
+        self.workers = QtWidgets.QSpinBox(minimum=1, maximum=512, value=max(1, os.cpu_count() or 1),
+                                          suffix=" workers")
+        self.address = QtWidgets.QLineEdit()
+        self.address.setPlaceholderText("tcp://host:8786 or scheduler.json")
+        row.addWidget(self.where)
+        row.addWidget(self.workers)
+        row.addWidget(self.address, 1)
+        self.where.currentIndexChanged.connect(self._update)
+        self._update()
+
+    def _update(self, *_) -> None:
+        key = self.where.currentData()
+        self.workers.setVisible(key == "cluster")
+        self.address.setVisible(key == "scheduler")
+
+    def options(self) -> dict:
+        """The job's keyword arguments: {} (in process), {'workers': N} or {'scheduler': ADDRESS}."""
+        key = self.where.currentData()
+        if key == "cluster":
+            return {"workers": int(self.workers.value())}
+        if key == "scheduler" and self.address.text().strip():
+            return {"scheduler": self.address.text().strip()}
+        return {}
+
+
+def cluster_line(log: list[str]) -> str | None:
+    """The rich text for a job's cluster, from its log: the scheduler and a link to the dashboard (or how to get
+    one); None when the job ran in its own process."""
+    for line in log:
+        if line.startswith("Dask "):
+            sched = SCHEDULER.search(line + " ")
+            dash = DASHBOARD.search(line)
+            what = line.split(";", 1)[0]
+            where = f"; scheduler {sched.group(1)}" if sched else ""
+            link = (f'; <a href="{dash.group(1)}">dashboard</a>' if dash else
+                    "; no dashboard (pip install bokeh)")
+            return what + where + link
+    return None
