@@ -116,6 +116,44 @@ def test_export_objects_in_every_format_with_units(mf_ws, tmp_path, capsys):
     assert str(out) in err and "--overwrite" in err and "overwrite=True" not in err
 
 
+def test_export_takes_a_users_redshifts_for_the_arnaud_mass(mf_ws, tmp_path, capsys):
+    """A follow-up table (ra, dec, z) matched within 1': its z gives the Arnaud M500 of those objects (z_source
+    'user'), the rest keep the halo's; a table without a redshift column is refused in one line, before any work."""
+    from szviewer.evaluate.mass import m500_from_y0
+
+    base = tmp_path / "base.ecsv"
+    assert main(["export", str(mf_ws), "--method", "mf", "--threshold", "4.5", "--out", str(base)]) == 0
+    ref = Table.read(base)
+    pick = np.nonzero(np.isfinite(np.asarray(ref["y0"], float)))[0][:3]
+    follow = Table({"RA": np.asarray(ref["ra"])[pick] + 0.3 / 60, "Dec": np.asarray(ref["dec"])[pick],
+                    "redshift": [0.31, 0.52, 0.87][:pick.size]})  # 0.3' off: within the 1' match
+    follow.add_row((10.0, -80.0, 0.4))  # far from every object: matches nothing
+    zfile = tmp_path / "followup.fits"
+    follow.write(zfile)
+    capsys.readouterr()
+    out = tmp_path / "with_z.ecsv"
+    assert main(["export", str(mf_ws), "--method", "mf", "--threshold", "4.5", "--redshifts", str(zfile),
+                 "--out", str(out)]) == 0
+    got = Table.read(out)
+    assert len(got) == len(ref) and list(got["name"]) == list(ref["name"])
+    user = np.asarray(got["z_source"]) == "user"
+    assert user.sum() == pick.size and np.array_equal(np.nonzero(user)[0], pick)
+    np.testing.assert_allclose(np.asarray(got["z_used"])[pick], follow["redshift"][:pick.size])
+    want = m500_from_y0(np.asarray(got["y0"])[pick], np.asarray(got["theta_c_arcmin"])[pick],
+                        np.asarray(follow["redshift"][:pick.size], float))
+    np.testing.assert_allclose(np.asarray(got["m500_arnaud"])[pick], want, rtol=1e-10)
+    others = ~user
+    np.testing.assert_array_equal(np.asarray(got["z_used"])[others], np.asarray(ref["z_used"])[others])
+    assert set(np.asarray(got["z_source"])[others]) <= {"truth", "none"}
+    bad = tmp_path / "noz.csv"
+    Table({"ra": [1.0], "dec": [1.0], "mass": [1e14]}).write(bad)
+    assert main(["export", str(mf_ws), "--method", "mf", "--threshold", "4.5", "--redshifts", str(bad),
+                 "--out", str(tmp_path / "never.ecsv")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "no redshift column" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "never.ecsv").exists()
+
+
 def test_evaluate_reports_objects_and_aucs(mf_ws, tmp_path, capsys):
     js = tmp_path / "e.json"
     assert main(["evaluate", str(mf_ws), "--json", str(js)]) == 0

@@ -29,7 +29,7 @@ def cmd_export(args) -> int:
     try:
         res = export_candidates(ws, args.method, args.out, fmt=args.format, thresholds=args.threshold,
                                 regions=args.regions, split=args.split, overwrite=args.overwrite,
-                                allow_stale=args.allow_stale, rows=args.rows)
+                                allow_stale=args.allow_stale, rows=args.rows, redshifts=args.redshifts)
     except (ValueError, FileExistsError) as exc:
         raise SzviewerError(str(exc)) from None
     what = "objects" if res["kind"] == "objects" else "positive cutouts"
@@ -63,6 +63,9 @@ def add_export(sub) -> None:
     s.add_argument("--format", choices=["ecsv", "fits", "csv", "votable"], help="default: from the file name")
     s.add_argument("--regions", metavar="FILE.reg", help="also write a DS9 region file")
     s.add_argument("--split", choices=["train", "val", "test"], help="only cutouts of this split")
+    s.add_argument("--redshifts", metavar="TABLE",
+                   help="a table of ra, dec [deg] and z (or redshift, z_spec, z_phot) from follow-up or photo-z, "
+                        "matched to the objects within 1': their Arnaud M500 uses it (z_source 'user')")
     s.add_argument("--out", required=True)
     s.add_argument("--overwrite", action="store_true", help="replace an existing catalogue / region file")
     s.add_argument("--allow-stale", action="store_true",

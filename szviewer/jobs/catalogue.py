@@ -60,23 +60,68 @@ def has_candidates(ws: Workspace) -> dict[str, bool]:
     return {"mf": _has_file(ws, "mf", MF_CATALOG), "cnn": _has_file(ws, "cnn_dense", CNN_CANDIDATES)}
 
 
+#: Column names a redshift table may use, in order of preference (case-insensitive).
+RA_NAMES, DEC_NAMES, Z_NAMES = ("ra", "ra_deg", "raj2000"), ("dec", "dec_deg", "dej2000"), \
+    ("z", "redshift", "z_spec", "zspec", "z_phot", "photoz")
+
+
+def read_redshifts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ra, dec [deg], z) of a user's redshift table (any format astropy reads: FITS, ECSV, CSV, VOTable), e.g.
+    spectroscopic follow-up or a photometric-redshift catalogue; a one-line InputError naming the file if it
+    cannot be read or lacks the columns."""
+    from astropy.table import Table
+
+    try:
+        t = Table.read(path)
+    except Exception as exc:  # noqa: BLE001 - astropy raises many kinds for an unreadable table
+        raise InputError(path, f"not a table astropy can read ({exc})") from None
+
+    def col(names, what):
+        lower = {c.lower(): c for c in t.colnames}
+        for n in names:
+            if n in lower:
+                return np.asarray(t[lower[n]], float)
+        raise InputError(path, f"no {what} column (one of {', '.join(names)}; it has {', '.join(t.colnames)})")
+
+    ra, dec, z = col(RA_NAMES, "RA [deg]"), col(DEC_NAMES, "Dec [deg]"), col(Z_NAMES, "redshift")
+    if np.any(~np.isfinite(ra) | ~np.isfinite(dec)):
+        raise InputError(path, "RA/Dec must be finite numbers of degrees in every row")
+    return ra, dec, z
+
+
+def redshifts_for(cands, ra, dec, z, radius_arcmin: float = 1.0) -> np.ndarray:
+    """Each candidate's redshift from a user's table: the table row matched one to one within ``radius_arcmin``
+    (closest first, :func:`szviewer.evaluate.matching.match_one_to_one`), NaN where none."""
+    from szviewer.evaluate.matching import match_one_to_one
+
+    pick, _ = match_one_to_one(np.asarray(cands["ra"], float), np.asarray(cands["dec"], float), ra, dec,
+                               radius_arcmin)
+    return np.where(pick >= 0, np.asarray(z, float)[np.maximum(pick, 0)], np.nan) if len(z) else \
+        np.full(len(cands), np.nan)
+
+
 def add_masses(cands, redshift=None) -> None:
-    """``z_used`` (``redshift`` per row where given and finite, else the matched halo's z) and ``m500_arnaud`` [Msun]
-    from the MF's y0 and theta_c through the Arnaud et al. (2010) profile (:mod:`szviewer.evaluate.mass`)."""
+    """``z_used`` (``redshift`` per row where given and finite, else the matched halo's z), ``z_source`` ('user',
+    'truth' or 'none') and ``m500_arnaud`` [Msun] from the MF's y0 and theta_c through the Arnaud et al. (2010) profile
+    (:mod:`szviewer.evaluate.mass`)."""
     from szviewer.evaluate.mass import m500_from_y0
 
     z = np.asarray(cands["halo_z"], float) if "halo_z" in cands.colnames else np.full(len(cands), np.nan)
+    source = np.where(np.isfinite(z), "truth", "none")
     if redshift is not None:
         r = np.asarray(redshift, float)
         z = np.where(np.isfinite(r), r, z)
+        source = np.where(np.isfinite(r), "user", source)
     cands["z_used"] = z
+    cands["z_source"] = source.astype("U5")
     cands["m500_arnaud"] = m500_from_y0(cands["y0"], cands["theta_c_arcmin"], z)
 
 
 def load_objects(ws: Workspace, allow_stale: bool = False, learned: bool = True, seed: int = 0,
-                 redshift=None) -> ObjectSet:
+                 redshift=None, redshift_file=None) -> ObjectSet:
     """The workspace's object catalogue with truth (where halos exist), scores and Arnaud masses (for rows with a
-    redshift: ``redshift`` per merged row, or the matched halo's); see the module docstring."""
+    redshift: ``redshift`` per merged row, or the redshifts of ``redshift_file`` (:func:`read_redshifts`,
+    matched within 1'), or the matched halo's); see the module docstring."""
     from astropy.table import Table
 
     from szviewer.evaluate import objects
@@ -116,6 +161,9 @@ def load_objects(ws: Workspace, allow_stale: bool = False, learned: bool = True,
                                       z_min=float(ls.get("z_min", 0.25)), grid=grid, cell_split=cell_split)
         of_halo = objects.attach_truth(cands, hq)
     objects.add_method_scores(cands)
+    if redshift_file is not None and redshift is None:
+        redshift = redshifts_for(cands, *read_redshifts(redshift_file))
+        notes.append(f"redshifts of {int(np.isfinite(redshift).sum())} candidates from {redshift_file}")
     add_masses(cands, redshift)
     err = None
     if learned and hq is not None and mf is not None and "cnn_prob" in cands.colnames and \

@@ -170,11 +170,13 @@ def _thresholds(method: str, given, choose) -> tuple[dict, str]:
 def export_candidates(ws: Workspace, method: str, out: str | os.PathLike, fmt: str | None = None,
                       thresholds: list[float] | None = None, regions: str | os.PathLike | None = None,
                       split: str | None = None, overwrite: bool = False, allow_stale: bool = False,
-                      rows: str | None = None, seed: int = 0) -> dict:
+                      rows: str | None = None, seed: int = 0, redshifts: str | os.PathLike | None = None) -> dict:
     """Write the candidate catalogue of one method; thresholds default to the validation F1 optimum of the one
     policy. ``rows='objects'`` (the default where the workspace has candidate catalogues): one row per object
     (:func:`szviewer.jobs.catalogue.load_objects`); ``'cutouts'``: one row per positive cutout at its centre (the
-    Table 1 view). Every output is checked before anything is written; stale scores are refused unless
+    Table 1 view). ``redshifts``: a table of ra, dec, z (follow-up, photo-z) matched to the objects within 1',
+    whose redshift then gives the Arnaud M500 (:func:`szviewer.jobs.catalogue.read_redshifts`). Every output is
+    checked before anything is written; stale scores are refused unless
     ``allow_stale``. Returns rows, thresholds, the row kind and the paths written."""
     from szviewer.evaluate import policy
 
@@ -189,8 +191,14 @@ def export_candidates(ws: Workspace, method: str, out: str | os.PathLike, fmt: s
         rows = "objects" if any(has_candidates(ws).values()) else "cutouts"
     if rows not in ("objects", "cutouts"):
         raise InputError(None, f"--rows {rows!r}: use objects or cutouts")
+    if redshifts is not None:
+        if rows != "objects":
+            raise InputError(redshifts, "redshifts are matched to objects: export --rows objects")
+        from szviewer.jobs.catalogue import read_redshifts
+
+        read_redshifts(redshifts)  # a bad table is refused before any work
     if rows == "objects":
-        cat, t, source = _object_catalogue(ws, m, thresholds, split, allow_stale, seed)
+        cat, t, source = _object_catalogue(ws, m, thresholds, split, allow_stale, seed, redshifts)
     else:
         cat, t, source = _cutout_catalogue(ws, m, thresholds, split, allow_stale)
     cat.meta.update(method=m.name.lower(), thresholds=t, rows=rows, threshold_source=source, workspace=str(ws.root),
@@ -221,12 +229,13 @@ def _need(ws, m, scores) -> None:
                                   + " and ".join(f"`{HOW.get(c, c)}`" for c in need))
 
 
-def _object_catalogue(ws, m, thresholds, split, allow_stale, seed):
+def _object_catalogue(ws, m, thresholds, split, allow_stale, seed, redshifts=None):
     from szviewer.evaluate import policy
     from szviewer.evaluate.objects import candidate_columns
     from szviewer.jobs.catalogue import load_objects
 
-    oset = load_objects(ws, allow_stale=allow_stale, learned=m.name == "LEARNED", seed=seed)
+    oset = load_objects(ws, allow_stale=allow_stale, learned=m.name == "LEARNED", seed=seed,
+                        redshift_file=redshifts)
     cands = oset.cands
     cols = candidate_columns(cands, m.name)
     if m.name == "LEARNED" and "learned_prob" not in cols:
