@@ -56,16 +56,17 @@ class ComputeChooser(QtWidgets.QWidget):
         return {}
 
 
-def cluster_line(log: list[str]) -> str | None:
-    """The rich text for a job's cluster, from its log: the scheduler and a link to the dashboard (or how to get
-    one); None when the job ran in its own process."""
+def cluster_line(log: list[str]) -> tuple[str, str] | None:
+    """(short rich text, the full line) for a job's Dask cluster, from its log: 'Dask: 2 workers · dashboard'
+    (a link) or '· no dashboard'; None when the job ran in its own process."""
     for line in log:
         if line.startswith("Dask "):
-            sched = SCHEDULER.search(line + " ")
+            n = re.search(r"(\d+) worker", line)
             dash = DASHBOARD.search(line)
-            what = line.split(";", 1)[0]
-            where = f"; scheduler {sched.group(1)}" if sched else ""
-            link = (f'; <a href="{dash.group(1)}">dashboard</a>' if dash else
-                    "; no dashboard (pip install bokeh)")
-            return what + where + link
+            sched = SCHEDULER.search(line + " ")
+            short = "Dask" + (f": {n.group(1)} workers" if n else "")
+            if sched and "LocalCluster" not in line:
+                short += f" at {sched.group(1)}"
+            short += f' · <a href="{dash.group(1)}">dashboard</a>' if dash else " · no dashboard (pip install bokeh)"
+            return short, line
     return None

@@ -255,7 +255,6 @@ class JobsPanel(QtWidgets.QWidget):
         mid.addLayout(row)
         self.cluster = QtWidgets.QLabel("")  # the selected job's Dask cluster and its dashboard link
         self.cluster.setOpenExternalLinks(True)
-        self.cluster.setWordWrap(True)
         self.cluster.setVisible(False)
         mid.addWidget(self.cluster)
         h.addLayout(mid, 2)
@@ -369,9 +368,10 @@ class JobsPanel(QtWidgets.QWidget):
                 self._show_cluster(job)
 
     def _show_cluster(self, job: Job | None) -> None:
-        text = None if job is None else cluster_line(job.log)
-        self.cluster.setText(text or "")
-        self.cluster.setVisible(bool(text))
+        found = None if job is None else cluster_line(job.log)
+        self.cluster.setText(found[0] if found else "")
+        self.cluster.setToolTip(found[1] if found else "")
+        self.cluster.setVisible(found is not None)
 
     def _finished(self, job: Job) -> None:
         item, bar = self.items[job.id]
