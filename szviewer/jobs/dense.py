@@ -14,7 +14,6 @@ torch is imported only inside the functions.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -27,7 +26,9 @@ from szviewer.evaluate.cnn_scores import edge_effect
 from szviewer.jobs.cnn import _model_inputs, check_model_fits, model_for, resolve_device
 from szviewer.jobs.mf import sources_table, tile_footprint
 from szviewer.progress import CancelFn, ProgressFn
+from szviewer.sky.tiledsky import window_origin
 from szviewer.workspace import Workspace
+from szviewer.workspace.products import file_signature
 
 DENSE_CANDIDATES = "dense_candidates.fits"  # in the product cnn_dense
 DENSE_METHODS = ("fcn", "windowed")
@@ -81,23 +82,13 @@ def near_mask_flags(footprint: np.ndarray | None, x: np.ndarray, y: np.ndarray, 
     ny, nx = footprint.shape
     tapered = np.zeros((ny + 1, nx + 1), np.int64)  # summed-area table of the pixels with mask < 1
     tapered[1:, 1:] = np.cumsum(np.cumsum(footprint < 1, axis=0), axis=1)
-    x0 = np.floor(x - (npix - 1) / 2.0 + 0.5).astype(np.int64)
-    y0 = np.floor(y - (npix - 1) / 2.0 + 0.5).astype(np.int64)
+    x0, y0 = window_origin(x, npix), window_origin(y, npix)
     inside = (x0 >= 0) & (y0 >= 0) & (x0 + npix <= nx) & (y0 + npix <= ny)
     a0, b0 = np.clip(y0, 0, ny), np.clip(x0, 0, nx)
     a1, b1 = np.clip(y0 + npix, 0, ny), np.clip(x0 + npix, 0, nx)
     count = tapered[a1, b1] - tapered[a0, b1] - tapered[a1, b0] + tapered[a0, b0]
     out[(count > 0) | ~inside] = FLAG_NEAR_MASK
     return out
-
-
-def file_sha256(path) -> str:
-    """The model file's content hash: a checkpoint made with another model is never reused."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- the tile task (any executor)
@@ -276,7 +267,7 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     step = dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin, total)
     grid_arcmin = step * pix
     todo = list(range(len(sky.tiles))) if tiles is None else sorted({int(k) for k in tiles})
-    sha = file_sha256(path)
+    sha = file_signature(path)["sha256"]  # a checkpoint made with another model is never reused
     task_precision = precision if method == "windowed" else "fp32"
     ckpt = TileCheckpoints(ws.root / "cnn_dense", {
         "product": "cnn_dense", "version": __version__, "model": sha, "device": dev, "method": method,

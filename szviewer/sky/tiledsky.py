@@ -37,6 +37,12 @@ def map_path_for(tile_path: str | os.PathLike) -> Path:
     return p.parent.parent / "maps" / (p.stem + ".npy")
 
 
+
+def window_origin(c, npix: int) -> np.ndarray:
+    """First pixel (int64) of the ``npix``-pixel window centred at fractional pixel coordinate ``c``: the pixel
+    corner nearest the centre, ties upward (as FlatFitsSky.block_origins)."""
+    return np.floor(np.asarray(c, float) - (npix - 1) / 2.0 + 0.5).astype(np.int64)
+
 class TiledSky:
     """Tiles on disk; components are read one tile at a time, observed maps are memory-mapped."""
 
@@ -118,9 +124,7 @@ class TiledSky:
             sel = np.nonzero(own == k)[0]
             tile = self.tiles[k]
             x, y = tile.world_to_pix(ra[sel], dec[sel])
-            # the pixel corner nearest the centre, ties upward (as FlatFitsSky.block_origins)
-            x0[sel] = np.floor(x - (npix - 1) / 2.0 + 0.5).astype(np.int64)
-            y0[sel] = np.floor(y - (npix - 1) / 2.0 + 0.5).astype(np.int64)
+            x0[sel], y0[sel] = window_origin(x, npix), window_origin(y, npix)
             if (x0[sel].min() < 0 or y0[sel].min() < 0 or x0[sel].max() + npix > tile.nx
                     or y0[sel].max() + npix > tile.ny):
                 raise ValueError(f"a cutout leaves tile {tile.index}: its margin is too small")
