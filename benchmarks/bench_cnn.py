@@ -14,10 +14,11 @@ Rows, all measured in the same process on the paper-sized network (ResNet-50 sta
 - with ``--alternatives``: the other runtimes the issue names, on the same folded network and cutouts:
   torch.compile (inductor with freezing), ONNX Runtime and OpenVINO (f32; 1 stream and one per thread) where
   they are installed (they are not dependencies of szviewer: ``pip install onnxruntime openvino onnx``);
-- dense scoring of a 512 x 512 pixel block of the same sky's map (issue 13 part 2), seconds per deg^2: the
-  2' windows one by one (the reference) and the fully convolutional pass on 1', 2' and 4' grids, with their
-  multiply-accumulates per deg^2 and their probability differences at the windows both score
-  (:func:`dense_rows`; ``--no-dense`` skips them);
+- dense scoring of the same sky's map (issue 13 part 2), seconds per deg^2: the 2' windows one by one on
+  512 x 512 pixels (the reference) and the fully convolutional pass on ``--fcn-crop`` pixels (1' grid in fp32
+  before / fused, and where bf16 is native bf16 and checked; 2' and 4' grids in 'auto'), with their
+  multiply-accumulates per deg^2 and their probability differences from fp32 and from the windows
+  (:func:`dense_rows`; ``--no-dense`` skips them, ``--dense-only`` runs only them);
 - training, batches/s at batch 128: eager fp32, and the presets' fast path as :func:`szviewer.cnn.train.train`
   runs it here (channels-last, plus bf16 autocast only where bf16 is native);
 - peak resident memory of the process.
@@ -46,16 +47,14 @@ import numpy as np
 from timing import best_time
 
 
-def _cutouts(n: int, workspace: str | None, crop: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` cutouts and a ``crop`` x ``crop`` block of tile 0's observed map (uK) of the same sky."""
+def _cutouts(n: int, workspace: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` cutouts and tile 0's observed map (uK) of the same sky."""
     from szviewer.workspace import Workspace
 
     def read(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
         with ws.cutout_store() as store:
             x = store.images(np.arange(min(n, len(store))))
-        m = ws.sky().tile_maps(0)
-        y0, x0 = max(0, (m.shape[1] - crop) // 2), max(0, (m.shape[2] - crop) // 2)
-        return x, np.ascontiguousarray(m[:, y0:y0 + crop, x0:x0 + crop])
+        return x, np.ascontiguousarray(ws.sky().tile_maps(0))
 
     if workspace:
         return read(Workspace(workspace))
@@ -71,46 +70,104 @@ def _cutouts(n: int, workspace: str | None, crop: int = 512) -> tuple[np.ndarray
         return read(Workspace(path))
 
 
-def dense_rows(model, tile_map: np.ndarray, pixel_arcmin: float = 0.25) -> list[dict]:
-    """Dense scoring of one map (issue 13 part 2): 2' windows one by one (the reference) against the fully
-    convolutional pass (:class:`szviewer.cnn.fcn.FCNPlan`) on 1', 2' and 4' grids, in seconds per deg^2.
+def _crop(m: np.ndarray, crop: int) -> np.ndarray:
+    y0, x0 = max(0, (m.shape[1] - crop) // 2), max(0, (m.shape[2] - crop) // 2)
+    return np.ascontiguousarray(m[:, y0:y0 + crop, x0:x0 + crop])
 
-    Each is timed once (the map takes tens of seconds), windowed first; the notes give multiply-accumulates per
-    deg^2 (independent of the machine's load) and the largest and median |p_fcn - p_windowed| at the windows
-    both score (the 2' origins): not 0, because a window scored alone is zero-padded at its border.
+
+def dense_rows(model, tile_map: np.ndarray, pixel_arcmin: float = 0.25, fcn_crop: int = 1024,
+               rounds: int = 2) -> list[dict]:
+    """Dense scoring (issue 13 part 2): 2' windows one by one (the reference, on the central 512 x 512 pixels of
+    ``tile_map``) against the fully convolutional pass (:class:`szviewer.cnn.fcn.FCNPlan`) on the central
+    ``fcn_crop`` pixels (a job's tile is 30 deg^2 with its margins: a map of that order amortises the bf16
+    check's fixed cost), in seconds per deg^2 of map.
+
+    1' grid: fp32 with plain ``F.conv2d`` (``fused=False``: the eager ops the plan had before), fp32 with the
+    oneDNN fused ops (the exact reference path), and where bf16 is native bf16 unchecked (the whole trunk, and the
+    default recipe with the last stage and head in bf16) and 'checked' (what 'auto' picks there); 2' and 4' grids
+    in 'auto'. The 1' rows are timed in alternating rounds (best of ``rounds``), the rest once. Notes: MACs per
+    deg^2, the largest |p - p_fp32| on the same map (must be <= 0.01), and for the rows that share the 2' origins
+    with the windows the median and largest |p_fcn - p_windowed| there (context against zero padding: not 0,
+    see ``szviewer/cnn/fcn.py``).
     """
     from szviewer.cnn.dense import dense_raw_map
     from szviewer.cnn.fcn import FCNPlan, window_macs
+    from szviewer.cnn.fused import bf16_native
     from szviewer.cnn.predict import Scorer
 
     if model.config.scaling != "fixed":
         return [{"name": "dense CNN: fully convolutional rows not run ('minmax' model)", "seconds": None,
                  "throughput": None, "unit": "", "target": None, "ratio_to_ref": None}]
-    deg2 = tile_map.shape[1] * tile_map.shape[2] * (pixel_arcmin / 60.0) ** 2
+    win_map, fcn_map = _crop(tile_map, 512), _crop(tile_map, fcn_crop)
+
+    def area(m):
+        return m.shape[1] * m.shape[2] * (pixel_arcmin / 60.0) ** 2
+
     scorer = Scorer(model.net, precision="fp32", platt=model.platt)
     t0 = time.perf_counter()
-    win = dense_raw_map(tile_map, scorer, stride_pix=8)
-    t_win = (time.perf_counter() - t0) / deg2
+    win = dense_raw_map(win_map, scorer, stride_pix=8)
+    t_win = (time.perf_counter() - t0) / area(win_map)
     px_per_deg2 = (60.0 / pixel_arcmin) ** 2
     mac_win = window_macs(model.net) / 64.0 * px_per_deg2
-    rows = [{"name": f"dense CNN, windowed 2' (reference, fused fp32), {tile_map.shape[2]}^2 px map", "seconds": t_win,
-             "throughput": 3600.0 / t_win, "unit": "deg^2/h", "target": None, "ratio_to_ref": 1.0,
+    rows = [{"name": f"dense CNN, windowed 2' (reference, fused fp32), {win_map.shape[2]}^2 px map",
+             "seconds": t_win, "throughput": 3600.0 / t_win, "unit": "deg^2/h", "target": None, "ratio_to_ref": 1.0,
              "note": f"s per deg^2; {mac_win / 1e9:.0f} GMAC/deg^2; {win.size} windows"}]
-    for step in (4, 8, 16):
-        plan = FCNPlan(model.net, step)
+    native = bf16_native()
+    plans = {"fp32, plain F.conv2d (before)": FCNPlan(model.net, 4, precision="fp32", fused=False),
+             "fp32, fused oneDNN (exact reference)": FCNPlan(model.net, 4, precision="fp32")}
+    if native:
+        plans["bf16 whole trunk, unchecked"] = FCNPlan(model.net, 4, precision="bf16", bf16_stage=0)
+        plans["bf16 last stage + head, unchecked"] = FCNPlan(model.net, 4, precision="bf16")
+    plans["auto (" + ("checked bf16" if native else "fp32") + ")"] = FCNPlan(model.net, 4, platt=model.platt)
+    times, raws = dict.fromkeys(plans, np.inf), {}
+    for _ in range(rounds):
+        for name, plan in plans.items():
+            t0 = time.perf_counter()
+            raws[name] = plan.raw_map(fcn_map)
+            times[name] = min(times[name], time.perf_counter() - t0)
+    ref_name = "fp32, fused oneDNN (exact reference)"
+    p32 = model.calibrate(raws[ref_name])
+
+    def vs_windowed(raw, step):
+        shared = raw[:: 8 // step, :: 8 // step]
+        # the windows' map is the centre of the fcn map: origins offset by (fcn_crop - 512) / 2 pixels
+        off = (fcn_map.shape[1] - win_map.shape[1]) // 2
+        if off % 8:
+            return ""
+        k = off // 8
+        sub = shared[k:k + win.shape[0], k:k + win.shape[1]]
+        n = min(sub.shape[0], win.shape[0]), min(sub.shape[1], win.shape[1])
+        dp = np.abs(model.calibrate(sub[:n[0], :n[1]]) - model.calibrate(win[:n[0], :n[1]]))
+        return f"; |p - p_windowed| median {np.median(dp):.1g}, max {dp.max():.2f}"
+
+    mac = plans[ref_name].macs_per_pixel() * px_per_deg2
+    for name, plan in plans.items():
+        t = times[name] / area(fcn_map)
+        dp = float(np.max(np.abs(model.calibrate(raws[name]) - p32)))
+        note = (f"s per deg^2 ({fcn_map.shape[2]}^2 px); {mac / 1e9:.0f} GMAC/deg^2 ({mac_win / mac:.1f}x fewer); "
+                f"{times[ref_name] / times[name]:.2f}x fp32 fused; max |p - p_fp32| {dp:.2g}")
+        if plan.precision == "checked":
+            st = plan.stats
+            note += f" ({st['sentinels']} sentinels, {st['fallbacks']} fp32 fallbacks)"
+        if name == ref_name:
+            note += vs_windowed(raws[name], 4)
+        rows.append({"name": f"dense CNN, fully convolutional 1' grid, {name}", "seconds": t,
+                     "throughput": 3600.0 / t, "unit": "deg^2/h", "target": "<=0.175" if "auto" in name else None,
+                     "ratio_to_ref": t_win / t, "max_calibrated_diff": dp, "note": note})
+    octant = 5157.0 * rows[-1]["seconds"] / 60.0
+    rows[-1]["note"] += f"; octant (5,157 deg^2) at this rate: {octant:.0f} min (target 15)"
+    for step in (8, 16):
+        plan = FCNPlan(model.net, step, platt=model.platt)
         t0 = time.perf_counter()
-        raw = plan.raw_map(tile_map)
-        t = (time.perf_counter() - t0) / deg2
+        raw = plan.raw_map(fcn_map)
+        t = (time.perf_counter() - t0) / area(fcn_map)
         mac = plan.macs_per_pixel() * px_per_deg2
-        shared = raw[:: 8 // step, :: 8 // step] if step <= 8 else None
         note = f"s per deg^2; {mac / 1e9:.0f} GMAC/deg^2 ({mac_win / mac:.1f}x fewer)"
-        if shared is not None:
-            n = min(shared.shape[0], win.shape[0]), min(shared.shape[1], win.shape[1])
-            dp = np.abs(model.calibrate(shared[:n[0], :n[1]]) - model.calibrate(win[:n[0], :n[1]]))
-            note += f"; |p - p_windowed| median {np.median(dp):.1g}, max {dp.max():.2f}"
-        rows.append({"name": f"dense CNN, fully convolutional {step * pixel_arcmin:g}' grid (fp32)", "seconds": t,
-                     "throughput": 3600.0 / t, "unit": "deg^2/h", "target": ">=10x", "ratio_to_ref": t_win / t,
-                     "note": note})
+        if step == 8:
+            note += vs_windowed(raw, step)
+        rows.append({"name": f"dense CNN, fully convolutional {step * pixel_arcmin:g}' grid ({plan.precision})",
+                     "seconds": t, "throughput": 3600.0 / t, "unit": "deg^2/h", "target": ">=10x",
+                     "ratio_to_ref": t_win / t, "note": note})
     return rows
 
 
@@ -236,7 +293,7 @@ def _alternatives(model, x: np.ndarray, batch: int = 128) -> dict:
 
 
 def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alternatives: bool = False,
-        dense: bool = True) -> list[dict]:
+        dense: bool = True, dense_only: bool = False, fcn_crop: int = 1024) -> list[dict]:
     import torch
 
     from szviewer.cnn.fused import bf16_native
@@ -257,6 +314,8 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alt
         label = "random init"
     x, tile_map = _cutouts(n, workspace)
     n = len(x)
+    if dense_only:
+        return rows + dense_rows(model, tile_map, fcn_crop=fcn_crop)
 
     # reference: plain eager fp32, contiguous tensors, torch.no_grad, batches of 256
     ref_net = copy.deepcopy(model.net).eval()
@@ -309,7 +368,7 @@ def run(n: int = 4096, workspace: str | None = None, train_batches: int = 4, alt
                      "note": "'auto' is fp32 here; emulated bf16 is several times slower than fp32"})
 
     if dense:
-        rows += dense_rows(model, tile_map)
+        rows += dense_rows(model, tile_map, fcn_crop=fcn_crop)
 
     # training: batches of 128 per second, eager fp32 vs the presets' fast path as train() runs it here
     def train_rate(fast_path: bool) -> float:
@@ -378,10 +437,13 @@ if __name__ == "__main__":
     ap.add_argument("--alternatives", action="store_true",
                     help="also time torch.compile, ONNX Runtime and OpenVINO (where installed)")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense (windowed vs fully convolutional) rows")
+    ap.add_argument("--dense-only", action="store_true", help="only the machine and the dense rows")
+    ap.add_argument("--fcn-crop", type=int, default=1024, help="side in pixels of the map the FCN rows score")
     a = ap.parse_args()
     if a.threads:
         import torch
 
         torch.set_num_threads(a.threads)
-    print(format_rows(run(a.n, a.workspace, alternatives=a.alternatives, dense=not a.no_dense)))
+    print(format_rows(run(a.n, a.workspace, alternatives=a.alternatives, dense=not a.no_dense,
+                          dense_only=a.dense_only, fcn_crop=a.fcn_crop)))
     sys.exit(0)

@@ -38,11 +38,21 @@ def _interior(plan: FCNPlan, shape, margin: int, every: int = 1):
             if margin <= oy[i] <= shape[0] - n - margin and margin <= ox[j] <= shape[1] - n - margin][::every]
 
 
+def _needs_bf16():
+    from szviewer.cnn.fused import bf16_native
+
+    if not bf16_native():
+        pytest.skip("bf16 is not native on this CPU: 'auto' is fp32 here (tested by forcing it)")
+
+
+@pytest.mark.parametrize("fused", [None, False])
 @pytest.mark.parametrize("stride_pix", [16, 8, 4, 2])
-def test_fcn_equals_the_per_window_network_with_context(stride_pix):
+def test_fcn_equals_the_per_window_network_with_context(stride_pix, fused):
     net = _tiny()
     maps = (np.random.default_rng(1).standard_normal((3, 150, 170)) * 80).astype(np.float32)
-    plan = FCNPlan(net, stride_pix)
+    plan = FCNPlan(net, stride_pix, precision="fp32", fused=fused)
+    if fused is False:
+        assert plan.engine == "plain"  # the fallback without the oneDNN fused ops, forced
     raw = plan.raw_map(maps)
     oy, ox = plan.origins(maps.shape[1:])
     assert raw.shape == (oy.size, ox.size) == (len(range(0, 150 - 31, stride_pix)), len(range(0, 170 - 31, stride_pix)))
@@ -60,8 +70,8 @@ def test_fcn_equals_the_per_window_network_with_context(stride_pix):
 def test_strips_give_the_one_pass_numbers():
     net = _tiny(3)
     maps = (np.random.default_rng(2).standard_normal((3, 200, 120)) * 60).astype(np.float32)
-    one = FCNPlan(net, 4).raw_map(maps)
-    small = FCNPlan(net, 4, budget_mb=0.5)
+    one = FCNPlan(net, 4, precision="fp32").raw_map(maps)
+    small = FCNPlan(net, 4, budget_mb=0.5, precision="fp32")
     assert small.strip_rows(120) < 200 - 32  # really cut into strips
     done = []
     strips = small.raw_map(maps, progress=lambda d, t, m: done.append((d, t)))
@@ -80,7 +90,7 @@ def test_fcn_on_a_real_tile_with_the_shipped_model(small_ws):
         pytest.skip("no shipped model")
     model = load_model(path)
     maps = Workspace(small_ws["path"]).sky().tile_maps(0)[:, 100:452, 120:472]
-    plan = FCNPlan(model.net, 8)
+    plan = FCNPlan(model.net, 8, precision="fp32")
     margin = 144
     assert max(plan.margin) <= margin
     raw = plan.raw_map(maps)
@@ -107,6 +117,96 @@ def test_fcn_refuses_a_minmax_model_and_bad_grids():
         FCNPlan(_tiny(scaling="minmax"), 4)
     with pytest.raises(ValueError, match="stride_pix"):
         FCNPlan(_tiny(), 3)
+    with pytest.raises(ValueError, match="precision"):
+        FCNPlan(_tiny(), 4, precision="fp16")
+    with pytest.raises(ValueError, match="bf16_stage"):
+        FCNPlan(_tiny(), 4, precision="fp32", bf16_stage=3)
+
+
+def test_auto_is_fp32_where_bf16_is_not_native(monkeypatch):
+    """The fallback forced: with bf16 reported as emulated, 'auto' is the exact fp32 pass (same numbers)."""
+    import szviewer.cnn.fcn as fcn
+
+    net = _tiny(2)
+    maps = (np.random.default_rng(3).standard_normal((3, 130, 140)) * 70).astype(np.float32)
+    ref = FCNPlan(net, 4, precision="fp32").raw_map(maps)
+    monkeypatch.setattr(fcn, "bf16_native_on", lambda device_type: False)
+    auto = FCNPlan(net, 4)
+    assert auto.precision == "fp32" and set(auto._engines) == {"fp32"}
+    np.testing.assert_array_equal(auto.raw_map(maps), ref)
+    monkeypatch.setattr(fcn, "bf16_native_on", lambda device_type: True)
+    assert FCNPlan(net, 4, precision="fp32").precision == "fp32"  # an explicit fp32 is obeyed
+    from szviewer.cnn.fused import bf16_native
+
+    if bf16_native():  # on a bf16 CPU the forced-true rule picks the checked bf16 pass
+        assert FCNPlan(net, 4).precision == "checked"
+
+
+def test_sentinels_are_the_fp32_map_values():
+    """The fp32 probe that checks a bf16 map: each window from its own block equals the fp32 map pass there."""
+    net = _tiny(4)
+    maps = (np.random.default_rng(5).standard_normal((3, 160, 150)) * 90).astype(np.float32)
+    plan = FCNPlan(net, 4, precision="fp32")
+    full = plan.raw_map(maps)
+    iy, ix = plan._sentinel_candidates(maps.shape[1:])
+    reach = plan._sentinel_reach()
+    assert reach >= max(plan.margin) and reach % plan.total_stride == 0
+    assert np.all(iy * 4 >= reach) and np.all(iy * 4 + 32 + reach <= 160)
+    pick = np.random.default_rng(0).choice(iy.size, 6, replace=False)
+    z = plan.sentinel_raw(maps, iy[pick], ix[pick])
+    np.testing.assert_allclose(z, full[iy[pick], ix[pick]], atol=1e-5)
+    assert np.std(z) > 0.01
+    assert plan._sentinel_candidates((90, 90)) is None  # no window has its receptive field in such a map
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_bf16_within_tolerance_of_fp32_and_checked_falls_back(fused):
+    _needs_bf16()
+    net = _tiny(6)
+    maps = (np.random.default_rng(7).standard_normal((3, 180, 200)) * 80).astype(np.float32)
+    ref = FCNPlan(net, 4, precision="fp32").raw_map(maps)
+    for stage in (None, 0):  # the default (last stage in bf16) and the whole trunk in bf16
+        bf = FCNPlan(net, 4, precision="bf16", fused=fused, bf16_stage=stage).raw_map(maps)
+        dp = np.abs(PLATT(bf) - PLATT(ref))
+        assert dp.max() < 0.01 and np.abs(bf - ref).max() > 0  # reduced precision, within tolerance
+    checked = FCNPlan(net, 4, precision="checked", platt=PLATT, fused=fused)
+    got = checked.raw_map(maps)
+    assert checked.stats["sentinels"] >= 2 and checked.stats["fallbacks"] == 0
+    assert np.max(np.abs(PLATT(got) - PLATT(ref))) < 0.01
+    iy, ix = checked._sentinel_candidates(maps.shape[1:])
+    exact = np.abs(got[iy, ix] - ref[iy, ix]) < 1e-5
+    assert exact.sum() >= 2  # the sentinels hold their fp32 scores
+    fresh = FCNPlan(net, 4, precision="checked", platt=PLATT, fused=fused)  # the sentinels follow the map, not
+    fresh.raw_map(maps[:, 20:, ::-1].copy())  # the plan's history (a Dask worker's plan sees only some tiles)
+    np.testing.assert_array_equal(fresh.raw_map(maps), got)
+    strict = FCNPlan(net, 4, precision="checked", platt=PLATT, tol=1e-9, fused=fused)  # a check no bf16 map passes
+    np.testing.assert_allclose(strict.raw_map(maps), ref, atol=1e-5)
+    assert strict.stats["fallbacks"] == 1
+    tiny_map = maps[:, :60, :60]  # no sentinel fits: scored in fp32
+    np.testing.assert_allclose(checked.raw_map(tiny_map), FCNPlan(net, 4, precision="fp32").raw_map(tiny_map),
+                               atol=1e-5)
+
+
+def test_bf16_on_a_real_tile_with_the_shipped_model(small_ws):
+    """The paper network on an observed tile: the checked bf16 pass ('auto' here) within 0.01 of fp32."""
+    _needs_bf16()
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.jobs.cnn import default_model_path
+    from szviewer.workspace import Workspace
+
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip("no shipped model")
+    model = load_model(path)
+    maps = Workspace(small_ws["path"]).sky().tile_maps(0)
+    ref = FCNPlan(model.net, 4, precision="fp32").raw_map(maps)
+    plan = FCNPlan(model.net, 4, platt=model.platt)
+    assert plan.precision == "checked"
+    got = plan.raw_map(maps)
+    dp = np.abs(model.calibrate(got) - model.calibrate(ref))
+    assert plan.stats["sentinels"] >= 2
+    assert dp.max() < 0.01 and np.median(dp) < 1e-3
+    assert np.abs(got - ref).max() > 1e-4  # really bf16 (no fallback to fp32)
 
 
 def test_subpixel_peaks_find_a_plateau_centre():

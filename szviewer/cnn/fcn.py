@@ -30,24 +30,41 @@ two agree to ~1e-5 in fp32, tested). How far that is from the zero-padded window
 
 Memory: the map is scored in strips of rows with a margin of the trunk's receptive field (:attr:`FCNPlan.margin`)
 and strip starts on the 16-pixel grid, so the strips give the same numbers as one pass over the whole map.
+
+**Speed and precision** (:class:`FCNPlan` ``precision``; measurements in ``benchmarks/RESULTS.md``). On a CPU with
+the oneDNN fused ops every convolution has pre-packed weights and its ReLU, or its block's residual sum + ReLU
+(written in place into the identity), fused into it (the ops of :mod:`szviewer.cnn.fused`); a strided 1 x 1
+convolution past the output grid splits its *input* into phases (one copy of the block input instead of two of
+its wider outputs). fp32 stays the exact reference. On a CPU where bf16 is native (AMX, AVX-512 BF16) 'auto'
+runs the last stage and the head in bf16 on AMX (most of the multiplications: stage 3 runs at 16x its windowed
+density on the 1' grid) and the stem and the first stages in fp32: bf16 there would be amplified by every later
+layer (largest raw-score error on a real map 0.12 with the whole trunk in bf16, 0.03 this way, i.e. calibrated
+probabilities within 0.004 of fp32). Every bf16 map is checked against fp32 on a sample of its windows, the
+ones nearest the decision boundary (:meth:`FCNPlan.raw_map`), and scored again in fp32 when the sample fails.
+A per-window fp32 re-score of every uncertain window, as the cutout scorer's 'checked' does, is not affordable
+here: a window's fp32 score with context needs its whole 320 x 320 pixel receptive field.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from szviewer.cnn.fused import folded
+from szviewer.cnn.fused import _Conv, bf16_native_on, folded, fused_available
 from szviewer.cnn.model import Bottleneck, DeepSZNet
+from szviewer.cnn.platt import Platt
+from szviewer.cnn.predict import error_bound
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
 
 #: output grids the plan supports (pixels between scored window origins): powers of two up to the total stride
 STRIDES = (1, 2, 4, 8, 16)
+PRECISIONS = ("auto", "fp32", "bf16", "checked")
 
 
 @dataclass(frozen=True)
@@ -67,18 +84,158 @@ def _conv_op(conv, bn) -> _Op:
     return _Op("conv", conv.kernel_size[0], conv.stride[0], conv.padding[0], w.contiguous(), b.contiguous())
 
 
+class _Engine:
+    """The plan's ops built for one dtype: oneDNN fused convolutions with pre-packed weights (CPU, ``fused``) or
+    plain ``F.conv2d`` (any device, or a PyTorch without the fused ops); the same numbers either way (fp32).
+
+    bf16 (``dtype=torch.bfloat16``): the trunk items from ``fp32_items`` on in bf16 with fp32 accumulation (the
+    ones before in fp32, activations cast where the dtype changes); with the whole trunk in bf16 the first
+    convolution keeps fp32 accuracy by splitting its 3-band input and weights into bf16 high and low parts (as
+    :class:`szviewer.cnn.fused.FusedPlan` does). The head's 2 x 2 and first 1 x 1 convolutions follow ``dtype``,
+    its last (256 -> 1) is fp32. ``phase_batch``: after a split, all phases stacked in the batch (default;
+    measured faster than one phase at a time on AMX); ``inplace``: the residual sum + ReLU written into the
+    identity (fused only).
+    """
+
+    def __init__(self, plan: FCNPlan, dtype: torch.dtype, fused: bool, fp32_items: int = 0):
+        self.dtype, self.fused, self.device = dtype, fused, plan.device
+        self.phase_batch, self.inplace = True, fused
+        self.trunk = []
+        for i, item in enumerate(plan.steps):
+            dt = torch.float32 if i < fp32_items else dtype
+            if item[0] == "op":
+                _, op, relu, run_stride, split = item
+                conv = None if op.kind == "pool" else self._conv(op, run_stride, dt,
+                                                                 split_input=dt == torch.bfloat16 and i == 0)
+                self.trunk.append(("op", op, conv, relu, run_stride, split, dt))
+            else:
+                _, (c1, c2, c3), ds, split, run_stride = item
+                self.trunk.append(("block", self._conv(c1, run_stride, dt), self._conv(c2, 1, dt),
+                                   self._conv(c3, 1, dt), None if ds is None else self._conv(ds, run_stride, dt),
+                                   split, c1.stride, dt))
+        (w1, b1), (w2, b2), (w3, b3) = plan.head1, plan.head2, plan.head3
+        self.head1 = self._conv(_Op("conv", w1.shape[-1], 1, 0, w1, b1), 1, dtype)
+        self.head2 = self._conv(_Op("conv", 1, 1, 0, w2, b2), 1, dtype)
+        self.head3 = (w3.to(self.device), b3.to(self.device))  # fp32, one output channel
+
+    def _conv(self, op: _Op, stride: int, dtype: torch.dtype, split_input: bool = False):
+        """relu?(conv(x) [+ other]) as a callable ``f(x, relu=True, other=None)``."""
+        w, b = op.weight, op.bias
+        if split_input:  # x w ~ x_hi w_hi + x_lo w_hi + x_hi w_lo, input [x_hi, x_lo, x_hi] (fp32 accuracy)
+            hi = w.to(torch.bfloat16).float()
+            w = torch.cat([hi, hi, (w - hi).to(torch.bfloat16).float()], dim=1)
+        if self.fused:
+            c = _Conv(w, b, stride, op.padding, dtype, 16, 64)
+
+            def run(x, relu=True, other=None):
+                if other is None:
+                    return c(x, relu)
+                if not self.inplace:
+                    return c.add_relu(x, other)
+                # relu(conv(x) + other) written into ``other`` (the block's identity, not read again)
+                return torch.ops.mkldnn._convolution_pointwise_.binary(
+                    other, x, c.weight, c.bias, c.padding, c.stride, c.dilation, 1, "add", None, "relu", [], "")
+            return run
+        wd = w.to(self.device, dtype).contiguous(memory_format=torch.channels_last)
+        bd = b.to(self.device, dtype)
+
+        def plain(x, relu=True, other=None):
+            y = F.conv2d(x, wd, bd, stride=stride, padding=op.padding)
+            if other is not None:
+                y = y.add_(other)
+            return torch.relu_(y) if relu or other is not None else y
+        return plain
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled fp32 input as the first convolution takes it."""
+        if self.trunk[0][-1] == torch.bfloat16:
+            hi = x.to(torch.bfloat16)
+            x = torch.cat([hi, (x - hi.float()).to(torch.bfloat16), hi], dim=1)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def run(self, x: torch.Tensor, i: int = 0, spacing: int = 1, offsets: tuple = ((0, 0),),
+            out: list | None = None) -> list:
+        """Trunk step ``i`` on and the head: [(offsets (y, x) of each batch entry's anchors, raw (b, h', w'))].
+
+        After a split the r^2 phase maps are independent, so they may go through the rest of the network together
+        (``phase_batch``) or one at a time (smaller activations, but measured 2x slower on AMX here).
+        """
+        out = [] if out is None else out
+        while i < len(self.trunk):
+            item = self.trunk[i]
+            i += 1
+            if x.dtype != item[-1]:
+                x = x.to(item[-1]).contiguous(memory_format=torch.channels_last)
+            if item[0] == "op":
+                _, op, conv, relu, run_stride, split, _ = item
+                if op.kind == "pool":
+                    if split:  # keep the size: the pool reads anchor and anchor + 1
+                        x = F.pad(x, (0, op.k - 1, 0, op.k - 1))
+                    x = F.max_pool2d(x, op.k, stride=run_stride).contiguous(memory_format=torch.channels_last)
+                else:
+                    x = conv(x, relu)
+                if split:
+                    return self._split(x, split, i, spacing, offsets, out)
+                spacing *= op.stride
+                continue
+            _, c1, c2, c3, ds, split, stride, _ = item
+            if split:  # a 1 x 1 stride-r convolution at stride 1 on each of the input's r^2 phases
+                return self._split(x, split, i - 1, spacing, offsets, out, block_input=True)
+            x = self._block(item, x)
+            spacing *= stride
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        out.append((offsets, self.head(x)))
+        return out
+
+    def _block(self, item, x: torch.Tensor) -> torch.Tensor:
+        _, c1, c2, c3, ds = item[:5]
+        idt = x if ds is None else ds(x, relu=False)
+        return c3(c2(c1(x)), other=idt)
+
+    def _split(self, y: torch.Tensor, r: int, i: int, spacing: int, offsets: tuple, out: list,
+               block_input: bool = False) -> list:
+        """Phase (a, b) of ``y`` (rows a::r, columns b::r) through the rest, its anchors at offset + (a, b) spacing:
+        all r^2 phases stacked in the batch (``phase_batch``), else one after the other."""
+        phases = [(a, b) for a in range(r) for b in range(r)]
+        groups = [phases] if self.phase_batch else [[p] for p in phases]
+        for group in groups:
+            ph = torch.cat([y[:, :, a::r, b::r] for a, b in group]).contiguous(memory_format=torch.channels_last)
+            offs = tuple((oy + a * spacing, ox + b * spacing) for a, b in group for oy, ox in offsets)
+            if block_input:  # the split block itself, at stride 1, on these phases
+                self.run(self._block(self.trunk[i], ph), i + 1, spacing * r, offs, out)
+            else:
+                self.run(ph, i, spacing * r, offs, out)
+        return out
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        h = self.head2(self.head1(f))
+        return F.conv2d(h.float(), *self.head3)[:, 0]
+
+
 class FCNPlan:
-    """The eval-mode DeepSZ network as one fully convolutional pass over a map (fp32, CPU or GPU).
+    """The eval-mode DeepSZ network as one fully convolutional pass over a map (CPU or GPU).
 
     ``stride_pix``: the grid of window origins scored (1, 2, 4, 8 or 16 pixels; 4 = 1' at 0.25' pixels).
     :meth:`raw_map` gives the raw score (logit difference z1 - z0) of every ``npix`` x ``npix`` window of the
     map whose origin is on that grid, with context padding (module docstring). ``budget_mb``: about the most
     memory one strip's pass may take (default 2 GB); a strip re-reads the receptive field's ~270 rows, so a
-    larger budget means fewer strips and less re-reading (at 1' and 2 GB: 1.2x for a 1,324-pixel-wide tile,
-    1.6x for a 10 deg tile).
+    larger budget means fewer strips and less re-reading.
+
+    ``precision`` (:data:`PRECISIONS`): ``'fp32'`` is the exact reference (oneDNN fused convolutions with
+    pre-packed weights on a CPU that has them, else plain ``F.conv2d``: the same numbers to ~1e-6); ``'bf16'``
+    runs the convolutions in bf16 (AMX / AVX-512 BF16 through oneDNN), unchecked; ``'checked'`` is bf16 checked
+    against fp32 on a sample of every map (:meth:`raw_map`), the whole map scored again in fp32 when the sample
+    fails; ``'auto'`` (default) is ``'checked'`` where bf16 is native
+    (:func:`szviewer.cnn.fused.bf16_native_on`: AVX-512 BF16 or AMX, CUDA compute capability >= 8), else
+    ``'fp32'`` (bf16 emulated is slower than fp32). ``platt`` and ``tol``: what the check holds, calibrated
+    probabilities within ``tol`` of fp32 (default Platt (1, 0), the raw score as a logit). ``fused``: None picks
+    the oneDNN fused ops where they exist and pass a self-check; False forces plain ``F.conv2d``.
     """
 
-    def __init__(self, net: DeepSZNet, stride_pix: int = 4, device: str = "cpu", budget_mb: float = 2048.0):
+    def __init__(self, net: DeepSZNet, stride_pix: int = 4, device: str = "cpu", budget_mb: float = 2048.0,
+                 precision: str = "auto", platt: Platt | None = None, tol: float = 0.01, sentinels: int = 2,
+                 fused: bool | None = None, bf16_stage: int | None = None):
         cfg = net.config
         if cfg.scaling != "fixed":
             raise ValueError(f"the fully convolutional path needs the per-pixel 'fixed' input scaling; this model "
@@ -87,10 +244,19 @@ class FCNPlan:
         total = 4 * 2 ** (len(cfg.blocks) - 1)
         if stride_pix not in STRIDES or stride_pix > total:
             raise ValueError(f"stride_pix must be one of {[s for s in STRIDES if s <= total]}, not {stride_pix}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         net = copy.deepcopy(net).cpu().eval()  # weights are folded on the CPU, then moved to ``device``
+        self._net = net
         self.config, self.stride_pix, self.total_stride = cfg, int(stride_pix), total
         self.device = torch.device(device)
         self.budget_mb = float(budget_mb)
+        if precision == "auto":
+            precision = "checked" if bf16_native_on(self.device.type) else "fp32"
+        self.precision = precision
+        self.platt, self.tol, self.n_sentinels = platt or Platt(1.0, 0.0), float(tol), int(sentinels)
+        self.stats = {"maps": 0, "windows": 0, "sentinels": 0, "fallbacks": 0, "max_err_over_bound": 0.0,
+                      "max_dp": 0.0}
         self.inv_scale = (1.0 / np.asarray(cfg.scale_uk, dtype=np.float32)).reshape(-1, 1, 1)
         st = net.stem
         # the trunk: a list of ('op', _Op, relu) and ('block', [c1, c2, c3], ds | None)
@@ -102,6 +268,7 @@ class FCNPlan:
                 ds = None if blk.downsample is None else _conv_op(blk.downsample[0], blk.downsample[1])
                 self.trunk.append(("block", [_conv_op(blk.conv1, blk.bn1), _conv_op(blk.conv2, blk.bn2),
                                              _conv_op(blk.conv3, blk.bn3)], ds))
+        self.steps = self._schedule()
         # the head: BatchNorm1d folded into FC1, FC1 as a 2 x 2 convolution over the last feature map
         bn, fc1, fc2, fc3 = net.head[1], net.head[2], net.head[4], net.head[6]
         scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
@@ -117,26 +284,70 @@ class FCNPlan:
         b3 = fc3.bias.detach().float()
         self.head3 = ((w3[1] - w3[0])[None, :, None, None].contiguous(), (b3[1] - b3[0]).reshape(1))
         self.cfeat = cfeat
-        self._to_device()
         self.margin = self._receptive_margin()
+        self.engine = "plain"
+        self._engines: dict[str, _Engine] = {}
+        want = self.device.type == "cpu" and fused_available() if fused is None else bool(fused)
+        # bf16 from the last stage on (default): the rounding of the early layers is what the later ones amplify
+        # (fp32 there cuts the largest raw-score error 4x), and the last stage and the head hold most of the
+        # multiplications (83% on the 1' grid). 0: the whole trunk in bf16.
+        nst = len(cfg.blocks)
+        self.bf16_stage = nst - 1 if bf16_stage is None else int(bf16_stage)
+        if not 0 <= self.bf16_stage < nst:
+            raise ValueError(f"bf16_stage must be in 0..{nst - 1}, not {bf16_stage}")
+        self.fp32_items = 0 if self.bf16_stage == 0 else 3 + sum(cfg.blocks[:self.bf16_stage])
+        for prec in ("bf16", "fp32") if precision == "checked" else (precision,):
+            self._engines[prec] = self._build(prec, want)
+        self.engine = "fused" if self._engines[self._main].fused else "plain"
+        self._probe: FCNPlan | None = None  # the fp32 plan at the total stride that scores the sentinels
 
-    def _to_device(self) -> None:
-        def mv(op):
-            if op.weight is None:
-                return op
-            return _Op(op.kind, op.k, op.stride, op.padding,
-                       op.weight.to(self.device).contiguous(memory_format=torch.channels_last),
-                       op.bias.to(self.device))
+    @property
+    def _main(self) -> str:
+        return "fp32" if self.precision == "fp32" else "bf16"
 
-        trunk = []
+    def _build(self, prec: str, fused: bool) -> _Engine:
+        """The engine of ``prec``; the fused one only if it runs here and agrees with the plain one on a random map."""
+        dtype = torch.bfloat16 if prec == "bf16" else torch.float32
+        plain = _Engine(self, dtype, False, self.fp32_items)
+        if not fused:
+            return plain
+        try:
+            eng = _Engine(self, dtype, True, self.fp32_items)
+            x = (np.random.default_rng(0).standard_normal((self.config.in_bands, 48, 64)) * 2).astype(np.float32)
+            a, b = self._strip(x, eng), self._strip(x, plain)
+            if np.max(np.abs(a - b)) <= (0.5 if prec == "bf16" else 1e-3):
+                return eng
+        except (RuntimeError, TypeError, AttributeError):  # ops of another signature, or no bf16 kernels here
+            pass
+        return plain
+
+    def _schedule(self) -> list:
+        """The trunk as the pass runs it: ('op', op, relu, run stride, split r or 0) and
+        ('block', [c1, c2, c3], ds, split r or 0, run stride of c1 and ds).
+
+        Where a layer's stride keeps the spacing of a phase map's neighbours within ``stride_pix`` it runs as it
+        is; otherwise it runs at stride 1 and its output is split into stride^2 phase maps (shift-and-stitch),
+        so every op is an ordinary, undilated one. A block's strided 1 x 1 convolutions (the first and the
+        downsample) split their *input* instead: the same numbers, and one split of the block's input instead of
+        two of its wider outputs.
+        """
+        steps, spacing = [], 1
         for item in self.trunk:
             if item[0] == "op":
-                trunk.append(("op", mv(item[1]), item[2]))
-            else:
-                trunk.append(("block", [mv(o) for o in item[1]], None if item[2] is None else mv(item[2])))
-        self.trunk = trunk
-        self.head1, self.head2, self.head3 = [(w.to(self.device), b.to(self.device))
-                                              for w, b in (self.head1, self.head2, self.head3)]
+                op = item[1]
+                split = spacing * op.stride > self.stride_pix and op.stride > 1
+                steps.append(("op", op, item[2], 1 if split else op.stride, op.stride if split else 0))
+                spacing *= op.stride
+                continue
+            (c1, c2, c3), ds = item[1], item[2]
+            s = c1.stride
+            assert c2.stride == c3.stride == 1 and (ds is None or ds.stride == s)
+            split = spacing * s > self.stride_pix and s > 1
+            if split:
+                assert c1.k == 1 and c1.padding == 0 and (ds is None or (ds.k == 1 and ds.padding == 0))
+            steps.append(("block", [c1, c2, c3], ds, s if split else 0, 1 if split else s))
+            spacing *= s
+        return steps
 
     def _receptive_margin(self) -> tuple[int, int]:
         """(before, after): pixels of context a window's score reads before its origin and after its last pixel."""
@@ -186,73 +397,21 @@ class FCNPlan:
         return total
 
     # ------------------------------------------------------------------ the pass
-    def _apply(self, op: _Op, x: torch.Tensor, st: dict, relu: bool, other=None) -> torch.Tensor:
-        """Apply ``op`` to the phase maps ``x``; a stride that would pass the output grid becomes phases.
-
-        ``st``: {'spacing': pixels between neighbours of a phase map}. Where the layer's stride keeps the
-        spacing within ``stride_pix`` it is applied as it is; otherwise the op runs at stride 1 and its output is
-        split into stride^2 phase maps (shift-and-stitch), so every op is an ordinary, undilated one.
-        """
-        split = st["spacing"] * op.stride > self.stride_pix and op.stride > 1
-        stride = 1 if split else op.stride
-        if op.kind == "pool":
-            if split:  # keep the size: the pool reads anchor and anchor + 1
-                x = F.pad(x, (0, op.k - 1, 0, op.k - 1))
-            y = F.max_pool2d(x, op.k, stride=stride)
-        else:
-            y = F.conv2d(x, op.weight, op.bias, stride=stride, padding=op.padding)
-            if other is not None:
-                y = y + other
-            if relu:
-                y = torch.relu_(y)
-        if split:
-            y = self._phases(y, op.stride, st)
-        else:
-            st["spacing"] *= op.stride
-        return y
-
-    @staticmethod
-    def _phases(y: torch.Tensor, r: int, st: dict) -> torch.Tensor:
-        """(B, C, H, W) -> (r r B, C, H/r, W/r): phase (i, j) of batch b at (i r + j) B + b; offsets tracked."""
-        b, c, h, w = y.shape
-        y = y.view(b, c, h // r, r, w // r, r).permute(3, 5, 0, 1, 2, 4).reshape(r * r * b, c, h // r, w // r)
-        sp = st["spacing"]
-        st["offsets"] = [(oy + i * sp, ox + j * sp) for i in range(r) for j in range(r) for oy, ox in st["offsets"]]
-        st["spacing"] = sp * r
-        return y.contiguous(memory_format=torch.channels_last)
-
-    def _features(self, x: torch.Tensor, st: dict) -> torch.Tensor:
-        for item in self.trunk:
-            if item[0] == "op":
-                x = self._apply(item[1], x, st, item[2])
-                continue
-            (c1, c2, c3), ds = item[1], item[2]
-            st_b = dict(st)
-            idt = x if ds is None else self._apply(ds, x, dict(st), False)
-            h = self._apply(c1, x, st_b, True)
-            h = self._apply(c2, h, st_b, True)
-            x = self._apply(c3, h, st_b, True, other=idt)
-            st.update(st_b)
-        return x
-
-    def _head(self, f: torch.Tensor) -> torch.Tensor:
-        h = torch.relu_(F.conv2d(f, *self.head1))
-        h = torch.relu_(F.conv2d(h, *self.head2))
-        return F.conv2d(h, *self.head3)[:, 0]
-
     @torch.inference_mode()
-    def _strip(self, scaled: np.ndarray) -> np.ndarray:
+    def _strip(self, scaled: np.ndarray, engine: _Engine) -> np.ndarray:
         """Raw scores at every origin anchor (multiples of stride_pix) of one (bands, h, w) scaled strip."""
         g = self.total_stride
         _, h, w = scaled.shape
-        x = torch.from_numpy(scaled)[None].to(self.device)
-        x = F.pad(x, (0, -w % g, 0, -h % g)).contiguous(memory_format=torch.channels_last)
-        st = {"spacing": 1, "offsets": [(0, 0)]}
-        raw = self._head(self._features(x, st)).float().cpu().numpy()  # (phases, h', w'), anchors g apart
+        x = torch.from_numpy(np.ascontiguousarray(scaled))[None].to(self.device)
+        x = engine.prepare(F.pad(x, (0, -w % g, 0, -h % g)))
+        parts = engine.run(x)  # [(offsets, raw (phases, h', w') on anchors g apart)]
         s = self.stride_pix
-        out = np.empty((raw.shape[1] * (g // s), raw.shape[2] * (g // s)), dtype=np.float32)
-        for k, (oy, ox) in enumerate(st["offsets"]):
-            out[oy // s::g // s, ox // s::g // s] = raw[k]
+        h1, w1 = parts[0][1].shape[1:]
+        out = np.empty((h1 * (g // s), w1 * (g // s)), dtype=np.float32)
+        for offsets, raw in parts:
+            raw = raw.cpu().numpy()
+            for k, (oy, ox) in enumerate(offsets):
+                out[oy // s::g // s, ox // s::g // s] = raw[k]
         return out
 
     def origins(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -260,21 +419,20 @@ class FCNPlan:
         n = self.config.npix
         return (np.arange(0, shape[0] - n + 1, self.stride_pix), np.arange(0, shape[1] - n + 1, self.stride_pix))
 
-    def strip_rows(self, width: int) -> int:
+    def strip_rows(self, width: int, precision: str | None = None) -> int:
         """Rows of window origins per strip so that the last feature map stays within ``budget_mb``."""
         d = min(self.stride_pix, self.total_stride)
-        # bytes per input row: ~4.2 float32 maps of the last stage's width (measured: 677 MB peak for a 640 x 1024
+        item = 2.0 if (precision or self._main) == "bf16" else 4.0
+        # bytes per input row: ~4.2 maps of the last stage's width (fp32, measured: 677 MB peak for a 640 x 1024
         # strip on the 1' grid, where 3 maps would predict 480 MB)
-        per_row = 4.0 * 4.2 * self.cfeat * max(1, math.ceil(width / d)) / d
+        per_row = item * 4.2 * self.cfeat * max(1, math.ceil(width / d)) / d
         rows = int(self.budget_mb * 2**20 / per_row) - sum(self.margin) - self.config.npix
         return max(self.total_stride, rows // self.total_stride * self.total_stride)
 
-    def raw_map(self, maps: np.ndarray, progress: ProgressFn | None = None,
-                cancelled: CancelFn | None = None) -> np.ndarray:
-        """Raw scores (my, mx) float32 of the windows at :meth:`origins` of ``maps`` (bands, ny, nx) uK."""
-        maps = np.asarray(maps, dtype=np.float32)
-        if maps.ndim != 3 or maps.shape[0] != self.config.in_bands:
-            raise ValueError(f"maps must be ({self.config.in_bands}, ny, nx), not {maps.shape}")
+    def _pass(self, maps: np.ndarray, prec: str, progress: ProgressFn | None,
+              cancelled: CancelFn | None) -> np.ndarray:
+        """Raw scores of every window at :meth:`origins` in one precision, strip by strip."""
+        engine = self._engines[prec]
         ny, nx = maps.shape[1:]
         oy, ox = self.origins((ny, nx))
         out = np.empty((oy.size, ox.size), dtype=np.float32)
@@ -282,7 +440,7 @@ class FCNPlan:
             return out
         g, n = self.total_stride, self.config.npix
         before, after = self.margin
-        rows = self.strip_rows(nx)
+        rows = self.strip_rows(nx, prec)
         k = 0
         while k < oy.size:
             check_cancel(cancelled, "fully convolutional CNN scoring")
@@ -291,13 +449,100 @@ class FCNPlan:
             y_in = max(0, (a0 - before) // g * g)  # on the 16-pixel grid: the layers' grids are the whole map's
             y_end = min(ny, a1 + n + after)
             strip = np.arcsinh(maps[:, y_in:y_end] * self.inv_scale).astype(np.float32)
-            raw = self._strip(strip)
+            raw = self._strip(strip, engine)
             i0 = (a0 - y_in) // self.stride_pix
             m = (a1 - a0) // self.stride_pix + 1
             out[k:k + m] = raw[i0:i0 + m, :ox.size]
             k += m
             if progress is not None:
                 progress(k, oy.size, "fully convolutional CNN scoring")
+        return out
+
+    def raw_map(self, maps: np.ndarray, progress: ProgressFn | None = None,
+                cancelled: CancelFn | None = None) -> np.ndarray:
+        """Raw scores (my, mx) float32 of the windows at :meth:`origins` of ``maps`` (bands, ny, nx) uK.
+
+        'checked': the map in bf16, then the sentinels (the ``sentinels`` windows whose calibrated probability is
+        nearest 0.5, where a raw-score error moves it most, plus one at random, among the windows whose whole
+        receptive field lies in the map) scored again in fp32, exactly, window by window. Their fp32 scores
+        replace the bf16 ones; if one of them differs by more than half the assumed bf16 error bound
+        (:func:`szviewer.cnn.predict.error_bound`) or by more than ``tol / 2`` in probability, the whole map is
+        scored again in fp32 (``stats['fallbacks']``). A map too small to hold a sentinel is scored in fp32.
+        """
+        maps = np.asarray(maps, dtype=np.float32)
+        if maps.ndim != 3 or maps.shape[0] != self.config.in_bands:
+            raise ValueError(f"maps must be ({self.config.in_bands}, ny, nx), not {maps.shape}")
+        self.stats["maps"] += 1
+        if self.precision != "checked":
+            out = self._pass(maps, self.precision, progress, cancelled)
+            self.stats["windows"] += out.size
+            return out
+        cand = self._sentinel_candidates(maps.shape[1:])
+        if cand is None:
+            out = self._pass(maps, "fp32", progress, cancelled)
+            self.stats["windows"] += out.size
+            return out
+        out = self._pass(maps, "bf16", progress, cancelled)
+        self.stats["windows"] += out.size
+        iy, ix = cand
+        z = out[iy, ix].astype(np.float64)
+        logit = self.platt.a * z + self.platt.b
+        pick = list(np.argsort(np.abs(logit), kind="stable")[:self.n_sentinels])
+        # one more at random, seeded by the map itself: the same map gets the same sentinels whichever process
+        # and however many maps before it (a worker's plan sees only some tiles)
+        seed = zlib.crc32(np.ascontiguousarray(maps[:, ::97, ::89]).tobytes())
+        extra = int(np.random.default_rng(seed).integers(iy.size))
+        if extra not in pick:
+            pick.append(extra)
+        pick = np.asarray(pick)
+        check_cancel(cancelled, "fully convolutional CNN scoring")
+        z32 = self.sentinel_raw(maps, iy[pick], ix[pick])
+        err = np.abs(z32 - z[pick])
+        bound = error_bound(z32)
+        dp = np.abs(self.platt(z32) - self.platt(z[pick]))
+        self.stats["sentinels"] += pick.size
+        self.stats["max_err_over_bound"] = max(self.stats["max_err_over_bound"], float(np.max(err / bound)))
+        self.stats["max_dp"] = max(self.stats["max_dp"], float(np.max(dp)))
+        if np.any(err > 0.5 * bound) or np.any(dp > 0.5 * self.tol):
+            self.stats["fallbacks"] += 1
+            return self._pass(maps, "fp32", progress, cancelled)
+        out[iy[pick], ix[pick]] = z32
+        return out
+
+    def _sentinel_reach(self) -> int:
+        """Pixels of map a sentinel needs on each side of its window: the receptive margin on the 16-px grid."""
+        g = self.total_stride
+        return int(math.ceil(max(self.margin) / g) * g)
+
+    def _sentinel_candidates(self, shape) -> tuple[np.ndarray, np.ndarray] | None:
+        """Indices (iy, ix) into the raw map of the windows whose receptive field lies in the map; None if none."""
+        oy, ox = self.origins(shape)
+        m, n = self._sentinel_reach(), self.config.npix
+        iy = np.nonzero((oy >= m) & (oy + n + m <= shape[0]))[0]
+        ix = np.nonzero((ox >= m) & (ox + n + m <= shape[1]))[0]
+        if iy.size == 0 or ix.size == 0:
+            return None
+        gy, gx = np.meshgrid(iy, ix, indexing="ij")
+        return gy.ravel(), gx.ravel()
+
+    def sentinel_raw(self, maps: np.ndarray, iy, ix) -> np.ndarray:
+        """fp32 raw scores of the windows at raw-map indices (iy, ix), each from its own block of map (the window
+        and its receptive field; the blocks one batch) through the fp32 plan at the total stride: equal to the fp32
+        map pass there."""
+        if self._probe is None:
+            fused = self._engines[self._main].fused
+            self._probe = FCNPlan(self._net, self.total_stride, device=str(self.device), precision="fp32",
+                                  fused=fused)
+        m, n, s, g = self._sentinel_reach(), self.config.npix, self.stride_pix, self.total_stride
+        blocks = np.stack([maps[:, int(i) * s - m:int(i) * s + n + m, int(j) * s - m:int(j) * s + n + m]
+                           for i, j in zip(np.asarray(iy), np.asarray(ix), strict=True)])
+        x = torch.from_numpy(np.arcsinh(blocks * self.inv_scale[None]).astype(np.float32)).to(self.device)
+        eng = self._probe._engines["fp32"]
+        out = np.empty(len(blocks))
+        with torch.inference_mode():  # one block at a time: oneDNN's sums over a batch of 3 differed between
+            for b in range(len(blocks)):  # 1 and 2 threads (by 7e-9), one block's do not
+                ((_, raw),) = eng.run(eng.prepare(x[b:b + 1]))  # no phases at the total stride
+                out[b] = float(raw[0, m // g, m // g])
         return out
 
 
