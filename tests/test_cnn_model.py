@@ -49,6 +49,43 @@ def test_input_scaling():
         NetConfig(scaling="log")
 
 
+def test_detrend_scaling_removes_a_quadratic_and_keeps_a_cluster():
+    """'detrend': a band's quadratic surface (CMB / 1/f modes larger than the cutout) goes, a compact decrement
+    stays, then the fixed asinh; the projection is idempotent and commutes with the flips of augmentation."""
+    from szviewer.cnn.settings import detrend_matrix
+
+    n = 16
+    c = np.arange(n) - 7.5
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    surface = 300 + 20 * yy - 15 * xx + 1.5 * yy**2 - 2 * xx * yy + 0.7 * xx**2  # uK
+    blob = -40 * np.exp(-(yy**2 + (xx - 2) ** 2) / (2 * 1.5**2))  # a 2' cluster at 0.5' pixels
+    x = torch.from_numpy(np.stack([surface, surface + blob, blob])[None].astype(np.float32))
+    net = DeepSZNet(NetConfig(width=8, blocks=(1, 1, 1), npix=16, scaling="detrend", scale_uk=(100.0,) * 3))
+    out = net.scale(x)[0].numpy()
+    assert np.abs(out[0]).max() < 1e-4  # the surface is gone
+    np.testing.assert_allclose(out[1], out[2], atol=1e-4)  # the cluster does not depend on the surface under it
+    res = 100 * np.sinh(out[2])
+    iy, ix = np.unravel_index(np.argmin(res), res.shape)
+    assert -32 < res.min() < -25 and (iy, ix) in ((7, 9), (7, 10), (8, 9), (8, 10))  # most of its depth kept (the
+    # fit takes about a quarter) and its place (the blob's centre is at pixel 7.5, 9.5)
+    p = detrend_matrix(16)
+    np.testing.assert_allclose(p @ p, p, atol=1e-10)
+    flip = np.arange(256).reshape(16, 16)[:, ::-1].ravel()
+    np.testing.assert_allclose(p[np.ix_(flip, flip)], p, atol=1e-10)
+
+
+def test_a_sky_with_one_over_f_trains_on_detrended_cutouts():
+    from szviewer.jobs.cnn import train_settings
+
+    assert train_settings("quick").net.scaling == "fixed"
+    assert train_settings("quick", one_over_f=True).net.scaling == "detrend"
+    assert train_settings("quick", overrides={"scaling": "fixed"}, one_over_f=True).net.scaling == "fixed"
+    from szviewer.errors import InputError
+
+    with pytest.raises(InputError, match="input scaling 'log'"):
+        train_settings("quick", overrides={"scaling": "log"})
+
+
 def test_config_round_trip():
     assert NetConfig.from_dict(TINY.to_dict()) == TINY
 
@@ -68,7 +105,7 @@ def _cutouts(n: int, seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal((n, 3, 32, 32)) * 80).astype(np.float32)
 
 
-@pytest.mark.parametrize("scaling", ["fixed", "minmax"])
+@pytest.mark.parametrize("scaling", ["fixed", "minmax", "detrend"])
 def test_fused_plan_equals_the_eager_network(scaling):
     from szviewer.cnn.fused import STEM_BATCH, FusedPlan, fused_available
 

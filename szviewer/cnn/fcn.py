@@ -3,8 +3,8 @@
 What the windowed network does (:mod:`szviewer.cnn.model`, eval mode) and how each part carries over to a map:
 
 - input scaling 'fixed' (``asinh(x / scale_uk)``) is per pixel, so it is applied to the map once. 'minmax'
-  (the released code's per-cutout min-max) depends on the whole window and cannot be shared between windows:
-  :class:`FCNPlan` refuses such a model (use the windowed path);
+  (the released code's per-cutout min-max) and 'detrend' (a per-cutout quadratic surface removed) depend on the
+  whole window and cannot be shared between windows: :class:`FCNPlan` refuses such a model (use the windowed path);
 - BatchNorm (eval) is an affine map per channel: folded into the preceding convolution (2-d) or into the first
   fully connected layer (the head's BatchNorm1d over the 4,096 flattened features); there is no dropout;
 - strides (stem convolution 2, max-pool 2, the first 1x1 convolution of stages 2 and 3: total 16 pixels = 4' at
@@ -239,8 +239,8 @@ class FCNPlan:
         cfg = net.config
         if cfg.scaling != "fixed":
             raise ValueError(f"the fully convolutional path needs the per-pixel 'fixed' input scaling; this model "
-                             f"uses {cfg.scaling!r}, whose per-window min-max cannot be shared between windows "
-                             "(use the windowed path)")
+                             f"uses {cfg.scaling!r}, which depends on the whole window and cannot be shared between "
+                             "windows (use the windowed path)")
         total = 4 * 2 ** (len(cfg.blocks) - 1)
         if stride_pix not in STRIDES or stride_pix > total:
             raise ValueError(f"stride_pix must be one of {[s for s in STRIDES if s <= total]}, not {stride_pix}")

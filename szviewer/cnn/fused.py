@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from szviewer.cnn.model import Bottleneck, DeepSZNet, raw_score
+from szviewer.cnn.settings import detrend_matrix
 
 STEM_BATCH = 32
 
@@ -207,6 +208,7 @@ class FusedPlan:
         cfg = net.config
         self.config = cfg
         self.inv_scale = (1.0 / np.asarray(cfg.scale_uk, dtype=np.float32)).reshape(1, -1, 1, 1)
+        self._detrend = detrend_matrix(cfg.npix).astype(np.float32) if cfg.scaling == "detrend" else None
         stem = net.stem
         w, b = folded(stem[0], stem[1])
         if dtype == torch.bfloat16:
@@ -242,6 +244,9 @@ class FusedPlan:
             lo = flat.min(axis=1).reshape(-1, 1, 1, 1)
             hi = flat.max(axis=1).reshape(-1, 1, 1, 1)
             return (x - lo) / np.maximum(hi - lo, np.float32(1e-12))
+        if self.config.scaling == "detrend":
+            n, b, h, w = x.shape
+            x = (x.reshape(n, b, h * w) @ self._detrend).reshape(n, b, h, w)
         return np.arcsinh(x * self.inv_scale)
 
     def _stem(self, h: torch.Tensor) -> torch.Tensor:

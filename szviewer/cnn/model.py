@@ -8,7 +8,10 @@
 - Head (released code): BatchNorm1d(4096) -> FC 256 -> ReLU -> FC 256 -> ReLU -> FC 2 (a 2-class softmax).
 - Input scaling lives inside the model so callers always pass cutouts in uK_CMB:
   ``'minmax'`` is the released code's per-cutout min-max over the three bands jointly to [0, 1];
-  ``'fixed'`` is ``asinh(x / scale_uk[band])``, which keeps the absolute decrement amplitude.
+  ``'fixed'`` is ``asinh(x / scale_uk[band])``, which keeps the absolute decrement amplitude;
+  ``'detrend'`` removes each band's least-squares quadratic surface from the cutout first
+  (:func:`szviewer.cnn.settings.detrend_matrix`), then scales as 'fixed': for maps with atmospheric 1/f noise,
+  whose cutouts are dominated by modes larger than the cutout.
 
 ``width`` (base channels) and ``blocks`` exist only to build tiny networks for tests; the defaults are the
 paper's. The raw score of a cutout is the logit difference ``z1 - z0`` (``log p/(1-p)`` of the softmax),
@@ -20,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from szviewer.cnn.settings import SCALINGS, NetConfig
+from szviewer.cnn.settings import SCALINGS, NetConfig, detrend_matrix
 
 __all__ = ["ARCH_NAME", "ARCH_VERSION", "SCALINGS", "NetConfig", "DeepSZNet", "InputScaling", "Bottleneck", "raw_score",
            "count_parameters"]
@@ -30,13 +33,16 @@ ARCH_VERSION = 1
 
 
 class InputScaling(nn.Module):
-    """Scale uK cutouts to the network's input range ('minmax' of the released code, or 'fixed' asinh)."""
+    """Scale uK cutouts to the network's input range ('minmax' of the released code, 'fixed' asinh, or 'detrend'
+    then asinh). ``npix``: the cutout side ('detrend' only)."""
 
-    def __init__(self, scaling: str, scale_uk):
+    def __init__(self, scaling: str, scale_uk, npix: int = 32):
         super().__init__()
         self.scaling = scaling
         self.register_buffer("inv_scale", 1.0 / torch.tensor(scale_uk, dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
+        if scaling == "detrend":
+            self.register_buffer("detrend", torch.from_numpy(detrend_matrix(npix)).float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -45,6 +51,8 @@ class InputScaling(nn.Module):
             lo = flat.amin(dim=1).view(-1, 1, 1, 1)
             hi = flat.amax(dim=1).view(-1, 1, 1, 1)
             return (x - lo) / (hi - lo).clamp_min(1e-12)
+        if self.scaling == "detrend":
+            x = (x.flatten(2) @ self.detrend).view_as(x)
         return torch.asinh(x * self.inv_scale)
 
 
@@ -82,7 +90,7 @@ class DeepSZNet(nn.Module):
         super().__init__()
         self.config = config = config or NetConfig()
         w = config.width
-        self.scale = InputScaling(config.scaling, config.scale_uk)
+        self.scale = InputScaling(config.scaling, config.scale_uk, config.npix)
         self.stem = nn.Sequential(
             nn.Conv2d(config.in_bands, w, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
             nn.Conv2d(w, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),

@@ -107,25 +107,43 @@ def _check_trainable(store, level: str) -> None:
                                          f"{'trained' if name == 'train' else 'calibrated'}; use a larger sky")
 
 
+def has_one_over_f(ws: Workspace) -> bool:
+    """Whether the workspace's sky was simulated with atmospheric 1/f noise in some band (an instrument preset
+    whose bands have ``ell_knee > 0``, e.g. act-dr6, so-lat)."""
+    inst = ws.products.get("sky", {}).get("settings", {}).get("instrument")
+    bands = inst.get("bands", []) if isinstance(inst, dict) else []
+    return any(isinstance(b, dict) and float(b.get("ell_knee") or 0) > 0 for b in bands)
+
+
 def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max_seconds: float | None = None,
-                   overrides: dict | None = None, store=None):
+                   overrides: dict | None = None, store=None, one_over_f: bool = False):
     """The :class:`~szviewer.cnn.train.TrainSettings` of a run: a preset (defined by steps), the level and seed,
-    an opt-in wall-clock budget ``max_seconds`` and ``overrides`` (TrainSettings fields; tests).
+    an opt-in wall-clock budget ``max_seconds`` and ``overrides`` (TrainSettings fields, and ``scaling``: the
+    network's input scaling, :data:`szviewer.cnn.settings.SCALINGS`).
 
     ``store``: the cutout store trained on. The network is the paper's, adapted to the instrument: it reads the
     store's ``npix x npix`` cutouts (8' at the sky's pixel size: 32 at the paper's 0.25', 16 at 0.5') of all its
     bands (any number), every stage unchanged, so at 0.5' pixels the trunk ends at 1 x 1 instead of 2 x 2 and the
-    head reads 1,024 features instead of 4,096 (README, "Deviations")."""
+    head reads 1,024 features instead of 4,096 (README, "Deviations"). ``one_over_f`` (:func:`has_one_over_f`):
+    the sky has atmospheric 1/f noise, so a preset's 'fixed' scaling becomes 'detrend' (each cutout's quadratic
+    surface removed first: such cutouts are dominated by modes larger than themselves)."""
     from dataclasses import replace
 
-    from szviewer.cnn.settings import TrainSettings
+    from szviewer.cnn.settings import SCALINGS, TrainSettings
 
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise InputError(None, f"--max-seconds {max_seconds}: must be a positive number of seconds")
     extra = dict(overrides or {})
+    scaling = extra.pop("scaling", None)
+    if scaling is not None and scaling not in SCALINGS:
+        raise InputError(None, f"input scaling {scaling!r}: expected one of {', '.join(SCALINGS)}")
     if max_seconds is not None:
         extra["max_seconds"] = float(max_seconds)
     settings = TrainSettings.preset_named(preset, level=level, seed=seed, **extra)
+    if scaling is None and one_over_f and settings.net.scaling == "fixed":
+        scaling = "detrend"
+    if scaling is not None:
+        settings = replace(settings, net=replace(settings.net, scaling=scaling))
     if store is None:
         return settings
     net, nb = settings.net, len(store.bands)
@@ -188,7 +206,8 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
     store = ws.cutout_store()
     try:
         _check_trainable(store, level)
-        settings = train_settings(preset, level, seed, max_seconds, overrides, store=store)
+        settings = train_settings(preset, level, seed, max_seconds, overrides, store=store,
+                                  one_over_f=has_one_over_f(ws))
         ws.path(CNN_DIR).mkdir(exist_ok=True)
         res = train(store, settings, checkpoint_path=ws.path(CHECKPOINT), log_path=ws.path(TRAIN_LOG),
                     resume=resume, select=best_f1, device=dev, checkpoint_seconds=checkpoint_seconds,
@@ -308,7 +327,8 @@ def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", dev
 
     store = ws.cutout_store()
     try:
-        settings = train_settings(preset, level, seed, max_seconds, overrides, store=store)
+        settings = train_settings(preset, level, seed, max_seconds, overrides, store=store,
+                                  one_over_f=has_one_over_f(ws))
         key = _machine_key(settings, device)
         _check_trainable(store, level)
         split = np.asarray(store.table["split"])
