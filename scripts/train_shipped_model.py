@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     if a.max_seconds:
         overrides["max_seconds"] = a.max_seconds
     summary = train_job(Workspace(train_ws), preset=a.preset, device="cpu", resume=a.resume, seed=a.train_seed,
-                        overrides=overrides,
+                        overrides=overrides, overwrite=not a.resume,  # the scratch workspace's last model goes
                         progress=progress if not sys.stderr.isatty() else TqdmProgress("train"))
     print(json.dumps(summary, indent=1), flush=True)
 

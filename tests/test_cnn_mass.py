@@ -64,3 +64,46 @@ def test_evaluate_mass_head_on_a_real_workspace(scratch_ws):
     assert res["train"]["n"] == n_train and res["alpha"] > 0
     for name in ("train", "test"):
         assert np.isfinite(res[name]["scatter"]) and res[name]["scatter"] < 0.5
+
+
+def test_mass_job_and_cli_on_a_real_workspace(scratch_ws, capsys):
+    """`szviewer mass WS`: refused in one line before the CNN scores exist; then the product's column holds the
+    head's log10 M500 for the CNN positives and the truth positives (the evaluate_mass_head numbers), NaN
+    elsewhere, and a second run needs --overwrite."""
+    from szviewer.cli import main
+    from szviewer.cnn.modelfile import load_model
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.cutouts.labels import LabelSettings
+    from szviewer.jobs.cnn import default_model_path, predict_job
+    from szviewer.jobs.cutouts import make_cutouts
+    from szviewer.jobs.mass import COLUMN, mass_job
+    from szviewer.workspace import Workspace
+
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip("no shipped model")
+    ws = Workspace(scratch_ws)
+    make_cutouts(ws, CutoutSettings(labels=LabelSettings(mass_min_msun=5e13)), overwrite=True)
+    assert main(["mass", str(scratch_ws)]) == 2
+    assert "szviewer predict" in capsys.readouterr().err
+    predict_job(ws, device="cpu")
+    assert main(["mass", str(scratch_ws), "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "bias" in out and "scatter" in out and "test" in out
+    ws = Workspace(scratch_ws)
+    summary = ws.products["cnn_mass"]["summary"]
+    with ws.cutout_store() as store:
+        t = store.table
+        ids = np.asarray(t["id"])
+        lab = np.asarray(t["label"], bool)
+        ref = evaluate_mass_head(store, load_model(path))
+    col = ws.scores(ids)[COLUMN]
+    prob = ws.scores(ids)["cnn_prob"]
+    has = np.isfinite(col)
+    np.testing.assert_array_equal(has, lab | (prob >= 0.5))
+    assert summary["predicted"] == has.sum() and summary["train"]["n"] == ref["train"]["n"]
+    for name in ("train", "test"):  # the same head on the same features
+        assert summary[name]["scatter"] == pytest.approx(ref[name]["scatter"], rel=1e-4)
+    assert 13.0 < np.nanmedian(col[lab]) < 15.5
+    with pytest.raises(Exception, match="overwrite"):
+        mass_job(ws)

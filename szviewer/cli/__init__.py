@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_main_arguments(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for add in (sky.add_simulate, sky.add_import, info.add_info, sky.add_cutouts, mf.add_mf, cnn.add_train,
-                cnn.add_predict, evaluate.add_evaluate, evaluate.add_export, sky.add_export_maps, app.add_gui):
+                cnn.add_predict, cnn.add_mass, evaluate.add_evaluate, evaluate.add_export, sky.add_export_maps,
+                app.add_gui):
         add(sub)
     return p
 

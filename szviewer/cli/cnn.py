@@ -114,3 +114,25 @@ def add_predict(sub) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace the workspace's earlier CNN scores")
     add_executor_flags(s)
     s.set_defaults(func=cmd_predict)
+
+
+def add_mass(sub) -> None:
+    s = sub.add_parser("mass", help="CNN log10 M500 of the cutouts the CNN calls positive (a ridge head on the "
+                                    "frozen network, trained on this sky's halo masses)")
+    s.add_argument("workspace")
+    s.add_argument("--model", metavar="PATH", help="model file (default: the workspace's own, else the shipped one)")
+    s.add_argument("--level", default="all")
+    s.add_argument("--threshold", type=float, default=0.5, help="cnn_prob at or above which a cutout gets a mass")
+    s.add_argument("--overwrite", action="store_true", help="replace the workspace's earlier CNN masses")
+    s.set_defaults(func=cmd_mass)
+
+
+def cmd_mass(args) -> int:
+    from szviewer.jobs.mass import format_mass, mass_job
+    from szviewer.workspace import Workspace
+
+    with progress_bar("mass") as bar:
+        s = mass_job(Workspace(args.workspace), model_path=args.model, level=args.level, threshold=args.threshold,
+                     overwrite=args.overwrite, progress=bar)
+    say(format_mass(s))
+    return 0

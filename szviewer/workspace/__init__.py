@@ -65,6 +65,7 @@ INPUTS = {
     "cnn_model": ("cutouts",),
     "cnn": ("cutouts", "cnn_model"),
     "cnn_dense": ("cutouts", "sky", "cnn_model"),
+    "cnn_mass": ("cutouts", "cnn_model", "cnn"),
     "evaluation": ("cutouts",),
 }
 

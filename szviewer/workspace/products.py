@@ -41,6 +41,7 @@ REFRESH = {
     "cnn": "szviewer predict WS --overwrite",
     "cnn_dense": "szviewer predict WS --dense --overwrite",
     "cnn_model": "szviewer train WS --overwrite",
+    "cnn_mass": "szviewer mass WS --overwrite",
     "evaluation": "szviewer evaluate WS",
 }
 
