@@ -31,7 +31,7 @@ PRESETS = ("spt3g-paper+beams", "spt3g", "act-dr6", "so-lat", "cmbs4-wide")
 
 def instrument(name: str):
     from szviewer.sky.beams import Beam
-    from szviewer.sky.instruments import load_instrument
+    from szviewer.sky.instrument_presets import load_instrument
 
     if name == "spt3g-paper+beams":  # the paper's white depths with the SPT-3G beams (the reproduction)
         inst = load_instrument("spt3g-paper")

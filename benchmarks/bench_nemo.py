@@ -61,7 +61,7 @@ def find_nemo() -> str | None:
 
 
 def instrument():
-    from szviewer.sky.instruments import load_instrument
+    from szviewer.sky.instrument_presets import load_instrument
 
     name = os.environ.get("NEMO_BENCH_INSTRUMENT", "act-white")
     inst = load_instrument("act-dr6")

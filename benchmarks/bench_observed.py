@@ -82,7 +82,7 @@ def _reads(ws_path: Path) -> list[dict]:
 def run(area_deg2: float = 100.0) -> list[dict]:
     from szviewer.cutouts.build import CutoutSettings
     from szviewer.jobs.cutouts import make_cutouts
-    from szviewer.sky.instruments import instrument_names
+    from szviewer.sky.instrument_presets import instrument_names
     from szviewer.workspace import Workspace
 
     rows = []

@@ -37,7 +37,7 @@ from timing import best_time  # noqa: E402 (the benchmarks folder is put on the 
 
 def write_synthetic_pksc(path: Path, n: int, seed: int = 0, block: int = 1 << 21) -> int:
     """Write ``n`` halos; returns how many have M200m >= 1e14 Msun."""
-    from szviewer.sky.websky import m200m_of_rth, rth_of_m200m
+    from szviewer.sky.websky_cosmology import m200m_of_rth, rth_of_m200m
 
     rng = np.random.default_rng(seed)
     r1 = rth_of_m200m(1.0)
@@ -60,7 +60,7 @@ def write_synthetic_pksc(path: Path, n: int, seed: int = 0, block: int = 1 << 21
 
 
 def bench_pksc(tmp: Path, n: int) -> list[dict]:
-    from szviewer.sky.websky import read_pksc
+    from szviewer.sky.websky_halos import read_pksc
 
     path = tmp / "halos.pksc"
     t0 = time.perf_counter()

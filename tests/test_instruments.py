@@ -12,13 +12,8 @@ import pytest
 from szviewer.errors import InputError
 from szviewer.sky.bands import BANDS_GHZ, NOISE_UK_ARCMIN
 from szviewer.sky.beams import gaussian_bell
-from szviewer.sky.instruments import (
-    Instrument,
-    anisotropy_weight,
-    instrument_names,
-    load_instrument,
-    parse_instrument,
-)
+from szviewer.sky.instrument_presets import instrument_names, load_instrument, parse_instrument
+from szviewer.sky.instruments import Instrument, anisotropy_weight
 from szviewer.sky.spectra import ARCMIN_RAD, ell_grid
 
 PRESETS = ["act-dr6", "cmbs4-wide", "so-lat", "spt3g", "spt3g-paper"]

@@ -18,7 +18,8 @@ from szviewer.mf.injection import ideal_sigma, make_test_sky, match_truth
 from szviewer.mf.noise import point_source_dl3000
 from szviewer.mf.settings import resample_beam_table
 from szviewer.sky.beams import Beam
-from szviewer.sky.instruments import BandSpec, Instrument, load_instrument
+from szviewer.sky.instrument_presets import load_instrument
+from szviewer.sky.instruments import BandSpec, Instrument
 from szviewer.sky.noise_maps import relative_hits
 
 PIX = 0.5  # arcmin: 4x fewer pixels than the paper's, same physics

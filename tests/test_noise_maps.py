@@ -11,7 +11,7 @@ from astropy.table import Table
 
 from szviewer.errors import InputError
 from szviewer.sky import noise_maps as nm
-from szviewer.sky.instruments import load_instrument
+from szviewer.sky.instrument_presets import load_instrument
 from szviewer.sky.spectra import ell_grid
 from szviewer.sky.tiles import Tile
 

@@ -25,7 +25,8 @@ from szviewer.cutouts.labels import LabelSettings
 from szviewer.errors import InputError
 from szviewer.sky.healpix import open_recorded
 from szviewer.sky.tiles import Footprint
-from szviewer.sky.websky import find_websky_files, open_websky_dir, read_pksc, read_pksc_header
+from szviewer.sky.websky import find_websky_files, open_websky_dir
+from szviewer.sky.websky_halos import read_pksc, read_pksc_header
 from szviewer.workspace import Workspace
 
 NSIDE = 512
@@ -210,7 +211,7 @@ def test_pksc_truncated_and_malformed(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ maps
 def test_units_cib_interpolation_and_cmb(tmp_path):
     d = websky_dir(tmp_path, ksz=np.full(NPIX, 7.0), patchy=True)
-    from szviewer.sky.websky import synthesise_cmb
+    from szviewer.sky.websky_cmb import synthesise_cmb
 
     rec = synthesise_cmb(d / "lensed_alm.fits", NSIDE, tmp_path / "cmb.fits")
     assert rec["lmax"] == 3 * NSIDE - 1
@@ -237,7 +238,7 @@ def test_units_cib_interpolation_and_cmb(tmp_path):
 
 
 def test_power_law_falls_back_to_linear_where_a_map_is_not_positive():
-    from szviewer.sky.healpix import Part
+    from szviewer.sky.healpix_recipes import Part
 
     raw = {0: np.array([1.0, 0.0, 2.0], np.float32), 1: np.array([4.0, 3.0, -1.0], np.float32)}
     dst = np.zeros(3, np.float32)

@@ -18,7 +18,7 @@ def cmd_simulate(args) -> int:
         raise SzviewerError(f"--area {args.area}: must be a positive, finite number of deg^2, at most the full sky "
                             "(41,253)")
     if args.list_instruments:
-        from szviewer.sky.instruments import instrument_names, load_instrument
+        from szviewer.sky.instrument_presets import instrument_names, load_instrument
 
         for name in instrument_names():
             print(f"{name:<14} {load_instrument(name).description}")

@@ -89,7 +89,7 @@ def _sim_halos(halo_file, default, reader, fp: Footprint, mass_floor: float, pro
         path = Path(halo_file)
         name = path.name.lower()
         if name.endswith(".pksc"):
-            from szviewer.sky.websky import read_pksc
+            from szviewer.sky.websky_halos import read_pksc
 
             halos = read_pksc(path, mass_floor, region, progress=progress, cancelled=cancelled)
         elif name.endswith(".npz"):
@@ -142,7 +142,9 @@ def import_websky(directory: str | os.PathLike, out: str | os.PathLike, halo_fil
     Every map is checked before the workspace is made. Returns the summary (components, Nside, halos, how each
     band was made, and a ``warning`` when the maps are coarser than the cutouts' pixels).
     """
-    from szviewer.sky.websky import DEFAULT_MASS_FLOOR, find_websky_files, open_websky_dir, read_pksc, synthesise_cmb
+    from szviewer.sky.websky import find_websky_files, open_websky_dir
+    from szviewer.sky.websky_cmb import synthesise_cmb
+    from szviewer.sky.websky_halos import DEFAULT_MASS_FLOOR, read_pksc
 
     directory = Path(directory)
     fp = _healpix_region(region)
@@ -209,7 +211,8 @@ def import_fits(maps: dict[int, str], out: str | os.PathLike, halo_file: str | N
     frequency, and its summary the depth per band (:meth:`FlatFitsSky.depth_summary`) and the usable fractions.
     Maps are referenced where they are (memory-mapped), never copied. Returns that summary and the footprint.
     """
-    from szviewer.sky.fits_maps import beam_label, open_fits_maps
+    from szviewer.sky.fits_maps import open_fits_maps
+    from szviewer.sky.fits_products import beam_label
     from szviewer.sky.halo_ascii import read_halo_table
 
     sky = open_fits_maps(maps, ivar=ivar, mask=mask, beams=beams, freqs=freqs)

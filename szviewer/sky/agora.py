@@ -11,7 +11,7 @@ Nside 8192, and mock skies ``agora_{expt}_{freq}ghz_{component}_uk.fits``). The 
 - unit: the header's unit keyword (uK_CMB, K, Compton-y, Jy/sr, MJy/sr); without one, a unit token in the name
   (``uk``, ``muk`` -> uK_CMB; ``y``, ``comptony`` -> Compton-y; ``mjysr``, ``jysr``); else an InputError.
 
-Each band takes its maps as :func:`szviewer.sky.healpix.band_parts` says: a frequency-independent map as it is,
+Each band takes its maps as :func:`szviewer.sky.healpix_recipes.band_parts` says: a frequency-independent map as it is,
 Compton-y times the tSZ spectrum (a tSZ map in uK at another frequency through y), the CIB and radio
 interpolated in log frequency between the maps that bracket the band (``cib='interp'``) or the nearest
 (``cib='nearest'``). When two maps fit one component and frequency (two experiments, two feedback models),
@@ -37,7 +37,9 @@ from astropy.table import Table
 from szviewer.errors import InputError
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
 from szviewer.sky.bands import BANDS_GHZ
-from szviewer.sky.healpix import COMPONENT_ORDER, HealpixSky, MapSource, band_parts, open_healpix_file, parse_unit
+from szviewer.sky.healpix import COMPONENT_ORDER, HealpixSky
+from szviewer.sky.healpix_files import open_healpix_file, parse_unit
+from szviewer.sky.healpix_recipes import MapSource, band_parts
 from szviewer.sky.tiles import Footprint
 
 H = 0.6777

@@ -15,204 +15,18 @@ only near its reference latitude (usually the equator); blocks are taken as they
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
 from szviewer.errors import InputError
-from szviewer.sky.bands import jy_sr_to_uk
-from szviewer.sky.beams import Beam, parse_beam, read_beam_file
+from szviewer.sky.beams import Beam
+from szviewer.sky.fits_images import BandImage, check_range, file_record, row_chunks, same_wcs
+from szviewer.sky.fits_products import beam_of, parse_band, spec_text
 
-_PROJECTIONS = ("CAR", "TAN")
-_BITPIX_DTYPE = {-32: ">f4", -64: ">f8", 16: ">i2", 32: ">i4", 64: ">i8", 8: "u1"}
-_PIXELS_PER_CHUNK = 1 << 22  # rows are read in chunks of about 4M pixels (16 MB of float32)
 _SQUARE_TOLERANCE = 0.01  # pixels are square when |dx / dy - 1| <= 1%
-_IVAR_UNITS = {"1/uk2": 1.0, "uk-2": 1.0, "1/mk2": 1e-6, "mk-2": 1e-6, "1/k2": 1e-12, "k-2": 1e-12}
-
-
-def _unit_factor(bunit, freq_ghz: float, path) -> tuple[float, str]:
-    """Factor from a map's BUNIT to uK_CMB (absent -> uK with a warning; Jy/sr converted at ``freq_ghz``)."""
-    if bunit is None or not str(bunit).strip():
-        warnings.warn(f"{path}: no BUNIT keyword; assuming uK_CMB", stacklevel=3)
-        return 1.0, "uK_CMB (assumed)"
-    raw = str(bunit).strip()
-    key = raw.replace(" ", "").lower()
-    if key in ("uk", "uk_cmb", "ukcmb", "muk", "microk", "µk", "μk", "uk_thermo"):
-        return 1.0, raw
-    if key in ("mk", "mk_cmb", "mkcmb"):
-        return 1e3, raw
-    if key in ("k", "k_cmb", "kcmb", "k_thermo"):
-        return 1e6, raw
-    if key in ("jy/sr", "jysr-1", "jy/steradian"):
-        return jy_sr_to_uk(freq_ghz), raw
-    if raw.replace(" ", "").startswith("MJy") and key[1:] in ("jy/sr", "jysr-1"):
-        return 1e6 * jy_sr_to_uk(freq_ghz), raw
-    raise InputError(path, f"unsupported BUNIT {raw!r}; expected uK_CMB (uK, muK), mK, K_CMB or Jy/sr")
-
-
-def _ivar_unit_factor(bunit, path) -> tuple[float, str]:
-    """Factor from an inverse-variance map's BUNIT to 1/uK^2 (absent -> 1/uK^2, as ACT and SO ship them)."""
-    if bunit is None or not str(bunit).strip():
-        return 1.0, "1/uK^2 (assumed)"
-    raw = str(bunit).strip()
-    key = raw.lower()
-    for junk in (" ", "^", "**", "(", ")", "_cmb", "cmb", "_thermo"):
-        key = key.replace(junk, "")
-    key = key.replace("muk", "uk").replace("µk", "uk").replace("μk", "uk")
-    if key not in _IVAR_UNITS:
-        raise InputError(path, f"unsupported BUNIT {raw!r} for an inverse-variance map; expected 1/uK^2 "
-                               "(or 1/mK^2, 1/K^2, converted)")
-    return _IVAR_UNITS[key], raw
-
-
-class _BandImage:
-    """One image: memmap (ny, nx), celestial WCS, unit factor, BSCALE/BZERO.
-
-    ``kind`` is 'map' (converted to uK_CMB; Jy/sr at ``freq_ghz``), 'ivar' (to 1/uK^2) or 'mask' (as stored).
-    """
-
-    def __init__(self, path: Path, band: int | None, kind: str = "map", freq_ghz: float | None = None):
-        self.path = path
-        self.band = band
-        self.kind = kind
-        if not path.is_file():
-            raise InputError(path, "no such file")
-        size = path.stat().st_size
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-                    found = None
-                    for idx, hdu in enumerate(hdul):
-                        is_image = isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU)
-                        if is_image and hdu.header.get("NAXIS", 0) >= 2:
-                            found = (idx, hdu.header.copy(), int(hdu.fileinfo()["datLoc"]))
-                            break
-        except Exception as exc:  # astropy's errors for broken files vary
-            if size < 2880:
-                raise InputError(path, f"truncated or not a FITS file ({size} bytes)") from exc
-            raise InputError(path, f"not a readable FITS file: {exc}") from exc
-        if found is None:
-            raise InputError(path, "no 2-D image HDU")
-        self.hdu_index, header, dat_loc = found
-        naxis = int(header["NAXIS"])
-        dims = [int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1)]
-        if any(d != 1 for d in dims[2:]):
-            raise InputError(path, f"image has shape {tuple(reversed(dims))}; expected a 2-D image "
-                                   "(extra axes of length 1 are allowed)")
-        if dims[0] < 2 or dims[1] < 2:
-            raise InputError(path, f"image axes {dims[:2]} are degenerate")
-        bitpix = int(header["BITPIX"])
-        if bitpix not in _BITPIX_DTYPE:
-            raise InputError(path, f"unsupported BITPIX {bitpix}")
-        dtype = np.dtype(_BITPIX_DTYPE[bitpix])
-        nx, ny = dims[0], dims[1]
-        need = dat_loc + nx * ny * dtype.itemsize
-        if size < need:
-            raise InputError(path, f"truncated: the header promises {need} bytes ({ny} x {nx} pixels of "
-                                   f"{dtype.itemsize} bytes from offset {dat_loc}) but the file has {size}")
-        self.header = header
-        self.shape = (ny, nx)
-        self.bscale = float(header.get("BSCALE", 1.0))
-        self.bzero = float(header.get("BZERO", 0.0))
-        self.blank = header.get("BLANK") if bitpix > 0 else None
-        if kind == "map":
-            self.factor, self.unit = _unit_factor(header.get("BUNIT"), float(freq_ghz or band), path)
-        elif kind == "ivar":
-            self.factor, self.unit = _ivar_unit_factor(header.get("BUNIT"), path)
-        else:
-            self.factor, self.unit = 1.0, ""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
-                wcs = WCS(header, naxis=2)
-        except Exception as exc:
-            raise InputError(path, f"invalid WCS: {exc}") from exc
-        if not wcs.has_celestial or wcs.naxis != 2:
-            raise InputError(path, "no celestial WCS on the first two axes")
-        ctype = [str(c).upper() for c in wcs.wcs.ctype]
-        if not (ctype[0].startswith("RA--") and ctype[1].startswith("DEC-")):
-            raise InputError(path, f"CTYPE {ctype}: need equatorial RA/Dec axes (RA first)")
-        proj = ctype[0][5:8].strip("-")
-        if proj not in _PROJECTIONS or ctype[1][5:8].strip("-") != proj:
-            raise InputError(path, f"projection {ctype[0]}/{ctype[1]} is not supported; expected CAR or TAN")
-        self.projection = proj
-        m = wcs.pixel_scale_matrix  # deg per pixel
-        diag = np.abs(np.diag(m))
-        if np.any(diag == 0) or abs(m[0, 1]) > 1e-6 * diag.max() or abs(m[1, 0]) > 1e-6 * diag.max():
-            raise InputError(path, "rotated or skewed WCS (non-diagonal CD/PC matrix) is not supported")
-        self.wcs = wcs
-        self.cdelt = (float(m[0, 0]), float(m[1, 1]))  # deg per pixel along x (columns), y (rows)
-        self.data = np.memmap(path, dtype=dtype, mode="r", offset=dat_loc, shape=(ny, nx))
-
-    def to_uk(self, block: np.ndarray) -> np.ndarray:
-        out = np.asarray(block, dtype=np.float32)
-        if self.blank is not None:
-            out = np.where(np.asarray(block) == self.blank, np.float32(np.nan), out)
-        if self.bscale != 1.0 or self.bzero != 0.0:
-            out = out * np.float32(self.bscale) + np.float32(self.bzero)
-        if self.factor != 1.0:
-            out = out * np.float32(self.factor)
-        return out.astype(np.float32, copy=False)
-
-    def rows(self, r0: int, r1: int) -> np.ndarray:
-        """Rows r0:r1 converted (float32, native byte order; NaN where BLANK)."""
-        return self.to_uk(self.data[r0:r1])
-
-    def as_float32(self) -> np.ndarray:
-        """The whole image as float32: the memmap itself (big-endian, as FITS stores it) when the file holds
-        unscaled float32, else a converted copy."""
-        plain = self.bscale == 1.0 and self.bzero == 0.0 and self.factor == 1.0 and self.blank is None
-        if plain and self.data.dtype.kind == "f" and self.data.dtype.itemsize == 4:
-            return self.data
-        return self.to_uk(self.data)
-
-
-def _row_chunks(shape: tuple[int, int]):
-    """(r0, r1) row ranges of about ``_PIXELS_PER_CHUNK`` pixels covering an image of ``shape``."""
-    ny, nx = shape
-    step = max(1, _PIXELS_PER_CHUNK // max(nx, 1))
-    for r0 in range(0, ny, step):
-        yield r0, min(ny, r0 + step)
-
-
-def _file_record(path: Path) -> dict:
-    """Name, absolute path, size [bytes] and mtime (ISO 8601 UTC) of a file."""
-    st = path.stat()
-    return {"name": path.name, "path": str(path.resolve()), "size": int(st.st_size),
-            "mtime": _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.timezone.utc).isoformat()}
-
-
-def beam_label(beam: Beam | None) -> str:
-    """One phrase for a beam: "1.4' FWHM Gaussian", "table b150.txt (FWHM-equivalent 1.38')", "none"."""
-    if beam is None:
-        return "none"
-    if beam.is_table:
-        name = Path(beam.path).name if beam.path else "B_ell table"
-        return f"table {name} (FWHM-equivalent {beam.fwhm_equivalent_arcmin():.3g}')"
-    return f"{beam.fwhm_arcmin:g}' FWHM Gaussian" if beam.fwhm_arcmin > 0 else "none (FWHM 0)"
-
-
-def _same_wcs(a: _BandImage, b: _BandImage) -> str | None:
-    """None when a and b share the pixel grid, else a description of the difference."""
-    if a.shape != b.shape:
-        return f"shape {a.shape} != {b.shape}"
-    wa, wb = a.wcs.wcs, b.wcs.wcs
-    if list(wa.ctype) != list(wb.ctype):
-        return f"CTYPE {list(wa.ctype)} != {list(wb.ctype)}"
-    if not np.allclose(wa.crpix, wb.crpix, rtol=0, atol=1e-6):
-        return f"CRPIX {[float(v) for v in wa.crpix]} != {[float(v) for v in wb.crpix]}"
-    if not np.allclose(wa.crval, wb.crval, rtol=0, atol=1e-9):
-        return f"CRVAL {[float(v) for v in wa.crval]} != {[float(v) for v in wb.crval]}"
-    if not np.allclose(a.wcs.pixel_scale_matrix, b.wcs.pixel_scale_matrix, rtol=1e-9, atol=0):
-        return "pixel scale (CDELT/CD/PC) differs"
-    return None
 
 
 class FlatFitsSky:
@@ -227,8 +41,8 @@ class FlatFitsSky:
 
     components: tuple[str, ...] = ("skymap",)
 
-    def __init__(self, images: dict[int, _BandImage], ivar: dict[int, _BandImage] | None = None,
-                 mask: _BandImage | None = None, beams: dict[int, Beam | None] | None = None,
+    def __init__(self, images: dict[int, BandImage], ivar: dict[int, BandImage] | None = None,
+                 mask: BandImage | None = None, beams: dict[int, Beam | None] | None = None,
                  freqs_ghz: dict[int, float] | None = None, beam_specs: dict | None = None):
         self._images = images
         self._ivar = dict(ivar or {})
@@ -294,7 +108,7 @@ class FlatFitsSky:
             mask = np.zeros(self.shape, dtype=bool)
             for b in self.bands:
                 img = self._images[b]
-                for r0, r1 in _row_chunks(self.shape):
+                for r0, r1 in row_chunks(self.shape):
                     mask[r0:r1] |= np.isnan(img.rows(r0, r1))
             self._nan_mask = mask
         return self._nan_mask
@@ -305,13 +119,13 @@ class FlatFitsSky:
         if self._usable is None:
             ok = ~self.nan_mask
             for img in self._extra_images():
-                for r0, r1 in _row_chunks(self.shape):
+                for r0, r1 in row_chunks(self.shape):
                     with np.errstate(invalid="ignore"):
                         ok[r0:r1] &= img.rows(r0, r1) > 0
             self._usable = ok
         return self._usable
 
-    def _extra_images(self) -> list[_BandImage]:
+    def _extra_images(self) -> list[BandImage]:
         return [*self._ivar.values(), *([] if self._mask is None else [self._mask])]
 
     def check_values(self) -> None:
@@ -321,11 +135,11 @@ class FlatFitsSky:
         column of the FITS image)."""
         for b in self.bands:
             if b in self._ivar:
-                _check_range(self._ivar[b], 0.0, math.inf, f"inverse variance (band {b} GHz)",
+                check_range(self._ivar[b], 0.0, math.inf, f"inverse variance (band {b} GHz)",
                              "ivar must be finite and >= 0 in 1/uK^2 (0 = no data)",
                              "every pixel is 0 (no data anywhere)")
         if self._mask is not None:
-            _check_range(self._mask, 0.0, 1.0, "the mask", "a mask holds values in [0, 1] (1 = use, 0 = masked)",
+            check_range(self._mask, 0.0, 1.0, "the mask", "a mask holds values in [0, 1] (1 = use, 0 = masked)",
                          "the mask covers everything: no pixel > 0 (1 = use, 0 = masked)")
 
     def band_maps(self) -> np.ndarray:
@@ -395,7 +209,7 @@ class FlatFitsSky:
             entry = {"ivar": b in self._ivar, "depth_uk_arcmin": None}
             if b in self._ivar and n_ok:
                 img, parts, seen = self._ivar[b], [], 0
-                for r0, r1 in _row_chunks(self.shape):
+                for r0, r1 in row_chunks(self.shape):
                     idx = np.flatnonzero(usable[r0:r1])
                     take = idx[(-seen) % step::step]
                     seen += idx.size
@@ -410,7 +224,7 @@ class FlatFitsSky:
         mask = None
         if self._mask is not None:
             n_pos, total = 0, 0.0
-            for r0, r1 in _row_chunks(self.shape):
+            for r0, r1 in row_chunks(self.shape):
                 m = self._mask.rows(r0, r1)
                 n_pos += int(np.count_nonzero(m > 0))
                 total += float(m.sum(dtype=np.float64))
@@ -429,22 +243,22 @@ class FlatFitsSky:
         files, ivar_files, bands = {}, {}, {}
         for b in self.bands:
             img = self._images[b]
-            files[str(b)] = {**_file_record(img.path), "hdu": img.hdu_index, "unit": img.unit,
+            files[str(b)] = {**file_record(img.path), "hdu": img.hdu_index, "unit": img.unit,
                              "to_uk_cmb": img.factor}
             iv = self._ivar.get(b)
             if iv is not None:
-                ivar_files[str(b)] = {**_file_record(iv.path), "hdu": iv.hdu_index, "unit": iv.unit,
+                ivar_files[str(b)] = {**file_record(iv.path), "hdu": iv.hdu_index, "unit": iv.unit,
                                       "to_inv_uk2": iv.factor}
             beam = self.beams[b]
             bands[str(b)] = {
                 "map": str(img.path.resolve()),
                 "ivar": None if iv is None else str(iv.path.resolve()),
-                "beam": None if beam is None else {**beam.to_dict(), "source": _spec_text(self._beam_specs.get(b))},
+                "beam": None if beam is None else {**beam.to_dict(), "source": spec_text(self._beam_specs.get(b))},
                 "freq_ghz": self.freqs_ghz[b],
             }
         wcs_cards = {k: (v if isinstance(v, str | int | float | bool) else str(v))
                      for k, v in self.wcs.to_header().items()}
-        mask_file = None if self._mask is None else {**_file_record(self._mask.path), "hdu": self._mask.hdu_index}
+        mask_file = None if self._mask is None else {**file_record(self._mask.path), "hdu": self._mask.hdu_index}
         return {
             "kind": "flat_fits",
             "bands_ghz": list(self.bands),
@@ -528,75 +342,6 @@ class FlatFitsSky:
         return {"skymap": out}
 
 
-def _check_range(img: _BandImage, lo: float, hi: float, what: str, rule: str, empty: str) -> None:
-    """InputError naming ``img.path`` unless every pixel is finite and in [lo, hi], and some pixel is > 0."""
-    n_nan = n_out = 0
-    first_nan = first_out = None
-    any_pos = False
-    for r0, r1 in _row_chunks(img.shape):
-        v = img.rows(r0, r1)
-        fin = np.isfinite(v)
-        with np.errstate(invalid="ignore"):
-            out = fin & ((v < lo) | (v > hi))
-            any_pos = any_pos or bool(np.any(v > 0))
-        if not fin.all():
-            n_nan += int(fin.size - np.count_nonzero(fin))
-            if first_nan is None:
-                r, c = (int(i) for i in np.argwhere(~fin)[0])
-                first_nan = (r0 + r, c)
-        if out.any():
-            n_out += int(np.count_nonzero(out))
-            if first_out is None:
-                r, c = (int(i) for i in np.argwhere(out)[0])
-                first_out = (r0 + r, c, float(v[r, c]))
-    if n_nan:
-        raise InputError(img.path, f"{n_nan} pixel(s) of {what} are NaN or infinite (first at row {first_nan[0]}, "
-                                   f"column {first_nan[1]}); {rule}")
-    if n_out:
-        r, c, val = first_out
-        side = "are negative" if (lo == 0.0 and val < 0) else f"lie outside [{lo:g}, {hi:g}]"
-        raise InputError(img.path, f"{n_out} pixel(s) of {what} {side} (first at row {r}, column {c}: {val:g}); "
-                                   f"{rule}")
-    if not any_pos:
-        raise InputError(img.path, empty)
-
-
-def _spec_text(spec) -> str | None:
-    """What was given for a beam, as text (a FWHM in arcmin or a beam-file path)."""
-    if spec is None:
-        return None
-    if isinstance(spec, Beam):
-        return spec.path or f"{spec.fwhm_arcmin:g}"
-    return str(spec)
-
-
-def _parse_band(key, what) -> int:
-    """A band id: a positive integer in GHz (InputError naming ``what`` otherwise)."""
-    try:
-        band = int(str(key).strip())
-    except (TypeError, ValueError):
-        band = 0
-    if band <= 0:
-        raise InputError(what, f"band {key!r}: expected a positive integer id in GHz, e.g. 90 or 150")
-    return band
-
-
-def _beam_of(band: int, spec) -> tuple[Beam, object]:
-    """(Beam, spec to re-open it) from a Beam, a FWHM in arcmin (number or text) or a beam-file path."""
-    if isinstance(spec, Beam):
-        return spec, spec
-    text = str(spec).strip()
-    try:
-        fwhm = float(text)
-    except ValueError:
-        path = Path(os.path.expanduser(text)).resolve()
-        return read_beam_file(path), str(path)
-    try:
-        return parse_beam(text), fwhm
-    except InputError as exc:
-        raise InputError(exc.path, f"band {band} GHz: {exc.problem}") from None
-
-
 def open_fits_maps(paths: dict, ivar: dict | None = None, mask=None, beams: dict | None = None,
                    freqs: dict | None = None, check_values: bool = True) -> FlatFitsSky:
     """Open per-band flat-sky FITS maps and their survey products, memory-mapped.
@@ -613,7 +358,7 @@ def open_fits_maps(paths: dict, ivar: dict | None = None, mask=None, beams: dict
     """
     given: dict[int, Path] = {}
     for k, v in dict(paths).items():
-        given[_parse_band(k, v)] = Path(v)
+        given[parse_band(k, v)] = Path(v)
     if not given:
         raise InputError(None, "no FITS map given: need at least one band (BAND=map.fits)")
     listed = ", ".join(str(b) for b in sorted(given))
@@ -621,7 +366,7 @@ def open_fits_maps(paths: dict, ivar: dict | None = None, mask=None, beams: dict
     def for_mapped_bands(mapping, what: str, named: bool) -> dict:
         out = {}
         for k, v in dict(mapping or {}).items():
-            band = _parse_band(k, v if named else None)
+            band = parse_band(k, v if named else None)
             if band not in given:
                 given_as = "" if named else f" {v!r}"
                 raise InputError(v if named else None, f"{what}{given_as} for band {band} GHz, which has no map "
@@ -641,25 +386,25 @@ def open_fits_maps(paths: dict, ivar: dict | None = None, mask=None, beams: dict
     beam_objs, beam_specs = {}, {}
     for b, spec in for_mapped_bands(beams, "beam", named=False).items():
         if spec is not None:
-            beam_objs[b], beam_specs[b] = _beam_of(b, spec)
+            beam_objs[b], beam_specs[b] = beam_of(b, spec)
     ivar_paths = {b: Path(p) for b, p in for_mapped_bands(ivar, "inverse-variance map", named=True).items()
                   if p is not None}
-    images = {b: _BandImage(given[b], b, "map", freqs_ghz.get(b, float(b))) for b in sorted(given)}
+    images = {b: BandImage(given[b], b, "map", freqs_ghz.get(b, float(b))) for b in sorted(given)}
     ref = images[min(given)]
     for img in images.values():
-        diff = _same_wcs(ref, img)
+        diff = same_wcs(ref, img)
         if diff is not None:
             raise InputError(img.path, f"pixel grid differs from {ref.path}: {diff}")
     ivar_imgs = {}
     for b, p in ivar_paths.items():
-        ivar_imgs[b] = _BandImage(p, b, "ivar")
-        diff = _same_wcs(images[b], ivar_imgs[b])
+        ivar_imgs[b] = BandImage(p, b, "ivar")
+        diff = same_wcs(images[b], ivar_imgs[b])
         if diff is not None:
             raise InputError(p, f"inverse-variance map's pixel grid differs from its map {images[b].path}: {diff}")
     mask_img = None
     if mask is not None:
-        mask_img = _BandImage(Path(mask), None, "mask")
-        diff = _same_wcs(ref, mask_img)
+        mask_img = BandImage(Path(mask), None, "mask")
+        diff = same_wcs(ref, mask_img)
         if diff is not None:
             raise InputError(mask_img.path, f"mask's pixel grid differs from the maps' ({ref.path}): {diff}")
     sky = FlatFitsSky(images, ivar_imgs, mask_img, beam_objs, freqs_ghz, beam_specs)

@@ -11,7 +11,7 @@ Layouts (SCIENCE.md section 1; whitespace-separated, no header, 0-based columns)
 - ``halo_nbody.binary``: the same 20 columns as float32, one halo after another (80 bytes a halo), no header;
   the byte order is detected (:func:`read_sehgal_binary`).
 
-Websky's ``halos.pksc`` and AGORA's ``agora_halolc_*.npz`` shells are read by :mod:`szviewer.sky.websky` and
+Websky's ``halos.pksc`` and AGORA's ``agora_halolc_*.npz`` shells are read by :mod:`szviewer.sky.websky_halos` and
 :mod:`szviewer.sky.agora`; :func:`read_halo_table` hands such files to them.
 
 The ASCII layout is detected from the number of columns on the first line. Every line must have that many
@@ -308,7 +308,7 @@ def read_halo_table(path) -> Table:
     Returns a Table with the canonical columns of :func:`read_sehgal_halos` (NaN where absent; RA/Dec
     converted to deg, masses to Msun and radii to Mpc when the columns carry units). Missing required
     columns -> :class:`InputError` listing them. ``*.binary`` files are Sehgal's binary layout
-    (:func:`read_sehgal_binary`), ``*.pksc`` Websky's halos (:func:`szviewer.sky.websky.read_pksc`, default mass
+    (:func:`read_sehgal_binary`), ``*.pksc`` Websky's halos (:func:`szviewer.sky.websky_halos.read_pksc`, default mass
     floor) and ``*.npz`` an AGORA light-cone shell (:func:`szviewer.sky.agora.read_agora_halos`).
     """
     path = Path(path)
@@ -318,7 +318,7 @@ def read_halo_table(path) -> Table:
     if name.endswith(".binary"):
         return read_sehgal_binary(path)
     if name.endswith(".pksc"):
-        from szviewer.sky.websky import read_pksc
+        from szviewer.sky.websky_halos import read_pksc
 
         return read_pksc(path)
     if name.endswith(".npz"):

@@ -30,11 +30,13 @@ import numpy as np
 from szviewer.errors import InputError
 from szviewer.sky.bands import BANDS_GHZ, band_label, jy_sr_to_uk, tsz_uk_per_y
 from szviewer.sky.geometry import pixel_offsets, tangent_to_vec
-from szviewer.sky.healpix import (  # noqa: F401 (UNSEEN and COMPONENT_ORDER are part of this module's interface)
-    BAD_ABS,
+from szviewer.sky.healpix import (  # noqa: F401 (COMPONENT_ORDER is part of this module's interface)
     COMPONENT_ORDER,
-    UNSEEN,
     centres,
+)
+from szviewer.sky.healpix_files import (  # noqa: F401 (UNSEEN is part of this module's interface)
+    BAD_ABS,
+    UNSEEN,
     open_healpix_file,
     parse_unit,
 )
@@ -57,7 +59,7 @@ _BATCH = 2048  # centres per batch: ~50 MB of float64 vectors for 32 x 32 cutout
 def unit_factor(unit: str | None, band: int, component: str, path, nside: int) -> tuple[float, str]:
     """Multiplicative factor from a map's stored unit to uK_CMB, and the unit as understood.
 
-    Accepted (:func:`szviewer.sky.healpix.parse_unit`; case-insensitive, spaces ignored): Jy/sr (x
+    Accepted (:func:`szviewer.sky.healpix_files.parse_unit`; case-insensitive, spaces ignored): Jy/sr (x
     ``jy_sr_to_uk(band)``), MJy/sr, uK / uK_CMB / muK (x 1), mK (x 1e3), K / K_CMB (x 1e6), and for ``tsz`` only
     Compton-y (x ``tsz_uk_per_y(band)``, the SO v3 convention). With no unit keyword, Nside 8192 is taken as
     Jy/sr (Sehgal's original maps) and Nside 4096 as uK_CMB (SO v3), each with a warning; anything else is an
@@ -135,7 +137,7 @@ class HealpixMap:
 def open_healpix_map(path, band: int, component: str) -> HealpixMap:
     """Open one HEALPix binary-table FITS map memory-mapped, check its header and read its unit.
 
-    The header checks are :func:`szviewer.sky.healpix.open_healpix_file`'s (each failure an :class:`InputError`
+    The header checks are :func:`szviewer.sky.healpix_files.open_healpix_file`'s (each failure an :class:`InputError`
     naming ``path``: binary table, float column ``signal`` or the first, PIXTYPE, Nside a power of 2, ORDERING,
     implicit full-sky indexing, 12 Nside^2 pixels, 'truncated'); the unit must be known (:func:`unit_factor`).
     Only the headers are read; pixels stay on disk.

@@ -35,7 +35,8 @@ from szviewer.sky import painting, pressure, sources, spectra
 from szviewer.sky.bands import H_PLANCK, K_BOLTZMANN, db_dt_jy_sr_per_uk, tsz_uk_per_y
 from szviewer.sky.beams import Beam
 from szviewer.sky.halos import HaloSettings, draw_halos, region_solid_angle_sr, uniform_positions
-from szviewer.sky.instruments import Instrument, load_instrument
+from szviewer.sky.instrument_presets import load_instrument
+from szviewer.sky.instruments import Instrument
 from szviewer.sky.tiles import Footprint, Tile, make_tiles
 from szviewer.sky.tilestore import TileWriter
 
