@@ -107,3 +107,16 @@ def test_mass_job_and_cli_on_a_real_workspace(scratch_ws, capsys):
     assert 13.0 < np.nanmedian(col[lab]) < 15.5
     with pytest.raises(Exception, match="overwrite"):
         mass_job(ws)
+    # the object catalogue carries the CNN mass of each candidate's cell, in Msun
+    from astropy.table import Table
+
+    assert main(["mf", str(scratch_ws)]) == 0
+    out = scratch_ws / "cands.ecsv"
+    assert main(["export", str(scratch_ws), "--method", "mf", "--out", str(out)]) == 0
+    cat = Table.read(out)
+    assert str(cat["m500_cnn"].unit) == "solMass"
+    cid = np.asarray(cat["cutout_id"])
+    by_id = dict(zip(ids.tolist(), col.tolist(), strict=True))
+    want = np.array([10 ** by_id[c] if c in by_id and np.isfinite(by_id[c]) else np.nan for c in cid])
+    np.testing.assert_allclose(np.asarray(cat["m500_cnn"], float), want, rtol=1e-9)
+    assert np.isfinite(want).any()

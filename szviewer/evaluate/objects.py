@@ -22,6 +22,8 @@ cutout-level Table 1 uses and counted on the same test sky.
 matched to at most one candidate within 1' (closest first): that candidate is a true positive when it passes
 a method's thresholds; others are false positives; a qualifying halo whose candidate fails (or which has none)
 is a false negative. Purity = TP / (TP + FP), completeness = TP / N_halos, F1 = 2 TP / (2 TP + FP + FN).
+The one count is :func:`object_counts`; :class:`ObjectCounter` prepares a region once to count it at any
+thresholds (the app's live object-level F1).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ COLUMN_UNITS: dict[str, str] = {
     "ra": "deg", "dec": "deg", "pos_err_arcmin": "arcmin", "mf_snr": "", "theta_c_arcmin": "arcmin", "y0": "",
     "y0_err": "", "cnn_prob": "", "cnn_logit": "", "rank_product": "", "learned_prob": "", "score": "",
     "sep_mf_cnn_arcmin": "arcmin", "halo_m_vir": "solMass", "halo_m500": "solMass", "halo_z": "",
-    "halo_offset_arcmin": "arcmin", "m500_arnaud": "solMass", "m500_arnaud_err": "solMass", "z_used": "",
+    "halo_offset_arcmin": "arcmin", "m500_arnaud": "solMass", "m500_arnaud_err": "solMass", "m500_cnn": "solMass",
+    "z_used": "",
     "flags": "", "cutout_id": "", "halo_id": "",
 }
 

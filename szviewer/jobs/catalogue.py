@@ -132,8 +132,7 @@ def load_objects(ws: Workspace, allow_stale: bool = False, learned: bool = True,
         raise InputError(ws.root, "no candidate catalogues yet: run `szviewer mf WS` and/or "
                                   "`szviewer predict WS --dense`")
     used = ["cutouts"] + [p for p, k in (("mf", "mf"), ("cnn_dense", "cnn")) if have[k]]
-    if ws.has("cnn"):
-        used.append("cnn")
+    used += [p for p in ("cnn", "cnn_mass") if ws.has(p)]
     notes = ws.check_fresh(used, allow_stale)
     grid, cell_split, table = grid_and_splits(ws)
     mf = Table.read(ws.file("mf", MF_CATALOG)) if have["mf"] else None
@@ -165,6 +164,11 @@ def load_objects(ws: Workspace, allow_stale: bool = False, learned: bool = True,
         redshift = redshifts_for(cands, *read_redshifts(redshift_file))
         notes.append(f"redshifts of {int(np.isfinite(redshift).sum())} candidates from {redshift_file}")
     add_masses(cands, redshift)
+    if "log10_m500_cnn" in scores:  # `szviewer mass WS`: the CNN's log10 M500 of the candidate's cell
+        cell_m = np.full(grid.size, np.nan)
+        cell_m[np.asarray(table["id"])] = scores["log10_m500_cnn"]
+        cid = np.asarray(cands["cutout_id"], np.int64)
+        cands["m500_cnn"] = np.where(cid >= 0, 10.0 ** cell_m[np.maximum(cid, 0)], np.nan)
     err = None
     if learned and hq is not None and mf is not None and "cnn_prob" in cands.colnames and \
             np.isfinite(np.asarray(cands["cnn_prob"], float)).any():
