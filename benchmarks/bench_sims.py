@@ -5,7 +5,7 @@ Run ``python benchmarks/bench_sims.py`` (``--quick`` for a small run; ``--halos 
 1. writes a synthetic ``halos.pksc`` of N halos (default 10^8, 4 GB: little-endian, int32 -N, float32 RTHmax,
    float32 redshift, then N x 10 float32) with positions inside z ~ 4.6 and Lagrangian radii from a steep mass
    function (M200m from 1e12 to 1e16 Msun, dN/dM ~ M^-2: about 1% above the 1e14 floor), block by block;
-2. times :func:`szviewer.sky.websky.read_pksc` with the 1e14 Msun floor from the page cache (best of three after a
+2. times :func:`szviewer.sky.websky_halos.read_pksc` with the 1e14 Msun floor from the page cache (best of three after a
    warming pass; target >= 5e7 halos/s), and its peak memory (tracemalloc), against a raw ``numpy.fromfile`` of
    the same bytes in the same blocks (the reference row: the cost of reading the file at all);
 3. makes a Websky-format Nside 4096 set (tsz, ksz, four CIB maps, the lensed CMB) and a Sehgal-format set of the

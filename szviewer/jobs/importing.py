@@ -138,7 +138,7 @@ def import_websky(directory: str | os.PathLike, out: str | os.PathLike, halo_fil
     ``halo_file``) down to ``mass_floor`` (M200m, default 1e14 Msun) inside the region.
 
     ``region``: the footprint of the cutouts, any RA/Dec box (default the octant RA 0-90, Dec 0-90; Websky's halos
-    are unique over the whole sky). ``cib``: 'interp' or 'nearest' (:func:`szviewer.sky.healpix.band_parts`).
+    are unique over the whole sky). ``cib``: 'interp' or 'nearest' (:func:`szviewer.sky.healpix_recipes.band_parts`).
     Every map is checked before the workspace is made. Returns the summary (components, Nside, halos, how each
     band was made, and a ``warning`` when the maps are coarser than the cutouts' pixels).
     """
