@@ -15,9 +15,10 @@ from pathlib import Path
 def run() -> list[dict]:
     from szviewer.cutouts.build import CutoutSettings
     from szviewer.jobs.cutouts import make_cutouts
-    from szviewer.jobs.mf import run_injection_on_workspace, run_mf_on_workspace
+    from szviewer.jobs.mf import run_mf_on_workspace
+    from szviewer.jobs.mf_injection import run_injection_on_workspace
     from szviewer.jobs.simulate import simulate_workspace
-    from szviewer.mf.selection import InjectionSettings
+    from szviewer.mf.selection_plan import InjectionSettings
     from szviewer.mf.settings import MFSettings
     from szviewer.sky.synthetic import SimulationSettings
     from szviewer.workspace import Workspace

@@ -77,7 +77,7 @@ def instrument():
 def make_sky(inst, seed: int = 12):
     """Maps (nb, n, n) uK, ivar (nb, n, n), truth dict, pixel-integrated clusters of known ideal S/N."""
     from szviewer.mf.injection import beam_transfers, ideal_sigma_of, paint_arnaud_real
-    from szviewer.mf.selection import arnaud_parameters
+    from szviewer.mf.selection_plan import arnaud_parameters
     from szviewer.sky.bands import tsz_uk_per_y
     from szviewer.sky.noise_maps import ivar_map, realise_noise, relative_hits
     from szviewer.sky.spectra import ARCMIN_RAD, cmb_lensed_dl, dl_to_cl, ell_grid

@@ -5,6 +5,8 @@ is only replaced once the new one is complete. One context manager, :func:`atomi
 name to a writer (h5py, astropy, a callable) and moves the result into place; :func:`atomic_write` and the
 ``*_bytes``/``*_text``/``*_json`` helpers are thin layers on it that also refuse to clobber a file that exists
 unless ``overwrite`` (a hard link makes that check race-free), flush to disk and set the usual permissions.
+:func:`atomic_dir` is its counterpart for a folder of files: everything is written into a temporary sibling
+folder, which replaces the target only once it is complete.
 """
 
 from __future__ import annotations
@@ -57,6 +59,58 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, overwrite
         else:
             with contextlib.suppress(FileNotFoundError):
                 tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a new, empty temporary folder beside ``path``; on success rename it to ``path``.
+
+    The folder version of :func:`atomic_path`: the caller writes every file into the yielded folder, and ``path``
+    appears (or is replaced) only once all of them are complete. It has the usual permissions (not mkdtemp's
+    private 0700) and a name ``.NAME.partial-<pid>-*``, so a killed writer's leftover is recognisable
+    (:func:`szviewer.workspace.locks.leftovers`). An existing ``path`` is refused (FileExistsError) unless
+    ``overwrite``; then it is moved aside into a second temporary sibling, the new folder renamed into place and
+    the old one deleted, and if that rename fails the old folder is put back. On any exception (a failed write,
+    a cancel, KeyboardInterrupt) the temporary folder is removed and ``path`` is left exactly as it was.
+    Checking what an existing ``path`` holds before replacing it is the caller's business.
+    """
+    path = Path(path)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(_exists(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        yield tmp
+        if not (path.exists() or path.is_symlink()):
+            _rename_new_dir(tmp, path)
+        elif not overwrite:
+            raise FileExistsError(_exists(path))
+        else:
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-old-", dir=path.parent))
+            try:
+                os.replace(path, trash / path.name)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.replace(trash / path.name, path)  # put the old folder back
+                    raise
+            finally:
+                shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _rename_new_dir(tmp: Path, path: Path) -> None:
+    """Rename the folder ``tmp`` to ``path``, which did not exist a moment ago; FileExistsError if a folder with
+    files appeared there meanwhile (rename(2) refuses a non-empty target; an empty one is replaced)."""
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(_exists(path)) from None
         raise
 
 

@@ -318,3 +318,88 @@ def test_cancel_and_interrupt_leave_nothing(paper, tmp_path):
     with pytest.raises(InputError, match="no tile -1"):
         export_maps(paper, tmp_path / "c", tiles=[-1])
     assert list(tmp_path.iterdir()) == []
+
+
+def _tree_bytes(folder) -> dict:
+    """{relative path: bytes} of every file under ``folder`` (and the folders, as None)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_failed_overwrite_leaves_the_old_export_byte_identical(paper, tmp_path, monkeypatch):
+    """--overwrite writes the new export beside the old one: a write failing midway (after the first file) or a
+    cancel leaves the earlier export byte for byte and no temporary folder (szviewer.atomic.atomic_dir)."""
+    import szviewer.jobs.export_maps as em
+
+    out = tmp_path / "prod"
+    export_maps(paper, out, tiles=[0, 1])
+    before = _tree_bytes(out)
+    assert "tile_0000/map_148.fits" in before and "README.txt" in before
+    real_write = em._write_image
+    calls = []
+
+    def fail_after_first(path, data, header):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        real_write(path, data, header)
+
+    monkeypatch.setattr(em, "_write_image", fail_after_first)
+    with pytest.raises(OSError, match="No space left"):
+        export_maps(paper, out, tiles=[2], overwrite=True)
+    assert len(calls) == 2 and calls[0].is_relative_to(tmp_path) and not calls[0].is_relative_to(out)
+    assert _tree_bytes(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prod"]  # no .prod.partial-* left
+    monkeypatch.setattr(em, "_write_image", real_write)
+
+    checks = []
+
+    def cancel_midway():  # the third check: after the first band's files are written
+        checks.append(1)
+        return len(checks) >= 3
+
+    with pytest.raises(Cancelled):
+        export_maps(paper, out, tiles=[2], overwrite=True, cancelled=cancel_midway)
+    assert _tree_bytes(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prod"]
+
+    # and a complete one replaces it
+    export_maps(paper, out, tiles=[2], overwrite=True)
+    assert fits.getheader(out / "mask.fits")["TILE"] == 2 and not (out / "tile_0000").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prod"]
+
+
+def test_atomic_dir_replaces_only_a_complete_folder(tmp_path, monkeypatch):
+    import os
+
+    from szviewer.atomic import atomic_dir
+
+    out = tmp_path / "out"
+    with atomic_dir(out) as d:
+        assert d.parent == tmp_path and d.name.startswith(".out.partial-") and not out.exists()
+        (d / "a.txt").write_text("one")
+    assert (out / "a.txt").read_text() == "one" and (out.stat().st_mode & 0o777) != 0o700
+    with pytest.raises(FileExistsError), atomic_dir(out):
+        pass
+    with pytest.raises(RuntimeError), atomic_dir(out, overwrite=True) as d:
+        (d / "b.txt").write_text("two")
+        raise RuntimeError("writer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "a.txt").read_text() == "one"
+
+    # the swap itself failing puts the old folder back
+    real_replace = os.replace
+
+    def refuse_new(src, dst):
+        if ".partial-" in str(src) and "-old-" not in str(src) and "-old-" not in str(dst):
+            raise OSError(5, "I/O error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_new)
+    with pytest.raises(OSError, match="I/O error"), atomic_dir(out, overwrite=True) as d:
+        (d / "b.txt").write_text("two")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and sorted(p.name for p in out.iterdir()) == ["a.txt"]
+
+    with atomic_dir(out, overwrite=True) as d:
+        (d / "b.txt").write_text("two")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

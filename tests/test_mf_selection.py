@@ -9,13 +9,9 @@ from astropy.table import Table
 from test_mf_calibration import CACHE, PIX, settings_for, spt_like
 
 from szviewer.mf.injection import make_test_sky
-from szviewer.mf.selection import (
-    InjectionSettings,
-    arnaud_parameters,
-    plan_positions,
-    run_injection,
-    selection_tables,
-)
+from szviewer.mf.selection import run_injection
+from szviewer.mf.selection_plan import InjectionSettings, arnaud_parameters, plan_positions
+from szviewer.mf.selection_tables import selection_tables
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +73,7 @@ def test_in_memory_injection_is_a_rerun_of_the_filter_on_injected_maps(injected)
 
     from szviewer.mf import run_mf
     from szviewer.mf.profiles import settings_transfers
-    from szviewer.mf.selection import paint_y
+    from szviewer.mf.selection_plan import paint_y
     from szviewer.sky.bands import tsz_uk_per_y
 
     sky, _, st, inj, tab = injected

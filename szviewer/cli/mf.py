@@ -27,8 +27,8 @@ def _print_check(check: dict) -> None:
 
 def _inject(args, ws, settings) -> int:
     """``szviewer mf WS --inject N [--seed S]``: the selection function by injection (product mf_injection)."""
-    from szviewer.jobs.mf import INJECTIONS, run_injection_on_workspace
-    from szviewer.mf.selection import InjectionSettings
+    from szviewer.jobs.mf_injection import INJECTIONS, run_injection_on_workspace
+    from szviewer.mf.selection_plan import InjectionSettings
 
     try:
         inj = InjectionSettings(n=args.inject, seed=args.seed, arnaud_frac=args.inject_arnaud_frac)

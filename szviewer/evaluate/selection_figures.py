@@ -1,6 +1,6 @@
 """Figures of the MF selection function measured by injection (``szviewer mf WS --inject N``; the MF issue).
 
-Inputs are the tables and summary of :func:`szviewer.mf.selection.selection_tables` as the workspace stores them
+Inputs are the tables and summary of :func:`szviewer.mf.selection_tables.selection_tables` as the workspace stores them
 (product ``mf_injection``): the recovered fraction against the noise-free S/N (all injections), against (y0,
 theta_c) of the beta-model injections and against (M500, z) of the Arnaud et al. (2010) ones, and histograms of the
 recovered S/N over the noise-free S/N and of the position offsets [arcmin]. Drawn with matplotlib's Agg canvas

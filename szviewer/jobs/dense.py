@@ -24,7 +24,7 @@ import numpy as np
 from szviewer.errors import Cancelled, InputError
 from szviewer.evaluate.cnn_scores import edge_effect
 from szviewer.jobs.cnn import _model_inputs, check_model_fits, model_for, resolve_device
-from szviewer.jobs.mf import sources_table, tile_footprint
+from szviewer.jobs.mf_inputs import sources_table, tile_footprint
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.sky.tiledsky import window_origin
 from szviewer.workspace import Workspace

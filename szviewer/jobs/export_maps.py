@@ -16,7 +16,8 @@
 
 and once: ``halos.ecsv`` and ``sources.ecsv`` (the truth on the exported maps, units on every halo column) and
 ``README.txt`` (the files and the exact ``szviewer import`` command(s) that read them back). One tile: the files go
-in DIR; several: in ``DIR/tile_NNNN/``. Everything is written in a hidden sibling folder renamed to DIR at the end.
+in DIR; several: in ``DIR/tile_NNNN/``. Everything is written in a hidden sibling folder renamed to DIR at the end
+(:func:`szviewer.atomic.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import datetime as _dt
 import math
 import os
 import shlex
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from szviewer import __version__
+from szviewer.atomic import atomic_dir
 from szviewer.errors import InputError, OutputExistsError
 from szviewer.progress import CancelFn, ProgressFn, check_cancel
 from szviewer.workspace import Workspace
@@ -331,10 +331,6 @@ def export_maps(ws, out: str | os.PathLike, tiles: list[int] | None = None, over
     out.parent.mkdir(parents=True, exist_ok=True)
     final = out.parent.resolve() / out.name
     ws2 = final.parent / f"{final.name}_ws"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
     steps = len(tile_objs) * (len(bands) + 1) + 1
     done = 0
     files: list[str] = []
@@ -346,10 +342,10 @@ def export_maps(ws, out: str | os.PathLike, tiles: list[int] | None = None, over
             progress(done, steps, message)
         check_cancel(cancelled, "export-maps")
 
-    try:
-        from szviewer.sky.beams import write_beam_file
+    from szviewer.sky.beams import write_beam_file
 
-        check_cancel(cancelled, "export-maps")
+    check_cancel(cancelled, "export-maps")
+    with atomic_dir(out, overwrite=overwrite) as tmp:  # out appears, or is replaced, only once complete
         commands = []
         for k, tile in zip(chosen, tile_objs, strict=True):
             sub = layout[tile.index]
@@ -386,16 +382,6 @@ def export_maps(ws, out: str | os.PathLike, tiles: list[int] | None = None, over
         (tmp / README).write_text(text, encoding="utf-8")
         files.append(README)
         step("catalogues and README")
-        if out.exists() or out.is_symlink():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"out": str(out), "tiles": [t.index for t in tile_objs], "folders": layout, "bands": list(bands),
             "freqs_ghz": list(inst.freqs_ghz), "instrument": inst.name,
             "halos": None if halos is None else len(halos), "sources": None if srcs is None else len(srcs),

@@ -83,7 +83,7 @@ def run_mf_on_maps(maps: Mapping[int, str], out: str | os.PathLike, options: MFO
     Returns {'candidates', 'out', 'snr_threshold', 'noise_mode', 'snr_rms_median', 'warning'}.
     """
     from szviewer.atomic import atomic_path
-    from szviewer.jobs.mf import BandStack, _beam_settings
+    from szviewer.jobs.mf_inputs import BandStack, beam_settings
     from szviewer.mf.runner import run_mf
     from szviewer.sky.fits_maps import open_fits_maps
 
@@ -98,7 +98,7 @@ def run_mf_on_maps(maps: Mapping[int, str], out: str | os.PathLike, options: MFO
                          freqs=dict(freqs or {}))
     settings = options.settings(sky.bands, sky.freqs_ghz, on_maps=True)
     if not any(settings.beam_fwhm_arcmin) and any(sky.beams.get(b) is not None for b in sky.bands):
-        settings = settings.replace(**_beam_settings([sky.beams.get(b) for b in sky.bands]))
+        settings = settings.replace(**beam_settings([sky.beams.get(b) for b in sky.bands]))
     depth_given = dict(options.noise_uk_arcmin)
     ivars = [sky.ivar(b) for b in sky.bands]
     weights = BandStack(ivars) if all(v is not None for v in ivars) else None

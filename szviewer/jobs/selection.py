@@ -7,7 +7,7 @@ from pathlib import Path
 
 from szviewer.workspace import Workspace
 
-#: the stored tables of :func:`szviewer.mf.selection.selection_tables`, by key
+#: the stored tables of :func:`szviewer.mf.selection_tables.selection_tables`, by key
 TABLES = ("snr_true", "y0_theta_c", "m500_z")
 
 

@@ -68,7 +68,7 @@ class MFSettings:
     Checks: after filtering, the robust rms of each S/N map away from candidates is measured; where it departs from
     1 by more than ``rms_warn_frac`` the run says so (catalogue metadata, product summary).
 
-    Selection function: injections have their own settings (:class:`szviewer.mf.selection.InjectionSettings`).
+    Selection function: injections have their own settings (:class:`szviewer.mf.selection_plan.InjectionSettings`).
 
     Tiling: maps are cut in tiles whose owned interior is ``tile_deg`` on a side, padded by
     ``tile_margin_arcmin`` on each side (overlap with the neighbours), apodised over ``apod_arcmin`` at the
