@@ -536,16 +536,94 @@ def test_sky_view_is_bound_to_its_model(window, wsdir):
     assert sky.colour.currentData() == "split:" and "train" in sky.legend.text()
 
 
-def test_f1_panel_shows_the_object_level_evaluation(window, wsdir, tmp_path):
-    from szviewer.atomic import write_json
+@pytest.fixture(scope="module")
+def objects_ws(small_ws, tmp_path_factory):
+    """The small sky cut again with wide val and test bands and the 1e14 Msun label rule (halos to count in both),
+    scored, and with an MF candidate catalogue as the MF job writes it: one candidate 0.3' from each labelled halo
+    and one at the centre of every other cutout with an S/N, each with its cutout's S/N."""
+    from astropy.table import Table
 
-    ws_path = shutil.copytree(wsdir["scored"], tmp_path / "ws")
+    from szviewer.cutouts.build import CutoutSettings
+    from szviewer.cutouts.labels import LabelSettings
+    from szviewer.gui.detections import halo_positions
+    from szviewer.gui.scores import CutoutData
+    from szviewer.jobs.cutouts import make_cutouts
+
+    base = tmp_path_factory.mktemp("gui_objects")
+    ws = bare_copy(small_ws["path"], base / "relabelled")
+    make_cutouts(ws, CutoutSettings(labels=LabelSettings(mass_min_msun=1e14, test_below=0.4, val_below=0.7)),
+                 overwrite=True)
+    dst = scored_copy(base / "relabelled", base / "ws", seed=1)
+    ws = Workspace(dst)
+    with ws.cutout_store() as st:
+        data = CutoutData.from_table(st.table)
+    c = data.columns
+    snr = ws.scores(c["id"])["mf_snr"]
+    hra, hdec, hrow = halo_positions(c)
+    neg = np.flatnonzero(~c["label"] & np.isfinite(snr))
+    ra = np.concatenate([hra + 0.3 / 60 / np.cos(np.radians(hdec)), c["ra"][neg]])
+    dec = np.concatenate([hdec, c["dec"][neg]])
+    s = np.concatenate([snr[hrow], snr[neg]])
+    keep = np.isfinite(s)
+    with ws.writing("mf", inputs=("cutouts",), overwrite=True) as w:
+        w.write_scores(c["id"], {"mf_snr": snr})
+        Table({"ra": ra[keep], "dec": dec[keep], "snr": s[keep]}).write(w.path("mf_catalog.fits"))
+    return dst
+
+
+def _shown_objects(window, method: str) -> str:
+    return window.f1.plots[method].summary.text().split("<br>")[1]
+
+
+def _objects_text(r) -> str:
+    from szviewer.gui.common import fmt
+
+    return (f"test objects: F1 <b>{fmt(r['f1'])}</b>, purity {fmt(r['purity'])}, completeness "
+            f"{fmt(r['completeness'])}")
+
+
+def test_f1_panel_shows_the_object_level_numbers_at_the_threshold(window, wsdir, objects_ws):
+    """Under each plot, the object-level purity, completeness and F1 on the test region at the current threshold:
+    what evaluate_objects counts at its thresholds, and a count by hand at any other; read once per workspace."""
+    from szviewer.evaluate.objects import evaluate_objects
+    from szviewer.jobs.catalogue import load_objects
+
+    window.open_workspace(str(wsdir["scored"]))  # cutout scores only: a hint, no numbers
+    assert _shown_objects(window, "MF") == "objects: no candidate catalogue yet: run the matched filter (or the " \
+                                           "dense CNN)"
+    ws_path = objects_ws
     window.open_workspace(str(ws_path))
-    assert window.f1.objects.text() == "objects: no evaluation yet: Jobs → Evaluate (Table 1)"
-    ws = Workspace(ws_path)
-    with ws.writing("evaluation", inputs=("cutouts",), overwrite=True) as w:  # as the evaluate job commits it
-        write_json(w.path("evaluation.json"), {"objects": {"methods": {
-            "MF": {"f1": 0.8125, "purity": 0.9, "completeness": 0.74, "tp": 13, "fp": 1, "fn": 5}}}})
+    s = window.state
+    oset = load_objects(Workspace(ws_path), learned=False)
+    table = evaluate_objects(oset.cands, oset.halos, oset.of_halo)
+    test = np.asarray(oset.cands["region"]) == "test"
+    matched = np.asarray(oset.cands["matched"], bool)
+    n_halos = int((np.asarray(oset.halos["region"]) == "test").sum())
+    snr = np.asarray(oset.cands["mf_snr"], float)
+    assert n_halos >= 5 and matched[test].sum() >= 5
+    prepared = s.object_set()
+    # at the thresholds evaluate chose on val, the panel shows evaluate's test-region numbers
+    s.set_threshold("MF", table["MF"]["thresholds"]["mf_snr"])
+    assert _shown_objects(window, "MF") == _objects_text(table["MF"])
+    a = table["AND"]["thresholds"]
+    s.set_threshold("AND", (a["cnn_prob"], a["mf_snr"]))
+    assert _shown_objects(window, "AND") == _objects_text(table["AND"])
+    # two other thresholds, two other numbers, each the count by hand: TP passing matched candidates of the test
+    # region, FP the other passing ones, FN the test region's halos less TP
+    shown = set()
+    for t in (5.5, 8.0):
+        s.set_threshold("MF", t)
+        ok = test & (snr >= t)
+        tp, fp = int((ok & matched).sum()), int((ok & ~matched).sum())
+        want = {"f1": 2 * tp / (2 * tp + fp + n_halos - tp), "purity": tp / (tp + fp), "completeness": tp / n_halos}
+        got = s.object_counts("MF")
+        assert (got["tp"], got["fp"], got["fn"]) == (tp, fp, n_halos - tp)
+        assert {k: got[k] for k in want} == pytest.approx(want)
+        assert _shown_objects(window, "MF") == _objects_text(want)
+        shown.add(_shown_objects(window, "MF"))
+    assert len(shown) == 2 and _objects_text(table["MF"]) not in shown
+    assert s.object_set() is prepared  # a threshold move only counts; the candidates were read once
+    # no dense CNN candidates: the CNN tab says so instead of counting the MF rows' cell probabilities
+    assert _shown_objects(window, "CNN").startswith("test objects: no CNN candidates")
     window.state.reload()
-    t = window.f1.objects.text()
-    assert "MF F1 <b>0.812</b>" in t and "purity 0.900" in t and "completeness 0.740" in t
+    assert s.object_set() is not prepared  # a workspace change reads them again

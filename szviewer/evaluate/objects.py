@@ -44,6 +44,9 @@ __all__ = [
     "qualifying_halos",
     "attach_truth",
     "add_method_scores",
+    "object_counts",
+    "method_object_scores",
+    "ObjectCounter",
     "evaluate_objects",
     "completeness_bins",
     "apply_units",
@@ -287,6 +290,60 @@ def _curve_summary(choice_curve, max_points: int = 200) -> dict | None:
     return {"threshold": f(c.thresholds), "purity": f(c.purity), "completeness": f(c.completeness), "f1": f(c.f1)}
 
 
+def object_counts(pred, matched, n_halos: int) -> dict:
+    """The object-level count of one region (module docstring): TP = passing candidates matched to a qualifying
+    halo, FP = the other passing candidates, FN = the region's ``n_halos`` halos less TP; purity, completeness, F1.
+
+    ``pred`` and ``matched`` are over the region's candidates (``matched`` from :func:`attach_truth`)."""
+    pred = np.asarray(pred, bool)
+    y = np.asarray(matched, bool)
+    tp = int((pred & y).sum())
+    fp = int((pred & ~y).sum())
+    fn = int(n_halos) - tp
+    return {"tp": tp, "fp": fp, "fn": fn, "purity": float(_ratio(tp, tp + fp)),
+            "completeness": float(_ratio(tp, n_halos)), "f1": float(_ratio(2 * tp, 2 * tp + fp + fn))}
+
+
+def method_object_scores(cands, methods: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per method (``methods``, default every one the columns allow) its thresholded columns over all candidates
+    (:func:`policy.method_scores`, PROD ranked within each region); methods without any finite score (e.g. CNN
+    without CNN candidates: no such rows) are left out."""
+    cols = candidate_columns(cands)
+    region = np.asarray(cands["region"]).astype(str)
+    have = policy.available(cols)
+    out = {}
+    for method in methods or have:
+        if method not in have:
+            continue
+        s = policy.method_scores(method, candidate_columns(cands, method), groups=region)
+        if all(np.isfinite(v).any() for v in s.values()):
+            out[method] = s
+    return out
+
+
+@dataclass(frozen=True)
+class ObjectCounter:
+    """The candidates of one region, prepared once, to count at any thresholds (:func:`object_counts`): what the
+    app shows live as a threshold is dragged (one comparison per candidate of the region)."""
+
+    region: str
+    scores: dict  # method -> thresholded column -> scores of the region's candidates
+    matched: np.ndarray
+    n_halos: int
+
+    @classmethod
+    def of(cls, cands, halos, region: str = "test", methods: Sequence[str] | None = None) -> ObjectCounter:
+        """From candidates with truth (:func:`attach_truth`) and the qualifying ``halos`` (with ``region``)."""
+        keep = np.asarray(cands["region"]).astype(str) == region
+        scores = {m: {c: v[keep] for c, v in s.items()} for m, s in method_object_scores(cands, methods).items()}
+        return cls(region, scores, np.asarray(cands["matched"], bool)[keep],
+                   int((np.asarray(halos["region"]).astype(str) == region).sum()))
+
+    def counts(self, method: str, thresholds: Mapping[str, float]) -> dict:
+        """:func:`object_counts` of ``method`` at ``thresholds`` (column -> value); KeyError for a method not here."""
+        return object_counts(policy.decide(method, self.scores[method], thresholds), self.matched, self.n_halos)
+
+
 def evaluate_objects(cands, halos, of_halo: np.ndarray, methods: Sequence[str] | None = None,
                      settings: policy.PolicySettings | None = None) -> dict[str, dict]:
     """Object-level Table 1: per method, thresholds chosen on region ``settings.fit`` (F1 over candidates with
@@ -298,30 +355,19 @@ def evaluate_objects(cands, halos, of_halo: np.ndarray, methods: Sequence[str] |
     completeness against M500 and z of the apply region's halos.
     """
     settings = settings or policy.PolicySettings()
-    cols = candidate_columns(cands)
     region = np.asarray(cands["region"]).astype(str)
     y = np.asarray(cands["matched"], bool)
     h_region = np.asarray(halos["region"]).astype(str)
     out: dict[str, dict] = {}
-    for method in methods or policy.available(cols):
-        if method not in policy.available(cols):
-            continue
-        s = policy.method_scores(method, candidate_columns(cands, method), groups=region)
-        if any(not np.isfinite(v).any() for v in s.values()):  # e.g. CNN without CNN candidates: no such rows
-            continue
+    for method, s in method_object_scores(cands, methods).items():
         fit, app = region == settings.fit, region == settings.apply
         n_fit_halos = int((h_region == settings.fit).sum())
         n_app_halos = int((h_region == settings.apply).sum())
         choice = policy.search(method, {k: v[fit] for k, v in s.items()}, y[fit],
                                n_missed=max(n_fit_halos - int(y[fit].sum()), 0), settings=settings)
         pred = policy.decide(method, s, choice.thresholds)
-        tp = int((pred & y & app).sum())
-        fp = int((pred & ~y & app).sum())
-        fn = n_app_halos - tp
-        row = {"thresholds": choice.thresholds, "tp": tp, "fp": fp, "fn": fn,
-               "purity": float(_ratio(tp, tp + fp)), "completeness": float(_ratio(tp, n_app_halos)),
-               "f1": float(_ratio(2 * tp, 2 * tp + fp + fn)), "fit_f1": choice.fit_f1,
-               "n_candidates_apply": int(app.sum()), "n_halos_apply": n_app_halos}
+        row = {"thresholds": choice.thresholds, **object_counts(pred[app], y[app], n_app_halos),
+               "fit_f1": choice.fit_f1, "n_candidates_apply": int(app.sum()), "n_halos_apply": n_app_halos}
         if choice.curve is not None:
             col = next(iter(s))
             sa = s[col][app]

@@ -1,9 +1,9 @@
-"""The true halos and the matched filter's detections around the cutouts (pure numpy, no Qt)."""
+"""The true halos, the matched filter's detections around the cutouts and the object-level candidates counted at
+the app's thresholds (pure numpy, no Qt)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -54,23 +54,33 @@ def detections_near(cat: dict | None, ra0: float, dec0: float, half_arcmin: floa
              "theta_c_arcmin": float(cat["theta_c_arcmin"][i])} for i in k]
 
 
-def object_results(ws) -> tuple[dict | None, str]:
-    """The object-level results of the workspace's last evaluation (``szviewer evaluate`` or Jobs → Evaluate):
-    ``(methods, note)``, methods being method -> {f1, purity, completeness, tp, fp, fn, thresholds} on the test
-    region (thresholds chosen on val; :func:`szviewer.evaluate.objects.evaluate_objects`), or None with why."""
-    import json
+def object_counter(ws, region: str = "test"):
+    """The workspace's candidates on ``region`` prepared to count object-level TP / FP / FN at any thresholds
+    (:class:`szviewer.evaluate.objects.ObjectCounter`, read once per workspace so a threshold drag only counts):
+    ``(counter, note)`` (note: stale inputs), or ``(None, why)`` where there are no candidates or no truth."""
+    from szviewer.errors import InputError
+    from szviewer.evaluate.objects import ObjectCounter
+    from szviewer.jobs.catalogue import has_candidates, load_objects
 
-    if ws is None or not ws.has("evaluation"):
-        return None, "no evaluation yet: Jobs → Evaluate (Table 1)"
-    for rel in ws.products["evaluation"].get("files", []):
-        if rel.endswith(".json"):
-            try:
-                doc = json.loads(Path(ws.path(rel)).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            methods = (doc.get("objects") or {}).get("methods") if isinstance(doc, dict) else None
-            if not methods:
-                return None, "the last evaluation has no object-level results (no candidate catalogues)"
-            why = ws.stale("evaluation")
-            return methods, ("stale: " + "; ".join(why)) if why else ""
-    return None, "no evaluation file"
+    if ws is None:
+        return None, ""
+    if not ws.has("cutouts"):
+        return None, "no cutouts yet"
+    if not any(has_candidates(ws).values()):
+        return None, "no candidate catalogue yet: run the matched filter (or the dense CNN)"
+    if not ws.has("halos"):
+        return None, "no true halos to count against"
+    try:
+        oset = load_objects(ws, allow_stale=True, learned=False)
+    except (InputError, OSError, ValueError, KeyError) as exc:
+        return None, f"cannot read the candidates: {exc}"
+    if oset.halos is None:
+        return None, "no true halos to count against"
+    return ObjectCounter.of(oset.cands, oset.halos, region), "; ".join(oset.notes)
+
+
+def policy_thresholds(method: str, value) -> dict[str, float]:
+    """The app's threshold of ``method`` (a float; AND a pair (CNN, MF S/N)) as the policy's column -> value."""
+    from szviewer.evaluate.policy import thresholds_from_values
+
+    return thresholds_from_values(method, value if isinstance(value, (tuple, list)) else [value])

@@ -1,9 +1,12 @@
 """The F1 panel: F1, purity and completeness against threshold over the score histograms, with draggable
-threshold lines (CNN, MF, PROD), the AND heat map with a draggable point, and live counts on val and test.
+threshold lines (CNN, MF, PROD), the AND heat map with a draggable point, and live counts on val and test: of
+cutouts, and of objects (candidates matched to halos, test region) under each plot, at the current threshold.
 
 Curves are exact (:func:`szviewer.evaluate.curves.f1_curve`) and drawn at up to 800 thresholds; moving a line
 is a binary search per split (``F1Curve.counts_at``). Drag events are coalesced: only the latest position per
 method is applied on each pass of the event loop, so a fast drag never queues stale updates.
+The object counts are a comparison per candidate of the test region, prepared once per workspace
+(:meth:`ViewerState.object_set`, :class:`szviewer.evaluate.objects.ObjectCounter`).
 
 The table of counts under the plots is :mod:`szviewer.gui.statstable`.
 """
@@ -46,6 +49,36 @@ def _summary_label() -> QtWidgets.QLabel:
     return label
 
 
+OBJECTS_RULE = ("objects: the candidates of the test region matched one-to-one to qualifying halos within 1', "
+                "counted at this threshold (the rule of szviewer evaluate)")
+
+
+def object_line(state: ViewerState, method: str) -> tuple[str, str]:
+    """(text, tooltip) of the object-level purity, completeness and F1 of ``method`` on the test region at its
+    current threshold (:meth:`ViewerState.object_counts`), or a short hint where there is no object set."""
+    counter, note = state.object_set()
+    if counter is None:
+        return (f"objects: {note}" if note else ""), ""
+    c = state.object_counts(method)
+    if c is None:
+        why = "no CNN candidates with positions (dense CNN)" if method == "CNN" else f"no {method} candidates"
+        return f"test objects: {why}", OBJECTS_RULE
+    tip = f"{OBJECTS_RULE}: TP {c['tp']}, FP {c['fp']}, FN {c['fn']} of {counter.n_halos} halos"
+    if method == "PROD":
+        tip += ". PROD ranks the candidates of the test region, not the cutouts: the same q is another cut"
+    if note:
+        tip += f". Stale inputs: {note}"
+    return (f"test objects: F1 <b>{fmt(c['f1'])}</b>, purity {fmt(c['purity'])}, completeness "
+            f"{fmt(c['completeness'])}" + (" (stale)" if note else "")), tip
+
+
+def _show_summary(label: QtWidgets.QLabel, state: ViewerState, method: str, cutouts: str) -> None:
+    """The cutout-level line and, under it, the object-level one (:func:`object_line`)."""
+    text, tip = object_line(state, method)
+    label.setText(cutouts + (f"<br>{text}" if text else ""))
+    label.setToolTip(tip)
+
+
 class _MessagePage(QtWidgets.QLabel):
     def __init__(self):
         super().__init__(alignment=QtCore.Qt.AlignmentFlag.AlignCenter, wordWrap=True)
@@ -69,7 +102,7 @@ class _PlotCard(QtWidgets.QWidget):
         self.page_layout = QtWidgets.QVBoxLayout(page)
         self.page_layout.setContentsMargins(0, 0, 0, 0)
         self.plot = pg.PlotWidget()
-        self.plot.setMinimumHeight(150)
+        self.plot.setMinimumHeight(120)
         self.plot.getPlotItem().setMenuEnabled(False)
         self.page_layout.addWidget(self.plot, 1)
         self.stack.addWidget(page)
@@ -94,7 +127,7 @@ class MethodPlot(_PlotCard):
         super().__init__(state, method, coalescer, parent)
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", XLABEL[method])
-        pi.setLabel("left", "F1, purity, completeness")
+        # no left axis title: the legend above names the curves (a title is cut on a short plot, 1366 x 768)
         pi.showGrid(x=True, y=True, alpha=0.15)
         # the legend sits above the plot, never over the curves or the threshold region
         self.legend = QtWidgets.QLabel(
@@ -102,7 +135,7 @@ class MethodPlot(_PlotCard):
                 ("F1", CURVE_COLOURS["f1"]), ("purity", CURVE_COLOURS["purity"]),
                 ("completeness", CURVE_COLOURS["completeness"])))
             + " &nbsp; <span style='color:rgb(90,200,120)'>▇</span> clusters"
-              " &nbsp; <span style='color:rgb(150,150,160)'>▇</span> no cluster (right axis)")
+              " &nbsp; <span style='color:rgb(150,150,160)'>▇</span> others (right)")
         self.legend.setWordWrap(True)
         self.legend.setStyleSheet("font-size: 8pt")
         self.page_layout.insertWidget(0, self.legend)
@@ -138,8 +171,8 @@ class MethodPlot(_PlotCard):
         self.spin.setRange(*((-1e4, 1e5) if method == "MF" else (-1.0, 2.0)))
         self.spin.setSingleStep(0.01 if method != "MF" else 0.1)
         self.spin.valueChanged.connect(lambda v: self.state.set_threshold(self.method, v))
-        self.snap_btn = QtWidgets.QPushButton("F1 optimum (val)", toolTip="snap the threshold to the F1 optimum "
-                                                                          "on the validation split")
+        self.snap_btn = QtWidgets.QPushButton("F1 optimum", toolTip="snap the threshold to the F1 optimum on the "
+                                                                    "validation split")
         self.snap_btn.clicked.connect(lambda: self.state.snap(self.method, "val"))
         self.summary = _summary_label()
         row.addWidget(QtWidgets.QLabel("threshold"))
@@ -230,8 +263,8 @@ class MethodPlot(_PlotCard):
         finally:
             self._setting = False
         c = s.counts(self.method, s.curve_split)
-        self.summary.setText(f"{s.curve_split}: F1 <b>{fmt(c.f1)}</b>, purity {fmt(c.purity)}, "
-                             f"completeness {fmt(c.completeness)} at {fmt_threshold(self.method, t)}")
+        _show_summary(self.summary, s, self.method, f"{s.curve_split}: F1 <b>{fmt(c.f1)}</b>, purity "
+                      f"{fmt(c.purity)}, completeness {fmt(c.completeness)} at {fmt_threshold(self.method, t)}")
 
     def _line_moved(self) -> None:
         if not self._setting:
@@ -262,8 +295,10 @@ class AndPlot(_PlotCard):
         self.spin_mf.setRange(-1e4, 1e5)
         for w in (self.spin_cnn, self.spin_mf):
             w.valueChanged.connect(self._spun)
-        self.snap_btn = QtWidgets.QPushButton("F1 optimum (val)", toolTip="snap both thresholds to the F1 "
-                                                                          "optimum on the validation split")
+        for w in (self.spin_cnn, self.spin_mf):  # the range sets no width: the row fits a narrow dock
+            w.setMinimumWidth(62)
+        self.snap_btn = QtWidgets.QPushButton("F1 optimum", toolTip="snap both thresholds to the F1 optimum on "
+                                                                    "the validation split")
         self.snap_btn.clicked.connect(lambda: self.state.snap("AND", "val"))
         self.summary = _summary_label()
         row.addWidget(QtWidgets.QLabel("CNN ≥"))
@@ -327,8 +362,8 @@ class AndPlot(_PlotCard):
         finally:
             self._setting = False
         c = s.counts("AND", s.curve_split)
-        self.summary.setText(f"{s.curve_split}: F1 <b>{fmt(c.f1)}</b>, purity {fmt(c.purity)}, "
-                             f"completeness {fmt(c.completeness)}")
+        _show_summary(self.summary, s, "AND", f"{s.curve_split}: F1 <b>{fmt(c.f1)}</b>, purity {fmt(c.purity)}, "
+                                              f"completeness {fmt(c.completeness)}")
 
     def _moved(self) -> None:
         if self._setting or self.grid is None:
@@ -356,8 +391,8 @@ class F1Panel(QtWidgets.QWidget):
             self.split.addItem(sp)
         self.split.currentTextChanged.connect(self.state.set_curve_split)
         top.addWidget(self.split)
-        self.snap_all = QtWidgets.QPushButton("all to F1 optimum (val)", toolTip="snap every method's threshold "
-                                                                                 "to its F1 optimum on validation")
+        self.snap_all = QtWidgets.QPushButton("all to F1 optimum", toolTip="snap every method's threshold to its "
+                                                                           "F1 optimum on the validation split")
         self.snap_all.clicked.connect(self._snap_all)
         top.addWidget(self.snap_all)
         top.addStretch(1)
@@ -372,9 +407,6 @@ class F1Panel(QtWidgets.QWidget):
         v.addWidget(self.tabs, 3)
         self.stats = StatsTable(state)
         v.addWidget(self.stats, 1)
-        self.objects = _summary_label()  # object-level F1 of the last evaluation (candidates matched to halos)
-        self.objects.setStyleSheet("font-size: 8pt; color: #aab0bb")
-        v.addWidget(self.objects)
         state.events.workspace.connect(self._rebuild)
         state.events.scores.connect(self._rebuild)
         state.events.curve_split.connect(self._split_changed)
@@ -396,28 +428,11 @@ class F1Panel(QtWidgets.QWidget):
         for p in self.plots.values():
             p.rebuild()
         self.stats.rebuild()
-        self._objects_text()
         avail = self.state.available_methods()
         if avail and self.tabs.currentWidget() is not self.plots.get(avail[0]):
             cur = [m for m, p in self.plots.items() if p is self.tabs.currentWidget()]
             if cur and cur[0] not in avail:
                 self.tabs.setCurrentWidget(self.plots[avail[0]])
-
-    def _objects_text(self) -> None:
-        """One line per method of the last evaluation's object-level numbers (test region, thresholds on val)."""
-        from szviewer.gui.detections import object_results
-
-        if self.state.workspace is None:
-            self.objects.setText("")
-            return
-        methods, note = object_results(self.state.workspace)
-        if methods is None:
-            self.objects.setText(f"objects: {note}")
-            return
-        rows = [f"{m} F1 <b>{fmt(r.get('f1'))}</b> (purity {fmt(r.get('purity'))}, completeness "
-                f"{fmt(r.get('completeness'))})" for m, r in methods.items() if isinstance(r, dict)]
-        self.objects.setText("objects, test region (last evaluation): " + "; ".join(rows)
-                             + (f" <i>({note})</i>" if note else ""))
 
     def _split_changed(self, split: str) -> None:
         self._rebuild()

@@ -11,6 +11,8 @@ which emits its event when a value is set (psygnal):
 ``events`` gathers what views listen to: the models' own signals plus ``workspace`` (opened / closed), ``scores``
 (score columns changed) and ``filter`` (the gallery's rows changed: a filter field, the sort, or a threshold a
 filter depends on). The Qt views read the state and bind to these; they never compute science themselves.
+The gallery's rows (filter and sort) are :mod:`szviewer.gui.galleryrows`, the object-level counts
+:mod:`szviewer.gui.detections`.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ import numpy as np
 from psygnal import Signal
 
 from szviewer.gui.annotations import Annotations
-from szviewer.gui.detections import detections_near, halo_positions, read_mf_catalog
+from szviewer.gui.detections import detections_near, halo_positions, object_counter, policy_thresholds, read_mf_catalog
+from szviewer.gui.galleryrows import SPLITS, column, filter_depends_on, gallery_rows, valid_filter
 from szviewer.gui.models import DisplaySettings, GalleryFilter, PlotSettings, Selection, SkySettings, Thresholds
 from szviewer.gui.scores import COLUMN_OF, METHODS, OUTCOMES, CutoutData, ScoreModel, missing_message
 
 __all__ = ["ViewerState", "CutoutData", "DisplaySettings", "METHODS", "OUTCOMES", "COLUMN_OF", "FOUND",
            "METHOD_LABELS", "SPLITS", "missing_message"]
 
-SPLITS = ("train", "val", "test")
 SINGLE_METHODS = ("MF", "CNN", "PROD")
 METHOD_LABELS = {"MF": "matched filter S/N", "CNN": "CNN probability", "PROD": "rank product q_CNN q_MF",
                  "AND": "AND: CNN and MF"}
@@ -78,6 +80,7 @@ class ViewerState:
         self._filter_pending = False
         self._levels: dict[tuple[str, str], np.ndarray] = {}
         self._mf_catalog = False  # False = not looked for yet
+        self._objects: tuple | None = None  # (ObjectCounter or None, note); None = not read yet
         self.filter.events.all.connect(self._on_filter_field)
         self.thresholds.changed.connect(self._on_threshold)
         self.annotations.changed.connect(self._on_annotation)
@@ -129,7 +132,7 @@ class ViewerState:
         self.store = store
         self.scores.reset(data)
         self._levels = {}
-        self._mf_catalog = False
+        self._mf_catalog, self._objects = False, None
         self._visible = None
         c = data.columns if data is not None else {}
         self.annotations.open(None if workspace is None else Path(workspace.root), c.get("id"), c.get("ra"),
@@ -144,14 +147,7 @@ class ViewerState:
 
     def _valid_filter(self, view: dict) -> dict:
         """The parts of a saved gallery filter that apply to the open data."""
-        f = GalleryFilter.from_dict(dict(self.filter.to_dict(), **(view or {}))).to_dict()
-        o = f.get("outcome")
-        if o is not None and not (len(o) == 2 and (o[0] == "FOUND" and self.has_method("MF")
-                                                   and self.has_method("CNN") or self.has_method(o[0]))):
-            f["outcome"] = None
-        if f["split"] not in (None, *SPLITS):
-            f["split"] = None
-        return f
+        return valid_filter(self, view)
 
     def reload_scores(self) -> None:
         """Read the score table again (after a finder ran) and keep what the user set."""
@@ -162,7 +158,7 @@ class ViewerState:
         keep = self.thresholds.copy()
         self.scores.scores_changed()
         self._visible = None
-        self._mf_catalog = False
+        self._mf_catalog, self._objects = False, None
         self.thresholds.reset(self.scores.initial_thresholds(keep))
         self.events.scores.emit()
         self.events.filter.emit()
@@ -194,7 +190,7 @@ class ViewerState:
         self.annotations.open(None, None)
         self._visible = None
         self._levels = {}
-        self._mf_catalog = False
+        self._mf_catalog, self._objects = False, None
         if emit:
             self.events.workspace.emit(self)
 
@@ -317,12 +313,7 @@ class ViewerState:
 
     def filter_depends_on(self, method: str) -> bool:
         """Whether the gallery rows change when ``method``'s threshold moves."""
-        f = self.outcome_filter
-        if f is None:
-            return False
-        if f[0] == "FOUND":
-            return method in ("MF", "CNN")
-        return f[0] == method
+        return filter_depends_on(self.filter, method)
 
     def _on_threshold(self, method: str) -> None:
         if self.filter_depends_on(method):
@@ -334,77 +325,13 @@ class ViewerState:
 
     def column(self, name: str) -> np.ndarray:
         """A gallery column over all cutouts: table columns, score columns, 'rank_product', 'flag', 'vet'."""
-        d = self.data
-        if name == "flag":
-            return self.flags()
-        if name == "vet":
-            return self.annotations.vet_classes()
-        if name == "rank_product":
-            return self.score("PROD")
-        if name.startswith("outcome:"):
-            return self.outcome(name.split(":", 1)[1])
-        if name in d.scores:
-            return d.scores[name]
-        return d.columns[name]
-
-    def _filter_mask(self) -> np.ndarray | None:
-        masks = []
-        f = self.filter
-        if f.split:
-            masks.append(self.split_mask(f.split))
-        if f.outcome is not None:
-            kind, what = f.outcome
-            if kind == "FOUND":
-                if self.has_method("MF") and self.has_method("CNN"):
-                    mf, cnn = self.predicted("MF"), self.predicted("CNN")
-                    sel = {"MF_ONLY": mf & ~cnn, "CNN_ONLY": cnn & ~mf, "BOTH": mf & cnn,
-                           "NEITHER": ~mf & ~cnn}[what]
-                    masks.append(sel & self.labels)
-                else:
-                    masks.append(np.zeros(self.n, dtype=bool))
-            elif self.has_method(kind):
-                masks.append(self.outcome(kind) == OUTCOMES.index(what))
-            else:
-                masks.append(np.zeros(self.n, dtype=bool))
-        if f.flagged_only:
-            masks.append(self.flags())
-        if f.vet:
-            masks.append(self.annotations.vet_mask(f.vet))
-        if not masks:
-            return None
-        out = masks[0].copy()
-        for m in masks[1:]:
-            out &= m
-        return out
+        return column(self, name)
 
     def visible_rows(self) -> np.ndarray:
         """Row indices the gallery shows, filtered and sorted (cached until a filter or threshold changes)."""
-        if self._visible is not None:
-            return self._visible
-        if self.data is None:
-            self._visible = np.zeros(0, dtype=np.int64)
-            return self._visible
-        mask = self._filter_mask()
-        idx = np.arange(self.n, dtype=np.int64) if mask is None else np.flatnonzero(mask)
-        key, desc = self.filter.sort_key, self.filter.sort_descending
-        if key and key != "id" and idx.size:
-            try:
-                vals = self.column(key)
-            except KeyError:
-                vals = None
-            if vals is not None:
-                v = vals[idx]
-                if v.dtype.kind in "fc":
-                    order = np.argsort(-v if desc else v, kind="stable")  # NaN stays last either way
-                else:
-                    order = np.argsort(v, kind="stable")
-                    if desc:
-                        order = order[::-1]
-                idx = idx[order]
-        elif desc:
-            idx = idx[::-1]
-        self._visible = idx
-        return idx
+        if self._visible is None:
+            self._visible = gallery_rows(self)
+        return self._visible
 
     def select(self, row: int | None) -> None:
         if row is not None:
@@ -480,6 +407,21 @@ class ViewerState:
         if self._mf_catalog is False:
             self._mf_catalog = read_mf_catalog(self.workspace)
         return self._mf_catalog
+
+    def object_set(self) -> tuple:
+        """(counter, note) of the candidates on the test region, or (None, why): read once per workspace or score
+        change (:func:`~szviewer.gui.detections.object_counter`), so a threshold drag only counts."""
+        if self._objects is None:
+            self._objects = object_counter(self.workspace)
+        return self._objects
+
+    def object_counts(self, method: str) -> dict | None:
+        """Object-level tp, fp, fn, purity, completeness and F1 of ``method`` on the test region at its current
+        threshold (:func:`szviewer.evaluate.objects.object_counts`); None without an object set or that method."""
+        counter = self.object_set()[0]
+        if counter is None or method not in counter.scores or method not in self.thresholds:
+            return None
+        return counter.counts(method, policy_thresholds(method, self.thresholds[method]))
 
     def detections_near(self, row: int, half_arcmin: float = 4.0) -> list[dict]:
         """MF detections inside a cutout, with offsets east (dx) and north (dy) of its centre [arcmin]."""
