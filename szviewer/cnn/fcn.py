@@ -50,13 +50,13 @@ from __future__ import annotations
 import copy
 import math
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from szviewer.cnn.fused import _Conv, bf16_native_on, folded, fused_available
+from szviewer.cnn.fcn_engine import Engine, Op, conv_op
+from szviewer.cnn.fused import bf16_native_on, fused_available
 from szviewer.cnn.model import Bottleneck, DeepSZNet
 from szviewer.cnn.platt import Platt
 from szviewer.cnn.predict import error_bound
@@ -65,152 +65,6 @@ from szviewer.progress import CancelFn, ProgressFn, check_cancel
 #: output grids the plan supports (pixels between scored window origins): powers of two up to the total stride
 STRIDES = (1, 2, 4, 8, 16)
 PRECISIONS = ("auto", "fp32", "bf16", "checked")
-
-
-@dataclass(frozen=True)
-class _Op:
-    """One convolution or pool in window terms: kernel k, stride, padding; taps at anchor + s * (t - padding)."""
-
-    kind: str  # 'conv' | 'pool'
-    k: int
-    stride: int
-    padding: int
-    weight: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
-
-
-def _conv_op(conv, bn) -> _Op:
-    w, b = folded(conv, bn)
-    return _Op("conv", conv.kernel_size[0], conv.stride[0], conv.padding[0], w.contiguous(), b.contiguous())
-
-
-class _Engine:
-    """The plan's ops built for one dtype: oneDNN fused convolutions with pre-packed weights (CPU, ``fused``) or
-    plain ``F.conv2d`` (any device, or a PyTorch without the fused ops); the same numbers either way (fp32).
-
-    bf16 (``dtype=torch.bfloat16``): the trunk items from ``fp32_items`` on in bf16 with fp32 accumulation (the
-    ones before in fp32, activations cast where the dtype changes); with the whole trunk in bf16 the first
-    convolution keeps fp32 accuracy by splitting its 3-band input and weights into bf16 high and low parts (as
-    :class:`szviewer.cnn.fused.FusedPlan` does). The head's 2 x 2 and first 1 x 1 convolutions follow ``dtype``,
-    its last (256 -> 1) is fp32. ``phase_batch``: after a split, all phases stacked in the batch (default;
-    measured faster than one phase at a time on AMX); ``inplace``: the residual sum + ReLU written into the
-    identity (fused only).
-    """
-
-    def __init__(self, plan: FCNPlan, dtype: torch.dtype, fused: bool, fp32_items: int = 0):
-        self.dtype, self.fused, self.device = dtype, fused, plan.device
-        self.phase_batch, self.inplace = True, fused
-        self.trunk = []
-        for i, item in enumerate(plan.steps):
-            dt = torch.float32 if i < fp32_items else dtype
-            if item[0] == "op":
-                _, op, relu, run_stride, split = item
-                conv = None if op.kind == "pool" else self._conv(op, run_stride, dt,
-                                                                 split_input=dt == torch.bfloat16 and i == 0)
-                self.trunk.append(("op", op, conv, relu, run_stride, split, dt))
-            else:
-                _, (c1, c2, c3), ds, split, run_stride = item
-                self.trunk.append(("block", self._conv(c1, run_stride, dt), self._conv(c2, 1, dt),
-                                   self._conv(c3, 1, dt), None if ds is None else self._conv(ds, run_stride, dt),
-                                   split, c1.stride, dt))
-        (w1, b1), (w2, b2), (w3, b3) = plan.head1, plan.head2, plan.head3
-        self.head1 = self._conv(_Op("conv", w1.shape[-1], 1, 0, w1, b1), 1, dtype)
-        self.head2 = self._conv(_Op("conv", 1, 1, 0, w2, b2), 1, dtype)
-        self.head3 = (w3.to(self.device), b3.to(self.device))  # fp32, one output channel
-
-    def _conv(self, op: _Op, stride: int, dtype: torch.dtype, split_input: bool = False):
-        """relu?(conv(x) [+ other]) as a callable ``f(x, relu=True, other=None)``."""
-        w, b = op.weight, op.bias
-        if split_input:  # x w ~ x_hi w_hi + x_lo w_hi + x_hi w_lo, input [x_hi, x_lo, x_hi] (fp32 accuracy)
-            hi = w.to(torch.bfloat16).float()
-            w = torch.cat([hi, hi, (w - hi).to(torch.bfloat16).float()], dim=1)
-        if self.fused:
-            c = _Conv(w, b, stride, op.padding, dtype, 16, 64)
-
-            def run(x, relu=True, other=None):
-                if other is None:
-                    return c(x, relu)
-                if not self.inplace:
-                    return c.add_relu(x, other)
-                # relu(conv(x) + other) written into ``other`` (the block's identity, not read again)
-                return torch.ops.mkldnn._convolution_pointwise_.binary(
-                    other, x, c.weight, c.bias, c.padding, c.stride, c.dilation, 1, "add", None, "relu", [], "")
-            return run
-        wd = w.to(self.device, dtype).contiguous(memory_format=torch.channels_last)
-        bd = b.to(self.device, dtype)
-
-        def plain(x, relu=True, other=None):
-            y = F.conv2d(x, wd, bd, stride=stride, padding=op.padding)
-            if other is not None:
-                y = y.add_(other)
-            return torch.relu_(y) if relu or other is not None else y
-        return plain
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """The scaled fp32 input as the first convolution takes it."""
-        if self.trunk[0][-1] == torch.bfloat16:
-            hi = x.to(torch.bfloat16)
-            x = torch.cat([hi, (x - hi.float()).to(torch.bfloat16), hi], dim=1)
-        return x.contiguous(memory_format=torch.channels_last)
-
-    def run(self, x: torch.Tensor, i: int = 0, spacing: int = 1, offsets: tuple = ((0, 0),),
-            out: list | None = None) -> list:
-        """Trunk step ``i`` on and the head: [(offsets (y, x) of each batch entry's anchors, raw (b, h', w'))].
-
-        After a split the r^2 phase maps are independent, so they may go through the rest of the network together
-        (``phase_batch``) or one at a time (smaller activations, but measured 2x slower on AMX here).
-        """
-        out = [] if out is None else out
-        while i < len(self.trunk):
-            item = self.trunk[i]
-            i += 1
-            if x.dtype != item[-1]:
-                x = x.to(item[-1]).contiguous(memory_format=torch.channels_last)
-            if item[0] == "op":
-                _, op, conv, relu, run_stride, split, _ = item
-                if op.kind == "pool":
-                    if split:  # keep the size: the pool reads anchor and anchor + 1
-                        x = F.pad(x, (0, op.k - 1, 0, op.k - 1))
-                    x = F.max_pool2d(x, op.k, stride=run_stride).contiguous(memory_format=torch.channels_last)
-                else:
-                    x = conv(x, relu)
-                if split:
-                    return self._split(x, split, i, spacing, offsets, out)
-                spacing *= op.stride
-                continue
-            _, c1, c2, c3, ds, split, stride, _ = item
-            if split:  # a 1 x 1 stride-r convolution at stride 1 on each of the input's r^2 phases
-                return self._split(x, split, i - 1, spacing, offsets, out, block_input=True)
-            x = self._block(item, x)
-            spacing *= stride
-        if x.dtype != self.dtype:
-            x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        out.append((offsets, self.head(x)))
-        return out
-
-    def _block(self, item, x: torch.Tensor) -> torch.Tensor:
-        _, c1, c2, c3, ds = item[:5]
-        idt = x if ds is None else ds(x, relu=False)
-        return c3(c2(c1(x)), other=idt)
-
-    def _split(self, y: torch.Tensor, r: int, i: int, spacing: int, offsets: tuple, out: list,
-               block_input: bool = False) -> list:
-        """Phase (a, b) of ``y`` (rows a::r, columns b::r) through the rest, its anchors at offset + (a, b) spacing:
-        all r^2 phases stacked in the batch (``phase_batch``), else one after the other."""
-        phases = [(a, b) for a in range(r) for b in range(r)]
-        groups = [phases] if self.phase_batch else [[p] for p in phases]
-        for group in groups:
-            ph = torch.cat([y[:, :, a::r, b::r] for a, b in group]).contiguous(memory_format=torch.channels_last)
-            offs = tuple((oy + a * spacing, ox + b * spacing) for a, b in group for oy, ox in offsets)
-            if block_input:  # the split block itself, at stride 1, on these phases
-                self.run(self._block(self.trunk[i], ph), i + 1, spacing * r, offs, out)
-            else:
-                self.run(ph, i, spacing * r, offs, out)
-        return out
-
-    def head(self, f: torch.Tensor) -> torch.Tensor:
-        h = self.head2(self.head1(f))
-        return F.conv2d(h.float(), *self.head3)[:, 0]
 
 
 class FCNPlan:
@@ -259,15 +113,15 @@ class FCNPlan:
                       "max_dp": 0.0}
         self.inv_scale = (1.0 / np.asarray(cfg.scale_uk, dtype=np.float32)).reshape(-1, 1, 1)
         st = net.stem
-        # the trunk: a list of ('op', _Op, relu) and ('block', [c1, c2, c3], ds | None)
-        self.trunk: list = [("op", _conv_op(st[0], st[1]), True), ("op", _conv_op(st[3], st[4]), True),
-                            ("op", _Op("pool", st[6].kernel_size, st[6].stride, st[6].padding), False)]
+        # the trunk: a list of ('op', Op, relu) and ('block', [c1, c2, c3], ds | None)
+        self.trunk: list = [("op", conv_op(st[0], st[1]), True), ("op", conv_op(st[3], st[4]), True),
+                            ("op", Op("pool", st[6].kernel_size, st[6].stride, st[6].padding), False)]
         for stage in net.stages:
             for blk in stage:
                 assert isinstance(blk, Bottleneck)
-                ds = None if blk.downsample is None else _conv_op(blk.downsample[0], blk.downsample[1])
-                self.trunk.append(("block", [_conv_op(blk.conv1, blk.bn1), _conv_op(blk.conv2, blk.bn2),
-                                             _conv_op(blk.conv3, blk.bn3)], ds))
+                ds = None if blk.downsample is None else conv_op(blk.downsample[0], blk.downsample[1])
+                self.trunk.append(("block", [conv_op(blk.conv1, blk.bn1), conv_op(blk.conv2, blk.bn2),
+                                             conv_op(blk.conv3, blk.bn3)], ds))
         self.steps = self._schedule()
         # the head: BatchNorm1d folded into FC1, FC1 as a 2 x 2 convolution over the last feature map
         bn, fc1, fc2, fc3 = net.head[1], net.head[2], net.head[4], net.head[6]
@@ -286,7 +140,7 @@ class FCNPlan:
         self.cfeat = cfeat
         self.margin = self._receptive_margin()
         self.engine = "plain"
-        self._engines: dict[str, _Engine] = {}
+        self._engines: dict[str, Engine] = {}
         want = self.device.type == "cpu" and fused_available() if fused is None else bool(fused)
         # bf16 from the last stage on (default): the rounding of the early layers is what the later ones amplify
         # (fp32 there cuts the largest raw-score error 4x), and the last stage and the head hold most of the
@@ -305,14 +159,14 @@ class FCNPlan:
     def _main(self) -> str:
         return "fp32" if self.precision == "fp32" else "bf16"
 
-    def _build(self, prec: str, fused: bool) -> _Engine:
+    def _build(self, prec: str, fused: bool) -> Engine:
         """The engine of ``prec``; the fused one only if it runs here and agrees with the plain one on a random map."""
         dtype = torch.bfloat16 if prec == "bf16" else torch.float32
-        plain = _Engine(self, dtype, False, self.fp32_items)
+        plain = Engine(self, dtype, False, self.fp32_items)
         if not fused:
             return plain
         try:
-            eng = _Engine(self, dtype, True, self.fp32_items)
+            eng = Engine(self, dtype, True, self.fp32_items)
             x = (np.random.default_rng(0).standard_normal((self.config.in_bands, 48, 64)) * 2).astype(np.float32)
             a, b = self._strip(x, eng), self._strip(x, plain)
             if np.max(np.abs(a - b)) <= (0.5 if prec == "bf16" else 1e-3):
@@ -398,7 +252,7 @@ class FCNPlan:
 
     # ------------------------------------------------------------------ the pass
     @torch.inference_mode()
-    def _strip(self, scaled: np.ndarray, engine: _Engine) -> np.ndarray:
+    def _strip(self, scaled: np.ndarray, engine: Engine) -> np.ndarray:
         """Raw scores at every origin anchor (multiples of stride_pix) of one (bands, h, w) scaled strip."""
         g = self.total_stride
         _, h, w = scaled.shape
