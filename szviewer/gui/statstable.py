@@ -9,11 +9,13 @@ from PyQt6 import QtCore, QtWidgets
 from szviewer.gui.common import METHOD_COLOURS, fmt, fmt_threshold
 from szviewer.gui.state import METHODS, ViewerState
 
-STAT_COLUMNS = ("method", "split", "F1", "purity", "compl.", "TP", "FP", "FN", "TN", "threshold")
+#: F1 and the threshold first: at 1366 px the dock shows about six columns before it scrolls sideways
+STAT_COLUMNS = ("method", "split", "F1", "threshold", "purity", "compl.", "TP", "FP", "FN", "TN")
 
 
 def short_threshold(method: str, t) -> str:
-    """A threshold for the table's last column (the method is in the first): '≥ 0.2613', AND 'p ≥ 0.262, S/N ≥ 4.5'."""
+    """A threshold for the table's threshold column (the method is in the first): '≥ 0.2613', AND 'p ≥ 0.262,
+    S/N ≥ 4.5'."""
     if method == "AND":
         return f"p ≥ {t[0]:.3g}, S/N ≥ {t[1]:.3g}"
     return f"≥ {t:.4g}"
@@ -66,9 +68,10 @@ class StatsTable(QtWidgets.QTableWidget):
                 continue
             c = s.counts(method, sp)
             t = s.thresholds[method]
-            vals = (c.f1, c.purity, c.completeness, c.tp, c.fp, c.fn, c.tn, short_threshold(method, t))
-            for k, v in enumerate(vals):
-                item = self.item(r, 2 + k)
+            vals = {"F1": c.f1, "threshold": short_threshold(method, t), "purity": c.purity,
+                    "compl.": c.completeness, "TP": c.tp, "FP": c.fp, "FN": c.fn, "TN": c.tn}
+            for name, v in vals.items():
+                item = self.item(r, STAT_COLUMNS.index(name))
                 text = v if isinstance(v, str) else fmt(v)
                 if item.text() != text:
                     item.setText(text)
