@@ -21,12 +21,11 @@ import contextlib
 import datetime as _dt
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from szviewer import __version__
-from szviewer.atomic import write_json
+from szviewer.atomic import atomic_dir, write_json
 from szviewer.errors import InputError, OutputExistsError
 from szviewer.workspace import locks
 from szviewer.workspace import manifest as _manifest
@@ -104,14 +103,11 @@ class Workspace:
         for left in locks.leftovers(root.parent, recursive=False):
             if left.name.startswith(f".{root.name}."):
                 locks.remove([left])
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-{os.getpid()}-", dir=root.parent))
-        except OSError as exc:
-            raise InputError(root.parent, f"cannot create the workspace here ({exc.strerror})") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a workspace gets the usual permissions
-        try:
+        with contextlib.ExitStack() as stack:
+            try:  # the checks above decided whether an existing root may be replaced
+                tmp = stack.enter_context(atomic_dir(root, overwrite=True))
+            except OSError as exc:
+                raise InputError(root.parent, f"cannot create the workspace here ({exc.strerror})") from None
             manifest = {
                 "schema_version": SCHEMA_VERSION,
                 "szviewer_version": __version__,
@@ -125,16 +121,6 @@ class Workspace:
             }
             write_json(tmp / MANIFEST, manifest)
             yield Workspace(tmp)
-            if root.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-{os.getpid()}-old-", dir=root.parent))
-                os.replace(root, trash / root.name)
-                os.replace(tmp, root)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     # ------------------------------------------------------------------ manifest
     @property
