@@ -110,9 +110,10 @@ def _check_trainable(store, level: str) -> None:
 def has_one_over_f(ws: Workspace) -> bool:
     """Whether the workspace's sky was simulated with atmospheric 1/f noise in some band (an instrument preset
     whose bands have ``ell_knee > 0``, e.g. act-dr6, so-lat)."""
-    inst = ws.products.get("sky", {}).get("settings", {}).get("instrument")
-    bands = inst.get("bands", []) if isinstance(inst, dict) else []
-    return any(isinstance(b, dict) and float(b.get("ell_knee") or 0) > 0 for b in bands)
+    from szviewer.jobs.mf_inputs import recorded_instrument
+
+    inst = recorded_instrument(ws)
+    return inst is not None and inst.has_one_over_f
 
 
 def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max_seconds: float | None = None,

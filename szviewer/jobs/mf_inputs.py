@@ -20,16 +20,23 @@ def tile_mask(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | No
     return None if m is None else m <= 0
 
 
+def recorded_instrument(ws: Workspace):
+    """The :class:`~szviewer.sky.instruments.Instrument` the workspace's sky was simulated with, or None (an
+    imported sky, or one from before instruments were recorded)."""
+    from szviewer.sky.instruments import Instrument
+
+    inst = ws.products.get("sky", {}).get("settings", {}).get("instrument")
+    return Instrument.from_dict(inst) if isinstance(inst, dict) else None
+
+
 def tile_footprint(ws: Workspace, sky, k: int, srcs: Table | None) -> np.ndarray | None:
     """The instrument's footprint mask of tile ``k`` in [0, 1] (apodised edges, holes around bright sources;
     :func:`szviewer.sky.noise_maps.footprint_mask`), or None where the instrument has no mask."""
-    from szviewer.sky.instruments import Instrument
     from szviewer.sky.noise_maps import footprint_mask
 
-    inst = ws.products["sky"].get("settings", {}).get("instrument")
-    if not isinstance(inst, dict):
+    inst = recorded_instrument(ws)
+    if inst is None:
         return None
-    inst = Instrument.from_dict(inst)
     if inst.edge_apod_arcmin <= 0 and inst.hole_flux_mjy <= 0:
         return None
     tile = sky.tiles[k]
@@ -60,12 +67,9 @@ def instrument_settings(ws: Workspace, settings):
     """``settings`` with the workspace instrument's bands (effective frequencies, any number), beams (Gaussian FWHM
     or B_ell tables; unless the user gave beams) and noise model (atmospheric 1/f knees, slopes, correlation and
     anisotropy: the model noise is the instrument's own)."""
-    from szviewer.sky.instruments import Instrument
-
-    inst = ws.products["sky"].get("settings", {}).get("instrument")
-    if not isinstance(inst, dict):
+    inst = recorded_instrument(ws)
+    if inst is None:
         return settings
-    inst = Instrument.from_dict(inst)
     changes = {"bands_ghz": tuple(inst.freqs_ghz),
                "noise_ell_knee": tuple(b.ell_knee for b in inst.bands),
                "noise_alpha_knee": tuple(b.alpha_knee for b in inst.bands),
