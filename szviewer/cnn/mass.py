@@ -71,23 +71,27 @@ def scatter_and_bias(pred: np.ndarray, true: np.ndarray) -> dict:
             "robust_scatter": float(1.4826 * np.median(np.abs(d - med)))}
 
 
-def evaluate_mass_head(store, model, level: str = "all") -> dict:
-    """Train a :class:`MassHead` on the store's 'train' positives, report on 'val' and 'test' positives.
+def fit_and_report(features: np.ndarray, log_m500: np.ndarray, split: np.ndarray) -> tuple[MassHead, dict]:
+    """Fit a :class:`MassHead` on the 'train' rows of the positives' ``features`` and report on each split.
 
-    Returns {'alpha', 'train': {...}, 'val': {...}, 'test': {...}, 'baseline_test': {...}} where the baseline
-    predicts every test cutout at the training positives' mean log M500 (the scatter of the sample itself).
-    """
-    t = store.table
-    split = np.asarray(t["split"])
-    pos = np.asarray(t["label"], dtype=bool) & np.isfinite(np.asarray(t["m500"], dtype=float))
-    pos &= np.asarray(t["m500"], dtype=float) > 0
-    logm = np.log10(np.where(pos, np.asarray(t["m500"], dtype=float), 1.0))
-    rows = {name: np.nonzero(pos & (split == name))[0] for name in ("train", "val", "test")}
-    feats = {name: mass_features(model.net, store.images(r, level)) for name, r in rows.items()}
-    head = MassHead().fit(feats["train"], logm[rows["train"]])
+    Returns the head and {'alpha', 'train': {...}, 'val': {...}, 'test': {...}, 'baseline_test': {...}} where the
+    baseline predicts every test cutout at the training positives' mean log M500 (the scatter of the sample)."""
+    split = np.asarray(split)
+    at = {name: np.nonzero(split == name)[0] for name in ("train", "val", "test")}
+    head = MassHead().fit(features[at["train"]], log_m500[at["train"]])
     out = {"alpha": head.alpha}
-    for name in ("train", "val", "test"):
-        out[name] = scatter_and_bias(head.predict(feats[name]) if len(rows[name]) else np.zeros(0), logm[rows[name]])
-    mean = float(np.mean(logm[rows["train"]]))
-    out["baseline_test"] = scatter_and_bias(np.full(len(rows["test"]), mean), logm[rows["test"]])
-    return out
+    for name, rows in at.items():
+        out[name] = scatter_and_bias(head.predict(features[rows]) if rows.size else np.zeros(0), log_m500[rows])
+    mean = float(np.mean(log_m500[at["train"]]))
+    out["baseline_test"] = scatter_and_bias(np.full(at["test"].size, mean), log_m500[at["test"]])
+    return head, out
+
+
+def evaluate_mass_head(store, model, level: str = "all") -> dict:
+    """Train a :class:`MassHead` on the store's 'train' positives, report on 'val' and 'test' positives
+    (:func:`fit_and_report`)."""
+    t = store.table
+    m500 = np.asarray(t["m500"], dtype=float)
+    rows = np.nonzero(np.asarray(t["label"], dtype=bool) & np.isfinite(m500) & (m500 > 0))[0]
+    feats = mass_features(model.net, store.images(rows, level))
+    return fit_and_report(feats, np.log10(m500[rows]), np.asarray(t["split"])[rows])[1]

@@ -137,11 +137,17 @@ def load_objects(ws: Workspace, allow_stale: bool = False, learned: bool = True,
     grid, cell_split, table = grid_and_splits(ws)
     mf = Table.read(ws.file("mf", MF_CATALOG)) if have["mf"] else None
     cnn = Table.read(ws.file("cnn_dense", CNN_CANDIDATES)) if have["cnn"] else None
-    cell_cnn = None
     scores = ws.scores(np.asarray(table["id"])) if ws.score_products() else {}
-    if "cnn_prob" in scores:
-        cell_cnn = np.full(grid.size, np.nan)
-        cell_cnn[np.asarray(table["id"])] = scores["cnn_prob"]
+
+    def per_cell(column: str) -> np.ndarray | None:
+        """A cutout score column over every grid cell (NaN where the cell has no cutout), or None."""
+        if column not in scores:
+            return None
+        out = np.full(grid.size, np.nan)
+        out[np.asarray(table["id"])] = scores[column]
+        return out
+
+    cell_cnn = per_cell("cnn_prob")
     bright = None
     if ws.has("sources"):
         src = Table.read(ws.path("sources.fits"))
@@ -164,9 +170,8 @@ def load_objects(ws: Workspace, allow_stale: bool = False, learned: bool = True,
         redshift = redshifts_for(cands, *read_redshifts(redshift_file))
         notes.append(f"redshifts of {int(np.isfinite(redshift).sum())} candidates from {redshift_file}")
     add_masses(cands, redshift)
-    if "log10_m500_cnn" in scores:  # `szviewer mass WS`: the CNN's log10 M500 of the candidate's cell
-        cell_m = np.full(grid.size, np.nan)
-        cell_m[np.asarray(table["id"])] = scores["log10_m500_cnn"]
+    cell_m = per_cell("log10_m500_cnn")
+    if cell_m is not None:  # `szviewer mass WS`: the CNN's log10 M500 of the candidate's cell
         cid = np.asarray(cands["cutout_id"], np.int64)
         cands["m500_cnn"] = np.where(cid >= 0, 10.0 ** cell_m[np.maximum(cid, 0)], np.nan)
     err = None

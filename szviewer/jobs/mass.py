@@ -30,7 +30,7 @@ def mass_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: 
     Needs the CNN's scores (``szviewer predict WS``) for the positives it predicts, and halo masses (a simulated
     or imported sky with a halo catalogue) to train. Returns a summary with ``train``/``val``/``test`` bias and
     scatter [dex] and the baseline (every test positive at the training mean)."""
-    from szviewer.cnn.mass import MassHead, mass_features, scatter_and_bias
+    from szviewer.cnn.mass import fit_and_report, mass_features
     from szviewer.cnn.modelfile import load_model
     from szviewer.jobs.cnn import _model_inputs, check_model_fits, model_for
 
@@ -60,27 +60,21 @@ def mass_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: 
                                          f"{int((truth & (split == 'train')).sum())}")
         prob = np.asarray(ws.scores(ids, products=["cnn"]).get("cnn_prob", np.full(ids.size, np.nan)), float)
         rows = np.nonzero(truth | (prob >= threshold))[0]
-        feats = np.zeros((rows.size, model.config.feature_size + 2 * model.config.head), np.float32)
-        step = 1024
-        for a in range(0, rows.size, step):
+        blocks = []
+        for a in range(0, rows.size, 1024):
             check_cancel(cancelled, "CNN mass estimates")
-            feats[a:a + step] = mass_features(model.net, store.images(rows[a:a + step], level))
+            blocks.append(mass_features(model.net, store.images(rows[a:a + 1024], level)))
             if progress:
-                progress(min(a + step, rows.size), rows.size, "activations of positive cutouts")
+                progress(min(a + 1024, rows.size), rows.size, "activations of positive cutouts")
     finally:
         store.close()
-    logm = np.log10(np.where(truth, m500, 1.0))
-    at = {name: np.nonzero(truth[rows] & (split[rows] == name))[0] for name in ("train", "val", "test")}
-    head = MassHead().fit(feats[at["train"]], logm[rows[at["train"]]])
-    pred = head.predict(feats) if rows.size else np.zeros(0)
+    feats = np.concatenate(blocks)
+    known = truth[rows]  # the rows with a true mass train and judge the head
+    head, report = fit_and_report(feats[known], np.log10(m500[rows][known]), split[rows][known])
     column = np.full(ids.size, np.nan)
-    column[rows] = pred
+    column[rows] = head.predict(feats)
     summary = {"model": str(path), "threshold": float(threshold), "predicted": int(rows.size),
-               "predicted_by_cnn": int((prob >= threshold).sum()), "alpha": head.alpha}
-    for name, sel in at.items():
-        summary[name] = scatter_and_bias(pred[sel], logm[rows[sel]])
-    mean = float(np.mean(logm[rows[at["train"]]]))
-    summary["baseline_test"] = scatter_and_bias(np.full(at["test"].size, mean), logm[rows[at["test"]]])
+               "predicted_by_cnn": int((prob >= threshold).sum()), **report}
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     with ws.writing(PRODUCT, inputs=inputs, overwrite=overwrite, external=external, started=started) as w:
         w.write_scores(ids, {COLUMN: column}, meta={"model": str(path), "unit": "log10 Msun", "level": level,
