@@ -54,22 +54,50 @@ def detections_near(cat: dict | None, ra0: float, dec0: float, half_arcmin: floa
              "theta_c_arcmin": float(cat["theta_c_arcmin"][i])} for i in k]
 
 
+#: The products :func:`szviewer.jobs.catalogue.load_objects` reads (besides every score product).
+OBJECT_INPUTS = ("sky", "cutouts", "halos", "sources", "mf", "cnn_dense", "cnn", "cnn_mass")
+
+
+def object_inputs(ws) -> tuple:
+    """What a workspace's object set is made from: its folder and the generation of each product it reads
+    (:data:`OBJECT_INPUTS` and the score products), as this ``Workspace`` object's manifest records them. Two
+    equal fingerprints, equal inputs: a product's generation grows with every rebuild."""
+    if ws is None:
+        return ()
+    names = set(OBJECT_INPUTS) | set(ws.score_products())
+    return str(ws.root), tuple(sorted((p, int(ws.products[p].get("generation", 0))) for p in names
+                                      if p in ws.products))
+
+
+def object_counter_missing(ws) -> str | None:
+    """Why the workspace has no object set to count, from its manifest alone ('' without a workspace), or None
+    where there is one to read (:func:`object_counter`)."""
+    from szviewer.jobs.catalogue import has_candidates
+
+    if ws is None:
+        return ""
+    if not ws.has("cutouts"):
+        return "no cutouts yet"
+    if not any(has_candidates(ws).values()):
+        return "no candidate catalogue yet: run the matched filter (or the dense CNN)"
+    if not ws.has("halos"):
+        return "no true halos to count against"
+    return None
+
+
 def object_counter(ws, region: str = "test"):
     """The workspace's candidates on ``region`` prepared to count object-level TP / FP / FN at any thresholds
     (:class:`szviewer.evaluate.objects.ObjectCounter`, read once per workspace so a threshold drag only counts):
-    ``(counter, note)`` (note: stale inputs), or ``(None, why)`` where there are no candidates or no truth."""
+    ``(counter, note)`` (note: stale inputs), or ``(None, why)`` where there are no candidates or no truth.
+    Reading the candidates takes seconds on a large sky: the app calls it off the GUI thread
+    (:mod:`szviewer.gui.objectset`)."""
     from szviewer.errors import InputError
     from szviewer.evaluate.objects import ObjectCounter
-    from szviewer.jobs.catalogue import has_candidates, load_objects
+    from szviewer.jobs.catalogue import load_objects
 
-    if ws is None:
-        return None, ""
-    if not ws.has("cutouts"):
-        return None, "no cutouts yet"
-    if not any(has_candidates(ws).values()):
-        return None, "no candidate catalogue yet: run the matched filter (or the dense CNN)"
-    if not ws.has("halos"):
-        return None, "no true halos to count against"
+    why = object_counter_missing(ws)
+    if why is not None:
+        return None, why
     try:
         oset = load_objects(ws, allow_stale=True, learned=False)
     except (InputError, OSError, ValueError, KeyError) as exc:

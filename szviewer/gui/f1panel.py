@@ -6,7 +6,8 @@ Curves are exact (:func:`szviewer.evaluate.curves.f1_curve`) and drawn at up to 
 is a binary search per split (``F1Curve.counts_at``). Drag events are coalesced: only the latest position per
 method is applied on each pass of the event loop, so a fast drag never queues stale updates.
 The object counts are a comparison per candidate of the test region, prepared once per workspace
-(:meth:`ViewerState.object_set`, :class:`szviewer.evaluate.objects.ObjectCounter`).
+(:meth:`ViewerState.object_set`, :class:`szviewer.evaluate.objects.ObjectCounter`); the candidates are read on a
+worker thread (:mod:`szviewer.gui.objectset`, polled here from a timer), and the line says 'loading…' until then.
 
 The table of counts under the plots is :mod:`szviewer.gui.statstable`.
 """
@@ -18,6 +19,7 @@ import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
 from szviewer.gui.common import CURVE_COLOURS, METHOD_COLOURS, Coalescer, fmt, fmt_threshold, lut
+from szviewer.gui.objectset import LOADING_NOTE
 from szviewer.gui.state import METHOD_LABELS, ViewerState
 from szviewer.gui.statstable import StatsTable
 
@@ -57,6 +59,8 @@ def object_line(state: ViewerState, method: str) -> tuple[str, str]:
     """(text, tooltip) of the object-level purity, completeness and F1 of ``method`` on the test region at its
     current threshold (:meth:`ViewerState.object_counts`), or a short hint where there is no object set."""
     counter, note = state.object_set()
+    if state.objects.loading:
+        return f"test objects: {LOADING_NOTE}", "reading the workspace's candidates in the background"
     if counter is None:
         return (f"objects: {note}" if note else ""), ""
     c = state.object_counts(method)
@@ -411,6 +415,9 @@ class F1Panel(QtWidgets.QWidget):
         state.events.scores.connect(self._rebuild)
         state.events.curve_split.connect(self._split_changed)
         state.events.thresholds.connect(self._on_threshold)
+        self._objects_timer = QtCore.QTimer(self, interval=50)  # polls the object set's read while it runs
+        self._objects_timer.timeout.connect(self._poll_objects)
+        state.events.objects.connect(self._on_objects)
         self._rebuild()
 
     def _apply(self, method: str, value) -> None:
@@ -433,6 +440,20 @@ class F1Panel(QtWidgets.QWidget):
             cur = [m for m, p in self.plots.items() if p is self.tabs.currentWidget()]
             if cur and cur[0] not in avail:
                 self.tabs.setCurrentWidget(self.plots[avail[0]])
+
+    def _on_objects(self) -> None:
+        """The object set started loading (poll it) or arrived (show its numbers under every plot)."""
+        if self.state.objects.loading:
+            if not self._objects_timer.isActive():
+                self._objects_timer.start()
+            return
+        self._objects_timer.stop()
+        for p in self.plots.values():
+            p.update_threshold()
+
+    def _poll_objects(self) -> None:
+        if not self.state.objects.poll():
+            self._objects_timer.stop()
 
     def _split_changed(self, split: str) -> None:
         self._rebuild()

@@ -54,6 +54,13 @@ class JobSpec:
     open_when_done: bool = False
     reload_when_done: str | None = None
     mode: str = "process"  # process | thread
+    #: thread mode only: report the function's result itself (e.g. a prepared object for a view), not a short
+    #: picklable summary of it
+    keep_result: bool = False
+
+    def __post_init__(self):
+        if self.keep_result and self.mode != "thread":
+            raise ValueError(f"job {self.title!r}: keep_result needs mode='thread' (a process sends a summary)")
 
 
 def resolve(target: str) -> Callable:
@@ -99,8 +106,9 @@ def _summarise(result):
     return repr(result)[:500]
 
 
-def run_job(target: str, kwargs: dict, q, cancel_event) -> None:
-    """Child side (also used in thread mode): run the target, report through ``q``."""
+def run_job(target: str, kwargs: dict, q, cancel_event, keep_result: bool = False) -> None:
+    """Child side (also used in thread mode): run the target, report through ``q`` (the result itself where
+    ``keep_result``, else :func:`_summarise` of it)."""
     last = [0.0]
 
     def progress(done, total, message=""):
@@ -131,7 +139,7 @@ def run_job(target: str, kwargs: dict, q, cancel_event) -> None:
                 stack.enter_context(contextlib.redirect_stderr(out))
             result = fn(**kw)
         out.flush()
-        q.put(("done", _summarise(result)))
+        q.put(("done", result if keep_result else _summarise(result)))
     except BaseException as exc:  # noqa: B036 - report everything, including KeyboardInterrupt, to the parent
         out.flush()
         if type(exc).__name__ == "Cancelled" or cancel_event.is_set():
@@ -235,7 +243,8 @@ class Job:
         self._cancel = threading.Event()
         if self.spec.mode == "thread":
             self._thread = threading.Thread(target=run_job, daemon=True,
-                                            args=(self.spec.target, self.spec.kwargs, self._q, self._cancel))
+                                            args=(self.spec.target, self.spec.kwargs, self._q, self._cancel,
+                                                  self.spec.keep_result))
             self._thread.start()
             return
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -6,13 +6,15 @@ which emits its event when a value is set (psygnal):
 - in :mod:`szviewer.gui.models`: ``thresholds`` (``Thresholds``), ``filter`` (``GalleryFilter``), ``selection``
   (``Selection``), ``display`` (``DisplaySettings``), ``plot`` (``PlotSettings``);
 - ``annotations`` (:class:`~szviewer.gui.annotations.Annotations`, saved in the workspace);
-- ``scores`` (:class:`~szviewer.gui.scores.ScoreModel`): curves, decisions and outcomes at the thresholds.
+- ``scores`` (:class:`~szviewer.gui.scores.ScoreModel`): curves, decisions and outcomes at the thresholds;
+- ``objects`` (:class:`~szviewer.gui.objectset.ObjectSetLoader`): the object-level candidates, read off the GUI
+  thread the first time they are asked for.
 
-``events`` gathers what views listen to: the models' own signals plus ``workspace`` (opened / closed), ``scores``
-(score columns changed) and ``filter`` (the gallery's rows changed: a filter field, the sort, or a threshold a
-filter depends on). The Qt views read the state and bind to these; they never compute science themselves.
-The gallery's rows (filter and sort) are :mod:`szviewer.gui.galleryrows`, the object-level counts
-:mod:`szviewer.gui.detections`.
+``events`` gathers what views listen to: the models' own signals (``objects``: the object set started loading
+or arrived) plus ``workspace`` (opened / closed), ``scores`` (score columns changed) and ``filter`` (the
+gallery's rows changed: a filter field, the sort, or a threshold a filter depends on). The Qt views read the
+state and bind to these; they never compute science themselves. The gallery's rows (filter and sort) are
+:mod:`szviewer.gui.galleryrows`, the object-level counts :mod:`szviewer.gui.detections`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import numpy as np
 from psygnal import Signal
 
 from szviewer.gui.annotations import Annotations
-from szviewer.gui.detections import detections_near, halo_positions, object_counter, policy_thresholds, read_mf_catalog
+from szviewer.gui.detections import detections_near, halo_positions, policy_thresholds, read_mf_catalog
 from szviewer.gui.galleryrows import SPLITS, column, filter_depends_on, gallery_rows, valid_filter
 from szviewer.gui.models import DisplaySettings, GalleryFilter, PlotSettings, Selection, SkySettings, Thresholds
+from szviewer.gui.objectset import ObjectSetLoader
 from szviewer.gui.scores import COLUMN_OF, METHODS, OUTCOMES, CutoutData, ScoreModel, missing_message
 
 __all__ = ["ViewerState", "CutoutData", "DisplaySettings", "METHODS", "OUTCOMES", "COLUMN_OF", "FOUND",
@@ -57,6 +60,7 @@ class Events:
         self.display = state.display.events.all  # (EmissionInfo) a display setting changed
         self.annotations = state.annotations.changed  # (row)
         self.curve_split = state.plot.events.curve_split  # (split)
+        self.objects = state.objects.changed  # () the object set started loading, or arrived
 
 
 class ViewerState:
@@ -71,6 +75,7 @@ class ViewerState:
         self.sky = SkySettings()
         self.annotations = Annotations()
         self.scores = ScoreModel(self.thresholds)
+        self.objects = ObjectSetLoader(lambda: self.workspace)
         self.events = Events(self)
         self.workspace = None
         self.store = None
@@ -80,7 +85,6 @@ class ViewerState:
         self._filter_pending = False
         self._levels: dict[tuple[str, str], np.ndarray] = {}
         self._mf_catalog = False  # False = not looked for yet
-        self._objects: tuple | None = None  # (ObjectCounter or None, note); None = not read yet
         self.filter.events.all.connect(self._on_filter_field)
         self.thresholds.changed.connect(self._on_threshold)
         self.annotations.changed.connect(self._on_annotation)
@@ -132,7 +136,8 @@ class ViewerState:
         self.store = store
         self.scores.reset(data)
         self._levels = {}
-        self._mf_catalog, self._objects = False, None
+        self._mf_catalog = False
+        self.objects.reset()
         self._visible = None
         c = data.columns if data is not None else {}
         self.annotations.open(None if workspace is None else Path(workspace.root), c.get("id"), c.get("ra"),
@@ -158,7 +163,8 @@ class ViewerState:
         keep = self.thresholds.copy()
         self.scores.scores_changed()
         self._visible = None
-        self._mf_catalog, self._objects = False, None
+        self._mf_catalog = False
+        self.objects.reset()
         self.thresholds.reset(self.scores.initial_thresholds(keep))
         self.events.scores.emit()
         self.events.filter.emit()
@@ -190,7 +196,8 @@ class ViewerState:
         self.annotations.open(None, None)
         self._visible = None
         self._levels = {}
-        self._mf_catalog, self._objects = False, None
+        self._mf_catalog = False
+        self.objects.reset()
         if emit:
             self.events.workspace.emit(self)
 
@@ -409,11 +416,10 @@ class ViewerState:
         return self._mf_catalog
 
     def object_set(self) -> tuple:
-        """(counter, note) of the candidates on the test region, or (None, why): read once per workspace or score
-        change (:func:`~szviewer.gui.detections.object_counter`), so a threshold drag only counts."""
-        if self._objects is None:
-            self._objects = object_counter(self.workspace)
-        return self._objects
+        """(counter, note) of the candidates on the test region, or (None, why), or (None, 'loading…') while they
+        are read on a worker thread (:class:`~szviewer.gui.objectset.ObjectSetLoader`, ``events.objects`` when they
+        arrive): read once per workspace or score change, so a threshold drag only counts."""
+        return self.objects.get()
 
     def object_counts(self, method: str) -> dict | None:
         """Object-level tp, fp, fn, purity, completeness and F1 of ``method`` on the test region at its current
