@@ -139,6 +139,9 @@ class FCNPlan:
         self.head3 = ((w3[1] - w3[0])[None, :, None, None].contiguous(), (b3[1] - b3[0]).reshape(1))
         self.cfeat = cfeat
         self.margin = self._receptive_margin()
+        #: the first stage's output (the input of this trunk item), ``feature_spacing`` pixels apart
+        self.tap_item = 3 + cfg.blocks[0]
+        self.feature_spacing = 4
         self.engine = "plain"
         self._engines: dict[str, Engine] = {}
         want = self.device.type == "cpu" and fused_available() if fused is None else bool(fused)
@@ -268,6 +271,12 @@ class FCNPlan:
                 out[oy // s::g // s, ox // s::g // s] = raw[k]
         return out
 
+    def feature_shape(self, shape: tuple[int, int]) -> tuple[int, int, int]:
+        """(channels, rows, cols) of the first stage's output on a map of ``shape``: row q at pixel 4 q (the map
+        padded to the total stride)."""
+        g, fs = self.total_stride, self.feature_spacing
+        return (self.config.width * 4, -(-shape[0] // g) * g // fs, -(-shape[1] // g) * g // fs)
+
     def origins(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Window origins (y0, x0) scored on a map of ``shape``: every window wholly inside, on the grid."""
         n = self.config.npix
@@ -284,14 +293,17 @@ class FCNPlan:
         return max(self.total_stride, rows // self.total_stride * self.total_stride)
 
     def _pass(self, maps: np.ndarray, prec: str, progress: ProgressFn | None,
-              cancelled: CancelFn | None) -> np.ndarray:
-        """Raw scores of every window at :meth:`origins` in one precision, strip by strip."""
+              cancelled: CancelFn | None, features: np.ndarray | None = None) -> np.ndarray:
+        """Raw scores of every window at :meth:`origins` in one precision, strip by strip; ``features``: an array
+        (channels, rows, cols) that receives the first stage's output (:meth:`feature_shape`)."""
         engine = self._engines[prec]
         ny, nx = maps.shape[1:]
         oy, ox = self.origins((ny, nx))
         out = np.empty((oy.size, ox.size), dtype=np.float32)
         if out.size == 0:
             return out
+        engine.tap = None if features is None else self.tap_item
+        fs = self.feature_spacing
         g, n = self.total_stride, self.config.npix
         before, after = self.margin
         rows = self.strip_rows(nx, prec)
@@ -304,6 +316,11 @@ class FCNPlan:
             y_end = min(ny, a1 + n + after)
             strip = np.arcsinh(maps[:, y_in:y_end] * self.inv_scale).astype(np.float32)
             raw = self._strip(strip, engine)
+            if features is not None:  # the rows the windows with origins a0 .. before the next strip's read
+                q0, q1 = a0 // fs, min(features.shape[1], (a1 + self.stride_pix + n) // fs)
+                f = engine.tapped[0].cpu().numpy()
+                features[:, q0:q1] = f[:, q0 - y_in // fs:q1 - y_in // fs, :features.shape[2]]
+                engine.tapped = None
             i0 = (a0 - y_in) // self.stride_pix
             m = (a1 - a0) // self.stride_pix + 1
             out[k:k + m] = raw[i0:i0 + m, :ox.size]
@@ -313,8 +330,10 @@ class FCNPlan:
         return out
 
     def raw_map(self, maps: np.ndarray, progress: ProgressFn | None = None,
-                cancelled: CancelFn | None = None) -> np.ndarray:
-        """Raw scores (my, mx) float32 of the windows at :meth:`origins` of ``maps`` (bands, ny, nx) uK.
+                cancelled: CancelFn | None = None, features: np.ndarray | None = None) -> np.ndarray:
+        """Raw scores (my, mx) float32 of the windows at :meth:`origins` of ``maps`` (bands, ny, nx) uK;
+        ``features`` (float32, :meth:`feature_shape`) receives the first stage's output of the same pass (the
+        input of :mod:`szviewer.cnn.finehead`).
 
         'checked': the map in bf16, then the sentinels (the ``sentinels`` windows whose calibrated probability is
         nearest 0.5, where a raw-score error moves it most, plus one at random, among the windows whose whole
@@ -328,15 +347,15 @@ class FCNPlan:
             raise ValueError(f"maps must be ({self.config.in_bands}, ny, nx), not {maps.shape}")
         self.stats["maps"] += 1
         if self.precision != "checked":
-            out = self._pass(maps, self.precision, progress, cancelled)
+            out = self._pass(maps, self.precision, progress, cancelled, features)
             self.stats["windows"] += out.size
             return out
         cand = self._sentinel_candidates(maps.shape[1:])
         if cand is None:
-            out = self._pass(maps, "fp32", progress, cancelled)
+            out = self._pass(maps, "fp32", progress, cancelled, features)
             self.stats["windows"] += out.size
             return out
-        out = self._pass(maps, "bf16", progress, cancelled)
+        out = self._pass(maps, "bf16", progress, cancelled, features)
         self.stats["windows"] += out.size
         iy, ix = cand
         z = out[iy, ix].astype(np.float64)
@@ -359,7 +378,7 @@ class FCNPlan:
         self.stats["max_dp"] = max(self.stats["max_dp"], float(np.max(dp)))
         if np.any(err > 0.5 * bound) or np.any(dp > 0.5 * self.tol):
             self.stats["fallbacks"] += 1
-            return self._pass(maps, "fp32", progress, cancelled)
+            return self._pass(maps, "fp32", progress, cancelled, features)
         out[iy[pick], ix[pick]] = z32
         return out
 

@@ -49,6 +49,8 @@ class Engine:
     def __init__(self, plan: FCNPlan, dtype: torch.dtype, fused: bool, fp32_items: int = 0):
         self.dtype, self.fused, self.device = dtype, fused, plan.device
         self.phase_batch, self.inplace = True, fused
+        self.tap: int | None = None  # keep the input of trunk item ``tap`` of the last run in ``tapped`` (fp32)
+        self.tapped: torch.Tensor | None = None
         self.trunk = []
         for i, item in enumerate(plan.steps):
             dt = torch.float32 if i < fp32_items else dtype
@@ -111,6 +113,8 @@ class Engine:
         """
         out = [] if out is None else out
         while i < len(self.trunk):
+            if i == self.tap:
+                self.tapped = x.float()
             item = self.trunk[i]
             i += 1
             if x.dtype != item[-1]:

@@ -31,7 +31,7 @@ from szviewer.workspace import Workspace
 from szviewer.workspace.products import file_signature
 
 DENSE_CANDIDATES = "dense_candidates.fits"  # in the product cnn_dense
-DENSE_METHODS = ("fcn", "windowed")
+DENSE_METHODS = ("fcn", "distilled", "windowed")
 #: Columns of the CNN catalogue, in order.
 CANDIDATE_COLUMNS = ("ra", "dec", "prob", "tile", "x", "y", "pos_err_arcmin", "logit", "flags")
 #: Flag bit of a CNN candidate whose window reaches into the instrument's mask or its apodisation (the MF's bit 2,
@@ -51,12 +51,31 @@ def dense_grid_pix(ws: Workspace, method: str = "fcn", resolution_arcmin: float 
         if not (math.isfinite(stride_arcmin) and stride_arcmin > 0):
             raise InputError(None, f"--stride-arcmin {stride_arcmin}: must be a positive, finite number of arcmin")
         return max(1, int(round(stride_arcmin / pix)))
+    if method == "distilled":  # the fine head predicts the first stage's grid: 4 pixels (szviewer.cnn.finehead)
+        if not math.isclose(resolution_arcmin, 4 * pix, rel_tol=1e-6):
+            raise InputError(None, f"--resolution-arcmin {resolution_arcmin:g}: the distilled fine head gives a "
+                                   f"{4 * pix:g}' grid only at this sky's {pix:g}' pixels (the exact pass: any)")
+        return 4
     ok = [s for s in (1, 2, 4, 8, 16) if s <= total_stride]  # szviewer.cnn.fcn.STRIDES (no torch import here)
     step = resolution_arcmin / pix if math.isfinite(resolution_arcmin) and resolution_arcmin > 0 else -1.0
     if int(round(step)) not in ok or abs(step - round(step)) > 1e-6:
         raise InputError(None, f"--resolution-arcmin {resolution_arcmin:g}: the fully convolutional grid must be "
                                f"{', '.join(f'{s * pix:g}' for s in ok)} arcmin at this sky's {pix:g}' pixels")
     return int(round(step))
+
+
+def check_fine_head(model_path, model=None) -> Path:
+    """The fine head beside the model at ``model_path`` (:func:`szviewer.cnn.finehead.head_path`) for the
+    'distilled' method, or a one-line InputError naming it (missing, damaged, from another model)."""
+    from szviewer.cnn.finehead import head_path, load_head
+    from szviewer.cnn.modelfile import load_model
+
+    hp = head_path(model_path)
+    if not hp.is_file():
+        raise InputError(hp, "no fine head for this model: make one with scripts/train_fine_head.py, or score "
+                             "with the exact pass (no --distilled)")
+    load_head(hp, model if model is not None else load_model(model_path))
+    return hp
 
 
 def level_maps(sky, k: int, components: tuple[str, ...]) -> np.ndarray:
@@ -135,6 +154,10 @@ class DenseTileTask:
         ctx["ws"], ctx["sources"] = ws, sources_table(ws)
         ctx["model"] = model = model if model is not None else load_model(self.model_path, device=self.device)
         ctx["plan"] = None
+        if self.method == "distilled":
+            from szviewer.cnn.finehead import FineHeadPlan, head_path, load_head
+
+            ctx["plan"] = FineHeadPlan(model.net, load_head(head_path(self.model_path), model)[0], device=self.device)
         if self.method == "fcn":
             from szviewer.cnn.fcn import FCNPlan
 
@@ -224,6 +247,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     - ``method='fcn'`` (the default): the network applied fully convolutionally (:mod:`szviewer.cnn.fcn`) on a
       grid of ``resolution_arcmin`` (1' by default; 0.25', 0.5', 1', 2' or 4' at the paper's 0.25' pixels), fp32,
       every window with its convolutions padded by the map's own pixels (context padding);
+    - ``method='distilled'``: the same network once at its 4' stride and the model's distilled fine head
+      (:mod:`szviewer.cnn.finehead`, ``<model>.finehead.pt``) for the 1' map (1' only at 0.25' pixels);
     - ``method='windowed'`` (the reference, paper section 3.4.2's suggestion): every window scored on its own
       (zero padding at its border) on a ``stride_arcmin`` grid, at ``precision``.
 
@@ -268,6 +293,10 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     grid_arcmin = step * pix
     todo = list(range(len(sky.tiles))) if tiles is None else sorted({int(k) for k in tiles})
     sha = file_signature(path)["sha256"]  # a checkpoint made with another model is never reused
+    if method == "distilled":  # ... or with another fine head
+        hp = check_fine_head(path, model)
+        external = {**external, "fine_head": hp}
+        sha = f"{sha}+{file_signature(hp)['sha256']}"
     task_precision = precision if method == "windowed" else "fp32"
     ckpt = TileCheckpoints(ws.root / "cnn_dense", {
         "product": "cnn_dense", "version": __version__, "model": sha, "device": dev, "method": method,

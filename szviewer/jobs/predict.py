@@ -8,18 +8,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from szviewer.errors import InputError
 from szviewer.progress import CancelFn, ProgressFn
 from szviewer.workspace import Workspace
 
 
 def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None, level: str = "all",
                       device: str = "auto", precision: str = "auto", all_levels: bool = False, dense: bool = False,
-                      windowed: bool = False, resolution_arcmin: float = 1.0, stride_arcmin: float = 2.0,
+                      windowed: bool = False, distilled: bool = False, resolution_arcmin: float = 1.0,
+                      stride_arcmin: float = 2.0,
                       progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
                       overwrite: bool = False, say: Callable[[str], None] | None = None, executor=None) -> dict:
     """Score the cutouts at ``level`` (every level of the cutout store with ``all_levels``: products
     ``cnn_<level>``) and, with ``dense``, the whole map (product ``cnn_dense``: fully convolutional at
-    ``resolution_arcmin``, or each window on its own every ``stride_arcmin`` with ``windowed``).
+    ``resolution_arcmin``, or each window on its own every ``stride_arcmin`` with ``windowed``, or the 4' pass
+    and the model's distilled fine head for the 1' map with ``distilled``).
 
     The dense tiles are tasks of ``executor`` (:mod:`szviewer.parallel`; default in process). Every output is
     checked (``overwrite``) before any scoring starts. ``say`` hears one line per finished
@@ -34,11 +37,18 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
             levels = list(st.levels)
     for product in [f"cnn{'' if lv == 'all' else '_' + lv}" for lv in levels] + (["cnn_dense"] if dense else []):
         ws.check_replace(product, overwrite)  # every output checked before any scoring
-    method = "windowed" if windowed else "fcn"
+    if windowed and distilled:
+        raise InputError(None, "--windowed and --distilled: choose one dense method")
+    method = "windowed" if windowed else "distilled" if distilled else "fcn"
     if dense:
         from szviewer.jobs.dense import dense_grid_pix, dense_job
 
         dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin)
+        if method == "distilled":
+            from szviewer.jobs.cnn import model_for
+            from szviewer.jobs.dense import check_fine_head
+
+            check_fine_head(model_for(ws, model_path))
     say = say or (lambda line: None)
     done = []
     for lv in levels:
