@@ -6,7 +6,10 @@ that fall in the tile's own area, and the cell-max probability of the tile's cut
 complete, to the product's checkpoint folder (``cnn_dense/.tiles-<key>/tile_NNNN.npz``, atomically:
 :mod:`szviewer.parallel.resume`), so a re-run after a cancel, a kill or a lost worker skips the tiles done; the
 driver alone reads the tiles back in tile order, writes the catalogue and the score column and commits the
-product. The products are the same bit for bit in process and on a Dask cluster (tested).
+product. The products are the same bit for bit in process and on a Dask cluster (tested, with a small network),
+but oneDNN splits a convolution's sums by thread, so with the DeepSZ network the raw logits of a tile scored on
+1 and on 2 torch threads differ by up to 4e-6 (measured for 'fcn' at 1', 2' and 4' and for 'distilled'), far
+inside the 0.01 probability tolerance; a peak exactly on the threshold could flip between executors.
 
 A worker loads the model and its fully convolutional plan once per model file and keeps them (:data:`_OPENED`).
 torch is imported only inside the functions.
@@ -261,7 +264,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     central cell; NaN for cutouts of tiles not scored) as the product ``cnn_dense``,
     and returns a summary with the edge-effect measurement (:func:`edge_effect`) when ``cnn_prob`` is already in
     the score table. Tiles are tasks of ``executor`` (default in process), each checkpointed, so a re-run after a
-    cancel skips the tiles done; the products are the same bit for bit on any executor.
+    cancel skips the tiles done; the products are the same on any executor up to oneDNN's thread-count rounding
+    (module docstring).
     """
     from astropy.table import Table
 
