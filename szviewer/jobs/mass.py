@@ -3,8 +3,12 @@
 :func:`mass_job` trains the ridge head of :mod:`szviewer.cnn.mass` on the frozen network's activations of the
 'train' split's positive cutouts (their halos' M500, so the sky needs truth), reports bias and scatter on the
 'val' and 'test' positives, and predicts log10 M500 for every cutout the CNN calls positive (``cnn_prob`` at or
-above ``threshold``) and every truth positive. It commits the score column ``log10_m500_cnn`` [log10 Msun] (NaN
-elsewhere) as the product ``cnn_mass``, so the cutout table, the app and the exports read it like any score.
+above ``threshold``). It commits the score column ``log10_m500_cnn`` [log10 Msun] (NaN elsewhere) as the product
+``cnn_mass``, so the cutout table, the app and the exports read it like any score.
+
+The truth positives the CNN misses are scored for the report only, never written: a column that is finite on
+every truth positive would tell the truth to whatever reads it (an ensemble fitted on it found the labels through
+its NaN pattern alone: object-level F1 0.87 against 0.72 without it, measured on a 400 deg^2 sky, 2026-12-03).
 """
 
 from __future__ import annotations
@@ -72,9 +76,9 @@ def mass_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: 
     known = truth[rows]  # the rows with a true mass train and judge the head
     head, report = fit_and_report(feats[known], np.log10(m500[rows][known]), split[rows][known])
     column = np.full(ids.size, np.nan)
-    column[rows] = head.predict(feats)
-    summary = {"model": str(path), "threshold": float(threshold), "predicted": int(rows.size),
-               "predicted_by_cnn": int((prob >= threshold).sum()), **report}
+    called = prob[rows] >= threshold  # the CNN's positives only: never a cell chosen by the truth
+    column[rows[called]] = head.predict(feats[called])
+    summary = {"model": str(path), "threshold": float(threshold), "predicted": int(called.sum()), **report}
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     with ws.writing(PRODUCT, inputs=inputs, overwrite=overwrite, external=external, started=started) as w:
         w.write_scores(ids, {COLUMN: column}, meta={"model": str(path), "unit": "log10 Msun", "level": level,
@@ -86,8 +90,8 @@ def mass_job(ws: Workspace, model_path: str | os.PathLike | None = None, level: 
 
 def format_mass(summary: dict) -> str:
     """The summary as the lines ``szviewer mass`` prints."""
-    lines = [f"CNN log10 M500 for {summary['predicted']} cutouts ({summary['predicted_by_cnn']} with cnn_prob >= "
-             f"{summary['threshold']:g}, plus the truth positives); ridge alpha {summary['alpha']:.3g}"]
+    lines = [f"CNN log10 M500 for the {summary['predicted']} cutouts with cnn_prob >= {summary['threshold']:g} "
+             f"(trained on the train split's truth positives); ridge alpha {summary['alpha']:.3g}"]
     for name in ("train", "val", "test", "baseline_test"):
         s = summary[name]
         label = "test, every positive at the train mean" if name == "baseline_test" else name
