@@ -4,9 +4,11 @@
                                           [--eval-seed 2] [--eval-area 300] [--out models/deepsz_synthetic.pt]
                                           [--preset long] [--batch B] [--ratios 1,2,4] [--max-batches-per-ratio N]
                                           [--max-seconds S] [--resume] [--edge-only]
+                                          [--label-mass {vir,200c,500c,200m}] [--label-min MSUN]
 
 1. simulates a synthetic sky with the default generator (``--area`` deg^2, ``--seed``, ``--instrument``: a model
-   for another preset, e.g. ``--instrument act-dr6 --out models/deepsz_act-dr6.pt``) and cuts it;
+   for another preset, e.g. ``--instrument act-dr6 --out models/deepsz_act-dr6.pt``) and cuts it with the paper's
+   label rule or ``--label-mass`` / ``--label-min`` (a sky already cut with another rule is re-cut);
 2. trains with the ``--preset`` (default 'long'; ``szviewer.jobs.cnn.train_job``), Platt-calibrates on its
    validation split and measures validation/test F1 on it;
 3. simulates an independent sky (``--eval-seed``), scores all its cutouts and records F1 (at the training sky's
@@ -31,18 +33,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_sky(path: Path, area: float, seed: int, instrument: str = "spt3g-paper") -> None:
+def make_sky(path: Path, area: float, seed: int, instrument: str = "spt3g-paper", labels=None) -> None:
+    """Simulate and cut a sky (``labels``: a LabelSettings, default the paper's rule), or reuse it when cut with
+    the same label rule."""
     from szviewer.cutouts.build import CutoutSettings
+    from szviewer.cutouts.labels import LabelSettings
     from szviewer.jobs.cutouts import make_cutouts
     from szviewer.jobs.simulate import simulate_workspace
     from szviewer.sky.synthetic import SimulationSettings
     from szviewer.workspace import Workspace
 
+    labels = labels or LabelSettings()
     if (path / "workspace.json").is_file() and Workspace(path).has("cutouts"):
-        print(f"reusing {path}", flush=True)
+        with Workspace(path).cutout_store() as st:
+            rule = st.table.meta.get("label_settings", {})
+        if rule.get("mass_def") == labels.mass_def and rule.get("mass_min_msun") == labels.mass_min_msun \
+                and rule.get("z_min") == labels.z_min:
+            print(f"reusing {path}", flush=True)
+            return
+        make_cutouts(Workspace(path), CutoutSettings(labels=labels), overwrite=True)
         return
     simulate_workspace(path, SimulationSettings(area_deg2=area, seed=seed, instrument=instrument), overwrite=True)
-    make_cutouts(Workspace(path), CutoutSettings(), overwrite=True)
+    make_cutouts(Workspace(path), CutoutSettings(labels=labels), overwrite=True)
 
 
 def other_sky_metrics(ws_path: Path, model, threshold: float) -> dict:
@@ -103,6 +115,9 @@ def main(argv=None) -> int:
                     help="instrument preset of both skies (a model for another preset: --out models/deepsz_NAME.pt)")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "deepsz_synthetic.pt")
     ap.add_argument("--preset", default="long", choices=["quick", "long", "paper"])
+    ap.add_argument("--label-mass", default=None, metavar="{vir,200c,500c,200m}",
+                    help="mass definition of the label rule of both skies (default vir, the paper's)")
+    ap.add_argument("--label-min", type=float, default=None, metavar="MSUN", help="label mass threshold (2e14)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--batch", type=int, help="override the preset's batch size")
     ap.add_argument("--ratios", help="override the preset's ratios, e.g. 1,2,4")
@@ -113,21 +128,23 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from szviewer.cnn.modelfile import load_model, save_model
+    from szviewer.cutouts.labels import LabelSettings
     from szviewer.jobs.cnn import train_job
     from szviewer.progress import TqdmProgress
     from szviewer.workspace import Workspace
 
+    labels = LabelSettings.from_options(a.label_mass, a.label_min, None)
     t0 = time.perf_counter()
     tag = "" if a.instrument == "spt3g-paper" else f"{a.instrument}_"
     train_ws = a.work / f"train_{tag}{a.area:g}deg2_seed{a.seed}"
     eval_ws = a.work / f"eval_{tag}{a.eval_area:g}deg2_seed{a.eval_seed}"
     if a.edge_only:
-        make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument)
+        make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument, labels)
         edge = measure_edge(eval_ws, a.out)
         add_to_card(a.out, {"edge_effect_other_sky": edge})
         print(json.dumps(edge, indent=1, default=str))
         return 0
-    make_sky(train_ws, a.area, a.seed, a.instrument)
+    make_sky(train_ws, a.area, a.seed, a.instrument, labels)
     print(f"training sky ready ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     last = [0.0]
@@ -152,7 +169,7 @@ def main(argv=None) -> int:
                         progress=progress if not sys.stderr.isatty() else TqdmProgress("train"))
     print(json.dumps(summary, indent=1), flush=True)
 
-    make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument)
+    make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument, labels)
     model = load_model(summary["model"])
     other = other_sky_metrics(eval_ws, model, summary["val_threshold"])
     card = dict(model.card)

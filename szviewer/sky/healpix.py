@@ -56,6 +56,18 @@ def centres(ra_c, dec_c) -> tuple[np.ndarray, np.ndarray]:
     return ra, dec
 
 
+def resolve_components(available: tuple[str, ...], components, where) -> tuple[str, ...]:
+    """``components`` (None: all ``available``; one name or several) as a tuple; ValueError naming ``where`` and
+    what it has for a component it lacks."""
+    if components is None:
+        return tuple(available)
+    comps = (components,) if isinstance(components, str) else tuple(components)
+    missing = [c for c in comps if c not in available]
+    if missing:
+        raise ValueError(f"component(s) {missing} not available in {where}; available: {list(available)}")
+    return comps
+
+
 class HealpixSky:
     """A simulated sky of HEALPix maps, memory-mapped, cut into flat cutouts on request.
 
@@ -134,16 +146,7 @@ class HealpixSky:
                 "components": list(self.components), "files": files, "recipes": recipes, "settings": self.settings}
 
     def _resolve_components(self, components) -> tuple[str, ...]:
-        if components is None:
-            return self.components
-        if isinstance(components, str):
-            components = (components,)
-        comps = tuple(components)
-        missing = [c for c in comps if c not in self.components]
-        if missing:
-            raise ValueError(f"component(s) {missing} not available in {self.directory}; "
-                             f"available: {list(self.components)}")
-        return comps
+        return resolve_components(self.components, components, self.directory)
 
     def pixel_indices(self, ra_c, dec_c, npix: int = 32, pixel_arcmin: float = 0.25, nest: bool = False,
                       nside: int | None = None) -> np.ndarray:

@@ -33,6 +33,7 @@ from szviewer.sky.geometry import pixel_offsets, tangent_to_vec
 from szviewer.sky.healpix import (  # noqa: F401 (COMPONENT_ORDER is part of this module's interface)
     COMPONENT_ORDER,
     centres,
+    resolve_components,
 )
 from szviewer.sky.healpix_files import (  # noqa: F401 (UNSEEN is part of this module's interface)
     BAD_ABS,
@@ -212,16 +213,7 @@ class SehgalSky:
         }
 
     def _resolve_components(self, components) -> tuple[str, ...]:
-        if components is None:
-            return self.components
-        if isinstance(components, str):
-            components = (components,)
-        comps = tuple(components)
-        missing = [c for c in comps if c not in self.components]
-        if missing:
-            raise ValueError(f"component(s) {missing} not available in {self.directory}; "
-                             f"available: {list(self.components)}")
-        return comps
+        return resolve_components(self.components, components, self.directory)
 
     def pixel_indices(self, ra_c, dec_c, npix: int = 32, pixel_arcmin: float = 0.25,
                       nest: bool = False) -> np.ndarray:
