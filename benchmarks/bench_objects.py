@@ -1,7 +1,7 @@
 """Object-level science on skies the project never used (issue 13: object F1 >= 0.75, LEARNED >= best of PROD/AND).
 
 Each sky is a 400 deg^2 ``spt3g-paper`` synthetic sky of its own seed, built through the job functions the CLI
-uses (simulate, cutouts, MF, CNN per cutout, fully convolutional CNN at 1', CNN mass head; about 12 min per sky
+uses (simulate, cutouts, MF, CNN per cutout, fully convolutional CNN at 1', CNN mass head; 4.5-6 min per sky
 on 2 cores), or reused from ``--root`` where a previous run left it. Per sky and method: the object-level F1 on
 the test region with thresholds chosen on validation (:func:`szviewer.evaluate.objects.evaluate_objects`, what
 ``szviewer evaluate`` prints), its ratio to the MF's on the same sky (the reference row), and beside it
@@ -13,8 +13,8 @@ the test region with thresholds chosen on validation (:func:`szviewer.evaluate.o
   1' of a real halo that fails the label rule by mass (or by redshift), i.e. clusters the rule calls negative.
 
 Then the mean and its standard error over the skies, and the CNN mass head's test scatter. Run
-``python benchmarks/bench_objects.py --root DIR --seeds 11 12 13`` (keep DIR to reuse the skies) or
-``python benchmarks/run.py objects`` (seeds 11-13 in a temporary folder).
+``python benchmarks/bench_objects.py --root DIR --seeds 11 12 13 14 15`` (keep DIR to reuse the skies) or
+``python benchmarks/run.py objects`` (seeds 11-15 in a temporary folder).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-SEEDS = (11, 12, 13)
+SEEDS = (11, 12, 13, 14, 15)
 METHODS = ("MF", "CNN", "AND", "PROD", "OR", "LEARNED")
 
 
