@@ -55,16 +55,17 @@ def build(path: Path, seed: int, area_deg2: float = 400.0) -> Path:
     return path
 
 
-def ceilings(cands, halos, results: dict) -> dict[str, float]:
-    """Per method, the test-region F1 at thresholds chosen on the test region itself (the policy's search)."""
-    from szviewer.evaluate import objects, policy
+def ceilings(cands, halos, scores: dict) -> dict[str, float]:
+    """Per method (``scores``: :func:`szviewer.evaluate.objects.method_object_scores`), the test-region F1 at
+    thresholds chosen on the test region itself (the policy's search)."""
+    from szviewer.evaluate import policy
 
     region = np.asarray(cands["region"]).astype(str)
     y = np.asarray(cands["matched"], bool)
     test = region == "test"
     n_halos = int((np.asarray(halos["region"]).astype(str) == "test").sum())
     out = {}
-    for method, s in objects.method_object_scores(cands, list(results)).items():
+    for method, s in scores.items():
         highest = replace(policy.method_of(method), calibrated=False)  # the curve's highest point, for every method
         choice = policy.search(highest, {k: v[test] for k, v in s.items()}, y[test],
                                n_missed=max(n_halos - int(y[test].sum()), 0))
@@ -72,26 +73,16 @@ def ceilings(cands, halos, results: dict) -> dict[str, float]:
     return out
 
 
-def fp_census(ws, cands, result: dict, method: str) -> dict[str, int]:
-    """The test false positives of ``method`` at its validation thresholds, by the nearest halo within 1': below
-    the label mass, below the label redshift, a qualifying halo matched to another candidate (a second
-    detection), or none (noise, a source)."""
-    from scipy.spatial import cKDTree
+def fp_census(cands, pred, halos, rule: dict) -> dict[str, int]:
+    """The test false positives among ``pred`` (a method's decisions at its validation thresholds), by the
+    nearest of all ``halos`` within 1': below the label mass of ``rule`` (the cutout table's label settings),
+    below its redshift, a qualifying halo matched to another candidate (a second detection), or none (noise, a
+    source)."""
+    from szviewer.evaluate.objects import _near
 
-    from szviewer.evaluate import objects, policy
-    from szviewer.sky.geometry import radec_to_vec
-
-    with ws.cutout_store() as st:
-        rule = st.table.meta.get("label_settings", {})
-    halos = ws.halos()
-    s = objects.method_object_scores(cands, [method])[method]
-    pred = policy.decide(method, s, result["thresholds"])
     fp = pred & ~np.asarray(cands["matched"], bool) & (np.asarray(cands["region"]).astype(str) == "test")
-    tree = cKDTree(radec_to_vec(np.asarray(halos["ra"], float), np.asarray(halos["dec"], float)))
-    chord = 2 * np.sin(np.deg2rad(1.0 / 60.0) / 2)
-    d, i = tree.query(radec_to_vec(np.asarray(cands["ra"], float)[fp], np.asarray(cands["dec"], float)[fp]),
-                      k=1, distance_upper_bound=chord)
-    near = np.isfinite(d)
+    near, i = _near(np.asarray(cands["ra"], float)[fp], np.asarray(cands["dec"], float)[fp], halos["ra"],
+                    halos["dec"], 1.0)
     k = np.minimum(i, len(halos) - 1)
     mass = np.asarray(halos[rule.get("mass_column", "m_vir")], float)[k]
     low_z = near & (np.asarray(halos["z"], float)[k] < float(rule.get("z_min", 0.25)))
@@ -102,7 +93,8 @@ def fp_census(ws, cands, result: dict, method: str) -> dict[str, int]:
 
 def sky_rows(path: Path, seed: int) -> tuple[list[dict], dict]:
     """The rows of one sky and its per-method F1 and ceilings."""
-    from szviewer.evaluate.objects import evaluate_objects
+    from szviewer.evaluate import policy
+    from szviewer.evaluate.objects import evaluate_objects, method_object_scores
     from szviewer.jobs.catalogue import load_objects
     from szviewer.workspace import Workspace
 
@@ -111,13 +103,17 @@ def sky_rows(path: Path, seed: int) -> tuple[list[dict], dict]:
     oset = load_objects(ws)
     res = evaluate_objects(oset.cands, oset.halos, oset.of_halo)
     sec = time.perf_counter() - t0
-    ceil = ceilings(oset.cands, oset.halos, res)
+    scores = method_object_scores(oset.cands, list(res))
+    ceil = ceilings(oset.cands, oset.halos, scores)
+    with ws.cutout_store() as st:
+        rule = st.table.meta.get("label_settings", {})
+    halos = ws.halos()
     ref = res["MF"]["f1"]
     n_halos = res["MF"]["n_halos_apply"]
     rows = []
     for method in (m for m in METHODS if m in res):
         r = res[method]
-        census = fp_census(ws, oset.cands, r, method)
+        census = fp_census(oset.cands, policy.decide(method, scores[method], r["thresholds"]), halos, rule)
         rows.append({"name": f"seed {seed}: {method}{' (reference)' if method == 'MF' else ''}",
                      "seconds": sec if method == "MF" else None, "value": r["f1"], "unit": "object F1 (test)",
                      "target": ">=0.75" if method in ("AND", "PROD", "LEARNED") else "",
