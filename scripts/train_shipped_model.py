@@ -133,7 +133,10 @@ def main(argv=None) -> int:
     from szviewer.progress import TqdmProgress
     from szviewer.workspace import Workspace
 
-    labels = LabelSettings.from_options(a.label_mass, a.label_min, None)
+    try:
+        labels = LabelSettings.from_options(a.label_mass, a.label_min, None)
+    except ValueError as exc:
+        ap.error(str(exc))  # one line and exit 2, before any sky is touched
     t0 = time.perf_counter()
     tag = "" if a.instrument == "spt3g-paper" else f"{a.instrument}_"
     train_ws = a.work / f"train_{tag}{a.area:g}deg2_seed{a.seed}"
