@@ -67,6 +67,27 @@ def test_fcn_equals_the_per_window_network_with_context(stride_pix, fused):
     assert np.std(ref) > 0.01  # the windows differ, so equality is not trivial
 
 
+@pytest.mark.parametrize("stride_pix", [8, 2])
+def test_fcn_of_a_coarse_pixel_network_equals_its_windows(stride_pix):
+    """The 0.5'-pixel network (16 x 16 windows, stem at stride 1: total stride 8) through the same plan."""
+    net = _tiny(3, npix=16, stem_stride=1)
+    maps = (np.random.default_rng(2).standard_normal((3, 90, 100)) * 80).astype(np.float32)
+    plan = FCNPlan(net, stride_pix, precision="fp32")
+    assert plan.total_stride == 8
+    with pytest.raises(ValueError, match="stride_pix"):
+        FCNPlan(net, 16)
+    raw = plan.raw_map(maps)
+    oy, ox = plan.origins(maps.shape[1:])
+    assert raw.shape == (len(range(0, 90 - 15, stride_pix)), len(range(0, 100 - 15, stride_pix)))
+    margin = 24
+    assert max(plan.margin) <= margin
+    sel = _interior(plan, maps.shape[1:], margin)
+    assert len(sel) >= 4
+    ref = context_window_raw(net, maps, [oy[i] for i, _ in sel], [ox[j] for _, j in sel], margin=margin)
+    got = np.array([raw[i, j] for i, j in sel])
+    assert np.max(np.abs(got - ref)) < 1e-5 and np.std(ref) > 1e-3  # 100x the tolerance: the windows differ
+
+
 def test_strips_give_the_one_pass_numbers():
     net = _tiny(3)
     maps = (np.random.default_rng(2).standard_normal((3, 200, 120)) * 60).astype(np.float32)

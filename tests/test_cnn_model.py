@@ -97,7 +97,7 @@ def _trained_bn(config: NetConfig, seed: int = 1) -> DeepSZNet:
     net.train()
     with torch.no_grad():
         for _ in range(3):
-            net(torch.randn(16, 3, 32, 32) * 80)
+            net(torch.randn(16, 3, config.npix, config.npix) * 80)
     return net.eval()
 
 
@@ -121,6 +121,30 @@ def test_fused_plan_equals_the_eager_network(scaling):
     assert 24 < STEM_BATCH * 2 and plan.raw(x).shape == (53,)
     np.testing.assert_allclose(plan.raw(x), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(plan.raw(x[:1]), ref[:1], rtol=1e-4, atol=1e-4)
+
+def test_coarse_pixels_take_the_stem_at_stride_1_and_keep_the_paper_shapes():
+    """16 x 16 cutouts of 0.5': the stem's second convolution at stride 1 (NetConfig.stem_stride), so the trunk
+    ends at 2 x 2 like the paper's at 32 x 32, every weight has the paper's shape, and the fused plan (which
+    sizes its convolutions from the config) still equals the eager network."""
+    from szviewer.cnn.fused import FusedPlan, fused_available
+    from szviewer.cnn.settings import stem_stride_for
+
+    assert stem_stride_for(32) == 2 and stem_stride_for(16) == 1
+    paper, coarse = NetConfig(), NetConfig(npix=16, stem_stride=1)
+    assert coarse.total_stride == 8 and paper.total_stride == 16 and coarse.feature_size == paper.feature_size == 4096
+    with pytest.raises(ValueError, match="stem_stride"):
+        NetConfig(stem_stride=3)
+    assert NetConfig.from_dict({k: v for k, v in paper.to_dict().items() if k != "stem_stride"}) == paper  # old cards
+    a, b = DeepSZNet(paper).state_dict(), DeepSZNet(coarse).state_dict()
+    assert {k: tuple(v.shape) for k, v in a.items()} == {k: tuple(v.shape) for k, v in b.items()}
+    net = _trained_bn(NetConfig(**{**TINY_NET, "npix": 16, "stem_stride": 1}))
+    x = _cutouts(29)[:, :, :16, :16].copy()
+    with torch.inference_mode():
+        assert net.features(torch.from_numpy(x)).shape == (29, 128, 2, 2)
+        ref = raw_score(net(torch.from_numpy(x))).numpy()
+    if fused_available():
+        np.testing.assert_allclose(FusedPlan(net, torch.float32, batch=8).raw(x), ref, rtol=1e-4, atol=1e-4)
+
 
 @pytest.mark.parametrize("native", [True, False], ids=["bf16-native", "bf16-emulated"])
 def test_bf16_plan_where_native_and_the_fallback_elsewhere(native, monkeypatch):

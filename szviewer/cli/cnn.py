@@ -6,6 +6,7 @@ import contextlib
 import sys
 
 from szviewer.cli.common import add_executor_flags, executor, progress_bar, say
+from szviewer.cnn.settings import PRESETS
 from szviewer.errors import SzviewerError
 
 
@@ -46,7 +47,8 @@ def cmd_train(args) -> int:
     with _train_bar() as progress:
         train_workspace(ws, preset=args.preset, level=args.level, device=args.device, resume=args.resume,
                         seed=args.seed, max_seconds=args.max_seconds, checkpoint_seconds=args.checkpoint_seconds,
-                        overwrite=args.overwrite, estimate_only=args.estimate, progress=progress, say=say)
+                        overwrite=args.overwrite, estimate_only=args.estimate, progress=progress, say=say,
+                        init_from=args.init_from)
     return 0
 
 
@@ -69,11 +71,15 @@ def cmd_predict(args) -> int:
 def add_train(sub) -> None:
     s = sub.add_parser("train", help="train the DeepSZ CNN on a workspace's cutouts (checkpoints; --resume)")
     s.add_argument("workspace")
-    s.add_argument("--preset", choices=["paper", "quick", "long"], default="quick",
+    s.add_argument("--preset", choices=list(PRESETS), default="quick",
                    help="quick: at most 1,200 batches of 64 (for ~100 deg^2); long: at most 8,000 batches of 128 "
-                        "(1,000 deg^2 or more); paper: the paper's schedule exactly. Each is a number of steps, so "
-                        "the result does not depend on the machine; how long it takes here is measured and printed "
-                        "before training starts (see --estimate)")
+                        "(1,000 deg^2 or more); paper: the paper's schedule exactly; finetune: at most 1,800 "
+                        "batches of 64 at a fifth of the learning rate, for --init-from. Each is a number of steps, "
+                        "so the result does not depend on the machine; how long it takes here is measured and "
+                        "printed before training starts (see --estimate)")
+    s.add_argument("--init-from", metavar="MODEL",
+                   help="start from this model's weights instead of a random network (fine-tuning: e.g. the shipped "
+                        "paper model on an act-dr6 or so-lat workspace with --preset finetune; the card records it)")
     s.add_argument("--level", default="all", help="component level to train on (default all)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")

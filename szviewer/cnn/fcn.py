@@ -95,7 +95,7 @@ class FCNPlan:
             raise ValueError(f"the fully convolutional path needs the per-pixel 'fixed' input scaling; this model "
                              f"uses {cfg.scaling!r}, which depends on the whole window and cannot be shared between "
                              "windows (use the windowed path)")
-        total = 4 * 2 ** (len(cfg.blocks) - 1)
+        total = cfg.total_stride
         if stride_pix not in STRIDES or stride_pix > total:
             raise ValueError(f"stride_pix must be one of {[s for s in STRIDES if s <= total]}, not {stride_pix}")
         if precision not in PRECISIONS:
@@ -448,7 +448,7 @@ def context_window_raw(net: DeepSZNet, maps: np.ndarray, y0, x0, margin: int | N
     the features anchored on the window itself go through ``net.head``. Equal to :meth:`FCNPlan.raw_map` there.
     """
     cfg = net.config
-    total = 4 * 2 ** (len(cfg.blocks) - 1)
+    total = cfg.total_stride
     side = cfg.npix // total
     if margin is None:
         margin = int(math.ceil(max(FCNPlan(net, total).margin) / total) * total)

@@ -97,7 +97,7 @@ class FineHeadPlan:
 
     def __init__(self, net, head: FineHead, device: str = "cpu", precision: str = "auto",
                  budget_mb: float = 2048.0, rows: int = 64):
-        self.coarse = FCNPlan(net, 4 * 2 ** (len(net.config.blocks) - 1), device=device, precision=precision,
+        self.coarse = FCNPlan(net, net.config.total_stride, device=device, precision=precision,
                               budget_mb=budget_mb)
         self.stride_pix = self.coarse.feature_spacing
         self.factor = self.coarse.total_stride // self.stride_pix
@@ -227,7 +227,7 @@ def distil(model, maps_list, settings: DistilSettings | None = None, config: Fin
     s = settings or DistilSettings()
     torch.manual_seed(s.seed)
     head = FineHead(config or FineHeadConfig(features=model.config.width * 4,
-                                             window=model.config.npix // 4))
+                                             window=model.config.npix // model.config.stage1_stride))
     plan = FineHeadPlan(model.net, head, device=device)
     teacher = FCNPlan(model.net, plan.stride_pix, device=device, precision="fp32")
     data = training_crops(model, maps_list, s, plan, teacher, progress, cancelled)

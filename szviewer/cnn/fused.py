@@ -218,7 +218,7 @@ class FusedPlan:
         self.stem1 = _Conv(w, b, stem[0].stride[0], stem[0].padding[0], dtype, sb, cfg.npix)
         self.stem2 = _Conv(*folded(stem[3], stem[4]), stem[3].stride[0], stem[3].padding[0], dtype, sb, cfg.npix)
         self.blocks = []
-        hw = cfg.npix // 4
+        hw = cfg.npix // cfg.stage1_stride
         for stage in net.stages:
             for blk in stage:
                 assert isinstance(blk, Bottleneck)

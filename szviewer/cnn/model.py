@@ -1,7 +1,9 @@
 """The DeepSZ network: ResNet-50 adapted to 32 x 32 cutouts (paper section 2.2.1, Fig. 3; SCIENCE.md section 4).
 
 - Stem (paper 2.2.1 item 1): the 7x7 stride-2 convolution of ResNet-50 is replaced by conv3x3 stride 1 -> BN ->
-  ReLU -> conv3x3 stride 2 -> BN -> ReLU -> 2x2 max-pool (32 -> 16 -> 8 pixels).
+  ReLU -> conv3x3 stride 2 -> BN -> ReLU -> 2x2 max-pool (32 -> 16 -> 8 pixels). Cutouts of 0.5' pixels
+  (16 x 16) take the second convolution at stride 1 (``NetConfig.stem_stride``): 16 -> 16 -> 8, the paper's
+  angles from there on (a deviation from the paper, which had 0.25' pixels only).
 - ResNet-50 stages 1-3 (3, 4, 6 bottleneck blocks of width 64, 128, 256, expansion 4), output 1024 x 2 x 2;
   there is no 4th stage (paper 2.2.1 item 2). As in the released code (maskrcnn-benchmark ``R-50-C4`` with
   ``STRIDE_IN_1X1: true``) a downsampling block puts its stride in the first 1x1 convolution.
@@ -93,7 +95,8 @@ class DeepSZNet(nn.Module):
         self.scale = InputScaling(config.scaling, config.scale_uk, config.npix)
         self.stem = nn.Sequential(
             nn.Conv2d(config.in_bands, w, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-            nn.Conv2d(w, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.Conv2d(w, w, 3, stride=config.stem_stride, padding=1, bias=False), nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2, stride=2),
         )
         stages = []

@@ -32,9 +32,23 @@ def detrend_matrix(npix: int):
     return np.eye(npix * npix) - q @ q.T
 
 
+#: the training presets of :meth:`TrainSettings.preset_named`
+PRESETS = ("paper", "quick", "long", "finetune")
+
+
+def stem_stride_for(npix: int) -> int:
+    """The stem stride for ``npix``-pixel 8' cutouts: 2 at the paper's 32 (0.25'), 1 below (0.5' and coarser)."""
+    return 2 if int(npix) >= 32 else 1
+
+
 @dataclass(frozen=True)
 class NetConfig:
-    """Everything that fixes the network's shape and input scaling (stored in the model card)."""
+    """Everything that fixes the network's shape and input scaling (stored in the model card).
+
+    ``stem_stride``: the stride of the stem's second convolution, 2 in the paper (32 x 32 cutouts of 0.25').
+    Cutouts of coarser pixels (16 x 16 at 0.5') use 1, so every later layer sees the same angles as the paper's
+    (the max-pool's output is 8 x 8 of 1', the trunk ends at 2 x 2 of 4') and the weights have the paper model's
+    shapes (``szviewer train --init-from``); :func:`stem_stride_for`."""
 
     width: int = 64
     blocks: tuple[int, ...] = (3, 4, 6)
@@ -43,14 +57,17 @@ class NetConfig:
     npix: int = 32
     scaling: str = "minmax"
     scale_uk: tuple[float, ...] = (100.0, 100.0, 100.0)
+    stem_stride: int = 2
 
     def __post_init__(self):
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, not {self.scaling!r}")
         if len(self.scale_uk) != self.in_bands:
             raise ValueError(f"scale_uk needs {self.in_bands} values")
-        if self.npix % (4 * 2 ** (len(self.blocks) - 1)):
-            raise ValueError(f"npix {self.npix} is not divisible by the network's total stride")
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, not {self.stem_stride}")
+        if self.npix % self.total_stride:
+            raise ValueError(f"npix {self.npix} is not divisible by the network's total stride {self.total_stride}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,22 +80,34 @@ class NetConfig:
         d = dict(d)
         d["blocks"] = tuple(int(b) for b in d["blocks"])
         d["scale_uk"] = tuple(float(s) for s in d["scale_uk"])
+        d["stem_stride"] = int(d.get("stem_stride", 2))  # files from before it existed: the paper's 2
         return cls(**d)
+
+    @property
+    def stage1_stride(self) -> int:
+        """Pixels between the first stage's outputs: the stem's stride x the 2 x 2 max-pool (4 for the paper)."""
+        return 2 * self.stem_stride
+
+    @property
+    def total_stride(self) -> int:
+        """Pixels between the last stage's outputs: 16 for the paper network (4' at 0.25'), 8 with stem_stride 1."""
+        return self.stage1_stride * 2 ** (len(self.blocks) - 1)
 
     @property
     def feature_size(self) -> int:
         """Flattened size of the last stage's output: 1024 x 2 x 2 = 4096 for the paper network."""
-        side = self.npix // (4 * 2 ** (len(self.blocks) - 1))
+        side = self.npix // self.total_stride
         return self.width * 4 * 2 ** (len(self.blocks) - 1) * side * side
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyper-parameters of the dynamic stratified schedule; ``TrainSettings.preset_named('paper' | 'quick' | 'long')``.
+    """Hyper-parameters of the dynamic stratified schedule; ``TrainSettings.preset_named(name)`` (:data:`PRESETS`).
 
     Sizes are in batches (steps). ``max_seconds`` (None in every preset) is an opt-in wall-clock budget: when it
     runs out the current ratio ends with its best weights and training stops, and only then does the result
-    depend on the machine's speed.
+    depend on the machine's speed. ``init_from``: the SHA-256 of the model whose weights the network starts from
+    (None: a seeded random initialisation), so a checkpoint is resumed only from the same start.
     """
 
     preset: str = "paper"
@@ -101,6 +130,7 @@ class TrainSettings:
     augment: bool = False
     level: str = "all"
     net: NetConfig = field(default_factory=NetConfig)
+    init_from: str | None = None
 
     @classmethod
     def preset_named(cls, name: str, **overrides) -> TrainSettings:
@@ -125,6 +155,12 @@ class TrainSettings:
         most 2,000 batches per ratio (<= 8,000 batches). It is meant for skies with a thousand or more training
         positives (1,000 deg^2 of the default generator has 2,340), where quick's 1,200 batches of 64 draw each
         positive only about ten times; the shipped model was trained with it.
+
+        'finetune' is for a network that starts from a trained model (``szviewer train --init-from``, recorded
+        as ``init_from``, the SHA-256 of that model's payload): batch 64, ratios 1, 2, 4, lr 1e-3 (a fifth of
+        the others') after a 50-batch warm-up and x0.1 after 400 batches, validation every 100 batches,
+        300-batch patience, at most 600 batches per ratio (<= 1,800 batches), quick's fast path and
+        augmentation. It adapts the paper model to another instrument's cutouts (models/README.md: act-dr6).
         """
         if name == "paper":
             s = cls(preset="paper")
@@ -136,8 +172,12 @@ class TrainSettings:
             s = cls(preset="long", batch=128, ratios=(1, 2, 4, 8), warmup_batches=300, lr_steps=(1500,),
                     eval_every=100, patience=600, max_batches_per_ratio=2000, checkpoint_every=200, fast=True,
                     augment=True, net=NetConfig(scaling="fixed"))
+        elif name == "finetune":
+            s = cls(preset="finetune", batch=64, ratios=(1, 2, 4), lr=1e-3, warmup_batches=50, lr_steps=(400,),
+                    eval_every=100, patience=300, max_batches_per_ratio=600, checkpoint_every=100, fast=True,
+                    augment=True, net=NetConfig(scaling="fixed"))
         else:
-            raise ValueError(f"unknown preset {name!r} (paper, quick or long)")
+            raise ValueError(f"unknown preset {name!r} ({', '.join(PRESETS)})")
         return replace(s, **overrides) if overrides else s
 
     def to_dict(self) -> dict:

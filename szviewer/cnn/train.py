@@ -291,7 +291,7 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
           checkpoint_path: str | Path | None = None, log_path: str | Path | None = None, resume: bool = False,
           select: Callable[[np.ndarray, np.ndarray], float] | None = None, device: str = "cpu",
           checkpoint_seconds: float | None = CHECKPOINT_SECONDS, progress: ProgressFn | None = None,
-          cancelled: CancelFn | None = None) -> TrainResult:
+          cancelled: CancelFn | None = None, init_state: dict | None = None) -> TrainResult:
     """Train the DeepSZ CNN on the 'train' rows of ``store`` (or on in-memory ``data`` = (train, val)).
 
     ``checkpoint_path``: where the checkpoint goes (None: no checkpoints); it is written every
@@ -303,8 +303,12 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
     Progress is reported between batches as (position in the plan of :func:`plan_max_steps` batches, that
     maximum, message with an "at most ... left" estimate from the measured step time); ``cancelled`` is checked
     between batches and raises :class:`~szviewer.errors.Cancelled`, leaving the last checkpoint valid.
+    ``init_state``: a state dict of the same architecture to start from instead of the random initialisation
+    (fine-tuning; ``settings.init_from`` names it, so a checkpoint of another start is never resumed).
     """
     s = settings or TrainSettings.preset_named("paper")
+    if (init_state is None) != (s.init_from is None):
+        raise ValueError("init_state and settings.init_from go together")
     t0 = _clock()
     ck_path = None if checkpoint_path is None else Path(checkpoint_path)
     log_path = None if log_path is None else Path(log_path)
@@ -334,7 +338,10 @@ def train(store=None, settings: TrainSettings | None = None, *, data: tuple[Spli
     select = select or (lambda raw, y: -weighted_val_loss(raw, y, None))
 
     torch.manual_seed(s.seed)
-    net = DeepSZNet(s.net).to(device)
+    net = DeepSZNet(s.net)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+    net = net.to(device)
     if s.fast:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)

@@ -80,12 +80,15 @@ def mf(workspace: str, overwrite: bool = False, progress=None, cancelled=None, w
 
 def train(workspace: str, preset: str = "quick", device: str = "auto", overwrite: bool = False, progress=None,
           cancelled=None) -> dict:
-    """Train the CNN on the workspace's training cutouts (szviewer train); torch loads in this process only."""
+    """Train the CNN on the workspace's training cutouts (szviewer train); torch loads in this process only. The
+    'finetune' preset starts from the shipped paper model (``szviewer train --init-from``)."""
+    from szviewer.jobs.cnn import default_model_path
     from szviewer.jobs.training import train_workspace
     from szviewer.workspace import Workspace
 
+    init_from = default_model_path() if preset == "finetune" else None
     s = train_workspace(Workspace(workspace), preset=preset, device=device, overwrite=overwrite, forecast=False,
-                        progress=progress, cancelled=cancelled)
+                        progress=progress, cancelled=cancelled, init_from=init_from)
     print(f"trained ({preset}, {device}): val F1 {s.get('val_f1')}, test F1 {s.get('test_f1')}, {s.get('seconds')} s")
     return s
 

@@ -123,7 +123,9 @@ class TrainDialog(QtWidgets.QDialog):
 
     PRESETS = (("quick", "quick: at most 1,200 batches of 64 (for ~100 deg²)"),
                ("long", "long: at most 8,000 batches of 128 (for 1,000 deg² or more)"),
-               ("paper", "paper: the paper's schedule exactly (20 ratios, patience 1,000)"))
+               ("paper", "paper: the paper's schedule exactly (20 ratios, patience 1,000)"),
+               ("finetune", "finetune: start from the shipped paper model, at most 1,800 batches of 64 "
+                            "(for act-dr6, so-lat and other instruments)"))
 
     def __init__(self, parent=None, workspace: str | None = None, measure_mode: str = "process"):
         super().__init__(parent)

@@ -92,7 +92,8 @@ def training_sky(ws: Workspace) -> dict:
     return {"kind": ws.kind, "instrument": inst.get("name") if isinstance(inst, dict) else None,
             "pixel_arcmin": ws.pixel_arcmin, "area_deg2": ws.geometry.get("area_deg2"), "seed": prov.get("seed"),
             "generator": prov.get("generator"), "footprint": ws.geometry.get("footprint"),
-            "cutouts": ws.products.get("cutouts", {}).get("summary", {}).get("splits")}
+            "cutouts": ws.products.get("cutouts", {}).get("summary", {}).get("splits"),
+            "label_rule": ws.products.get("cutouts", {}).get("settings", {}).get("labels")}
 
 
 def _check_trainable(store, level: str) -> None:
@@ -117,20 +118,23 @@ def has_one_over_f(ws: Workspace) -> bool:
 
 
 def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max_seconds: float | None = None,
-                   overrides: dict | None = None, store=None, one_over_f: bool = False):
+                   overrides: dict | None = None, store=None, one_over_f: bool = False, init=None):
     """The :class:`~szviewer.cnn.train.TrainSettings` of a run: a preset (defined by steps), the level and seed,
     an opt-in wall-clock budget ``max_seconds`` and ``overrides`` (TrainSettings fields, and ``scaling``: the
     network's input scaling, :data:`szviewer.cnn.settings.SCALINGS`).
 
     ``store``: the cutout store trained on. The network is the paper's, adapted to the instrument: it reads the
     store's ``npix x npix`` cutouts (8' at the sky's pixel size: 32 at the paper's 0.25', 16 at 0.5') of all its
-    bands (any number), every stage unchanged, so at 0.5' pixels the trunk ends at 1 x 1 instead of 2 x 2 and the
-    head reads 1,024 features instead of 4,096 (README, "Deviations"). ``one_over_f`` (:func:`has_one_over_f`):
-    the sky has atmospheric 1/f noise, so a preset's 'fixed' scaling becomes 'detrend' (each cutout's quadratic
-    surface removed first: such cutouts are dominated by modes larger than themselves)."""
+    bands (any number); at 0.5' pixels the stem's second convolution runs at stride 1 instead of 2
+    (:func:`~szviewer.cnn.settings.stem_stride_for`), so every later layer sees the paper's angles, the trunk ends
+    at 2 x 2 and the weights have the paper model's shapes (README, "Deviations"). ``one_over_f``
+    (:func:`has_one_over_f`): the sky has atmospheric 1/f noise, so a preset's 'fixed' scaling becomes 'detrend'
+    (each cutout's quadratic surface removed first: such cutouts are dominated by modes larger than themselves).
+    ``init``: a loaded :class:`~szviewer.cnn.modelfile.CNNModel` to start from (``--init-from``): its width,
+    blocks and head replace the preset's, and ``init_from`` records its checksum."""
     from dataclasses import replace
 
-    from szviewer.cnn.settings import SCALINGS, TrainSettings
+    from szviewer.cnn.settings import SCALINGS, TrainSettings, stem_stride_for
 
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise InputError(None, f"--max-seconds {max_seconds}: must be a positive number of seconds")
@@ -145,15 +149,43 @@ def train_settings(preset: str = "quick", level: str = "all", seed: int = 0, max
         scaling = "detrend"
     if scaling is not None:
         settings = replace(settings, net=replace(settings.net, scaling=scaling))
+    if init is not None:
+        src = init.config
+        settings = replace(settings, init_from=model_checksum(init),
+                           net=replace(settings.net, width=src.width, blocks=src.blocks, head=src.head))
     if store is None:
         return settings
     net, nb = settings.net, len(store.bands)
     try:
-        net = replace(net, npix=int(store.npix), in_bands=nb, scale_uk=(net.scale_uk[0],) * nb)
+        net = replace(net, npix=int(store.npix), in_bands=nb, scale_uk=(net.scale_uk[0],) * nb,
+                      stem_stride=stem_stride_for(store.npix))
     except ValueError as exc:
         raise InputError(store.path, f"cutouts of {store.npix} x {store.npix} pixels ({store.pixel_arcmin:g}'): "
                                      f"{exc}; cut with smaller pixels") from None
     return replace(settings, net=net)
+
+
+def model_checksum(model) -> str:
+    """The SHA-256 that names a model: its card's payload checksum, or the file's for a file without one."""
+    from szviewer.workspace.products import file_signature
+
+    return str(model.card.get("sha256") or file_signature(model.path)["sha256"])
+
+
+def init_state_for(model, settings, model_path) -> dict:
+    """The weights of ``model`` (``--init-from``) for the network of ``settings``, or a one-line InputError naming
+    the model file when a tensor's shape differs (another number of bands, or a trunk that ends at another size)."""
+    from szviewer.cnn.model import DeepSZNet
+
+    want = DeepSZNet(settings.net).state_dict()
+    have = model.net.state_dict()
+    for k, v in want.items():
+        if k not in have or tuple(have[k].shape) != tuple(v.shape):
+            got = tuple(have[k].shape) if k in have else "none"
+            raise InputError(model_path, f"cannot start from this model: its weight {k} has shape {got}, this "
+                                         f"workspace's network ({settings.net.npix} x {settings.net.npix} pixels, "
+                                         f"{settings.net.in_bands} bands) needs {tuple(v.shape)}")
+    return {k: have[k].detach().clone().float() if have[k].is_floating_point() else have[k].clone() for k in want}
 
 
 def check_model_fits(model, store, model_path) -> None:
@@ -174,20 +206,23 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
               progress: ProgressFn | None = None, cancelled: CancelFn | None = None, seed: int = 0,
               model_out: str | os.PathLike | None = None, overrides: dict | None = None,
               max_seconds: float | None = None, checkpoint_seconds: float | None = 120.0,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, init_from: str | os.PathLike | None = None) -> dict:
     """Train on the workspace's 'train' cutouts, calibrate on 'val', evaluate on 'val'/'test', save the model.
 
     ``preset``: 'quick' (at most 1,200 batches of 64; for ~100 deg^2), 'long' (at most 8,000 batches of 128; for
-    1,000 deg^2 or more) or 'paper' (paper section 2.2.2 exactly; :meth:`TrainSettings.preset_named`). A preset
+    1,000 deg^2 or more), 'paper' (paper section 2.2.2 exactly) or 'finetune' (with ``init_from``;
+    :meth:`TrainSettings.preset_named`). A preset
     is a number of steps, so its result does not depend on the machine; :func:`train_estimate` says how long it
     takes here. ``max_seconds``: an opt-in wall-clock budget (recorded in the card). ``checkpoint_seconds``: a
     checkpoint at least this often besides every ``checkpoint_every`` batches. ``resume``: continue from
-    ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests).
+    ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests). ``init_from``: a model file whose
+    weights the network starts from (fine-tuning, e.g. the paper model on another instrument's cutouts with the
+    'finetune' preset); the card records it.
     Commits the model as the product ``cnn_model`` (``cnn_model/gNNNNNN/model.pt`` and its training log; or writes
     ``model_out``); a run that would replace a trained model or a finished run's checkpoint without ``resume`` needs
     ``overwrite``. Returns a summary.
     """
-    from szviewer.cnn.modelfile import CNNModel, fit_platt, save_model
+    from szviewer.cnn.modelfile import CNNModel, fit_platt, load_model, save_model
     from szviewer.cnn.settings import plan_max_steps
     from szviewer.cnn.train import train
 
@@ -204,15 +239,17 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
     if checkpoint_seconds is not None and not checkpoint_seconds > 0:
         raise InputError(None, f"--checkpoint-seconds {checkpoint_seconds}: must be a positive number of seconds")
     dev = resolve_device(device)
+    init = None if init_from is None else load_model(init_from)
     store = ws.cutout_store()
     try:
         _check_trainable(store, level)
         settings = train_settings(preset, level, seed, max_seconds, overrides, store=store,
-                                  one_over_f=has_one_over_f(ws))
+                                  one_over_f=has_one_over_f(ws), init=init)
+        init_state = None if init is None else init_state_for(init, settings, init_from)
         ws.path(CNN_DIR).mkdir(exist_ok=True)
         res = train(store, settings, checkpoint_path=ws.path(CHECKPOINT), log_path=ws.path(TRAIN_LOG),
                     resume=resume, select=best_f1, device=dev, checkpoint_seconds=checkpoint_seconds,
-                    progress=progress, cancelled=cancelled)
+                    progress=progress, cancelled=cancelled, init_state=init_state)
         import torch
 
         net = res.net.cpu().to(memory_format=torch.contiguous_format).eval()
@@ -225,6 +262,9 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
             "steps": res.steps, "plan_max_steps": plan_max_steps(settings), "train_seconds": round(res.seconds, 1),
             "seconds_per_step": round(res.seconds / max(res.steps, 1), 3), "stopped_by_time": res.stopped_by_time,
             "device": dev,
+            "init_from": None if init is None else {
+                "file": Path(init_from).name, "sha256": settings.init_from,
+                "training_sky": init.card.get("training_sky"), "preset": init.card.get("preset")},
             "metrics_same_sky": metrics,
             "val_f1": metrics["val_f1"], "test_f1": metrics["test_f1"],
             "created": now_iso(),
@@ -312,7 +352,8 @@ def _cache_rates(key: str, rates: dict) -> None:
 
 def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", device: str = "auto", seed: int = 0,
                    max_seconds: float | None = None, resume: bool = False, overrides: dict | None = None,
-                   measure: bool = True, sample: int = 256, cancelled: CancelFn | None = None) -> dict | None:
+                   measure: bool = True, sample: int = 256, cancelled: CancelFn | None = None,
+                   init_from: str | os.PathLike | None = None) -> dict | None:
     """How long :func:`train_job` with these arguments can take on this machine, from a measured step time.
 
     ``measure=True`` times a few real training steps of the preset's batch size (and the validation scoring) on
@@ -320,16 +361,24 @@ def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", dev
     remembers the rates in ``$SZVIEWER_HOME/cache/cnn_train_rates.json``; ``measure=False`` only uses that
     cache and never imports torch (the app's train dialog), returning None when nothing is cached for this
     machine. The bound covers every step of the plan and every validation pass (patience usually ends ratios
-    sooner), reading the cutouts and scoring 'val' and 'test' afterwards.
+    sooner), reading the cutouts and scoring 'val' and 'test' afterwards. ``init_from``: the model a fine-tuning
+    run starts from (its network is the one timed; a model that does not fit is refused here, before any step).
 
     Returns {'seconds' (upper bound), 'steps', 'plan_steps', 'step_seconds', 'measured', 'text', ...}.
     """
     from szviewer.cnn.settings import estimate_seconds, format_duration
 
+    init = None
+    if init_from is not None:
+        from szviewer.cnn.modelfile import load_model
+
+        init = load_model(init_from)
     store = ws.cutout_store()
     try:
         settings = train_settings(preset, level, seed, max_seconds, overrides, store=store,
-                                  one_over_f=has_one_over_f(ws))
+                                  one_over_f=has_one_over_f(ws), init=init)
+        if init is not None:
+            init_state_for(init, settings, init_from)
         key = _machine_key(settings, device)
         _check_trainable(store, level)
         split = np.asarray(store.table["split"])

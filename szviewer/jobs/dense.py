@@ -292,7 +292,7 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
         pix = float(store.pixel_arcmin)
         check_model_fits(model, store, path)
     ids = np.asarray(table["id"])
-    total = 4 * 2 ** (len(model.config.blocks) - 1)
+    total = model.config.total_stride
     step = dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin, total)
     grid_arcmin = step * pix
     todo = list(range(len(sky.tiles))) if tiles is None else sorted({int(k) for k in tiles})

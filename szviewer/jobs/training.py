@@ -15,23 +15,25 @@ def train_workspace(ws: Workspace, preset: str = "quick", level: str = "all", de
                     resume: bool = False, seed: int = 0, max_seconds: float | None = None,
                     checkpoint_seconds: float | None = 120.0, overwrite: bool = False, forecast: bool = True,
                     estimate_only: bool = False, progress: ProgressFn | None = None,
-                    cancelled: CancelFn | None = None, say: Callable[[str], None] | None = None) -> dict:
+                    cancelled: CancelFn | None = None, say: Callable[[str], None] | None = None,
+                    init_from=None) -> dict:
     """Train the CNN; with ``forecast`` first measure a few steps here and ``say`` how long the run can take
     (the app's train dialog has measured already, so it passes ``forecast=False``), at the end ``say`` the
-    summary. ``estimate_only``: stop after the forecast. Returns the :func:`~szviewer.jobs.cnn.train_job` summary,
-    or ``{"estimate": ...}`` with ``estimate_only``."""
+    summary. ``estimate_only``: stop after the forecast. ``init_from``: a model file to fine-tune (checked
+    before the forecast). Returns the :func:`~szviewer.jobs.cnn.train_job` summary, or ``{"estimate": ...}``
+    with ``estimate_only``."""
     from szviewer.jobs.cnn import train_estimate, train_job
     from szviewer.jobs.info import summary_line
 
     say = say or (lambda line: None)
     if forecast or estimate_only:
         est = train_estimate(ws, preset=preset, level=level, device=device, seed=seed, max_seconds=max_seconds,
-                             resume=resume, cancelled=cancelled)
+                             resume=resume, cancelled=cancelled, init_from=init_from)
         say(est["text"])
         if estimate_only:
             return {"estimate": est}
     s = train_job(ws, preset=preset, level=level, device=device, resume=resume, progress=progress,
                   cancelled=cancelled, seed=seed, max_seconds=max_seconds, checkpoint_seconds=checkpoint_seconds,
-                  overwrite=overwrite)
+                  overwrite=overwrite, init_from=init_from)
     say(summary_line(s))
     return s
