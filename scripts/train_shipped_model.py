@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from szviewer.cnn.settings import PRESETS  # torch-free
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--instrument", default="spt3g-paper",
                     help="instrument preset of both skies (a model for another preset: --out models/deepsz_NAME.pt)")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "deepsz_synthetic.pt")
-    ap.add_argument("--preset", default="long", choices=["quick", "long", "paper", "finetune"])
+    ap.add_argument("--preset", default="long", choices=list(PRESETS))
     ap.add_argument("--init-from", type=Path, help="start from this model's weights (fine-tuning)")
     ap.add_argument("--no-edge", action="store_true", help="skip the dense edge-effect measurement")
     ap.add_argument("--label-mass", default=None, metavar="{vir,200c,500c,200m}",

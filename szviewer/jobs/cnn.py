@@ -185,7 +185,7 @@ def init_state_for(model, settings, model_path) -> dict:
             raise InputError(model_path, f"cannot start from this model: its weight {k} has shape {got}, this "
                                          f"workspace's network ({settings.net.npix} x {settings.net.npix} pixels, "
                                          f"{settings.net.in_bands} bands) needs {tuple(v.shape)}")
-    return {k: have[k].detach().clone().float() if have[k].is_floating_point() else have[k].clone() for k in want}
+    return have  # load_state_dict copies it into the new network
 
 
 def check_model_fits(model, store, model_path) -> None:
