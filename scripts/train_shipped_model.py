@@ -130,6 +130,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ratios", help="override the preset's ratios, e.g. 1,2,4")
     ap.add_argument("--max-batches-per-ratio", type=int, help="override the preset's cap of batches per ratio")
     ap.add_argument("--max-seconds", type=float, help="training time budget: stop after the ratio that exceeds it")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
+                    help="where to train (cpu by default, so the shipped models reproduce anywhere; cuda on a GPU)")
+    ap.add_argument("--no-eval", action="store_true",
+                    help="skip the independent sky (steps 3 and 5); score it later with --eval-only")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="only (re)score the independent sky with the model at --out and update its card")
     ap.add_argument("--edge-only", action="store_true",
                     help="only (re)measure the edge effect of the model at --out on the evaluation sky")
     a = ap.parse_args(argv)
@@ -174,26 +180,25 @@ def main(argv=None) -> int:
         overrides["max_batches_per_ratio"] = a.max_batches_per_ratio
     if a.max_seconds:
         overrides["max_seconds"] = a.max_seconds
-    summary = train_job(Workspace(train_ws), preset=a.preset, device="cpu", resume=a.resume, seed=a.train_seed,
+    if a.eval_only:
+        model = load_model(a.out)
+        evaluate_other_sky(a, eval_ws, labels, model, model.card["metrics_same_sky"]["val_threshold"], argv)
+        return 0
+    summary = train_job(Workspace(train_ws), preset=a.preset, device=a.device, resume=a.resume, seed=a.train_seed,
                         overrides=overrides, overwrite=not a.resume,  # the scratch workspace's last model goes
                         init_from=a.init_from,
                         progress=progress if not sys.stderr.isatty() else TqdmProgress("train"))
     print(json.dumps(summary, indent=1), flush=True)
 
-    make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument, labels)
     model = load_model(summary["model"])
-    other = other_sky_metrics(eval_ws, model, summary["val_threshold"])
     card = dict(model.card)
-    card["other_sky"] = {"area_deg2": a.eval_area, "seed": a.eval_seed, "generator": "szviewer.sky.synthetic",
-                         "instrument": a.instrument,
-                         "threshold": summary["val_threshold"], "metrics": card_safe(other)}
-    card["other_sky_f1"] = other["all"]["f1_at_val_threshold"]
-    card["reproduce"] = " ".join(["python scripts/train_shipped_model.py"] + list(sys.argv[1:] if argv is None
-                                                                                  else argv))
+    card["reproduce"] = reproduce_line(argv)
     card.pop("workspace", None)
     save_model(a.out, model.net, model.platt, card)
-    edge = None
-    if not a.no_edge:
+    other = edge = None
+    if not a.no_eval:
+        other = evaluate_other_sky(a, eval_ws, labels, model, summary["val_threshold"], argv)
+    if not (a.no_edge or a.no_eval):
         edge = measure_edge(eval_ws, a.out)
         add_to_card(a.out, {"edge_effect_other_sky": edge})
     total = time.perf_counter() - t0
@@ -202,6 +207,27 @@ def main(argv=None) -> int:
     (a.out.parent / (a.out.stem + ".summary.json")).write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps(out, indent=1, default=str))
     return 0
+
+
+def reproduce_line(argv) -> str:
+    return " ".join(["python scripts/train_shipped_model.py"] + list(sys.argv[1:] if argv is None else argv))
+
+
+def evaluate_other_sky(a, eval_ws: Path, labels, model, threshold: float, argv) -> dict:
+    """Step 3: simulate the independent sky, score it with ``model`` and record the scores in the card at
+    ``a.out``."""
+    from szviewer.cnn.modelfile import save_model
+
+    make_sky(eval_ws, a.eval_area, a.eval_seed, a.instrument, labels)
+    other = other_sky_metrics(eval_ws, model, threshold)
+    card = dict(model.card)
+    card["other_sky"] = {"area_deg2": a.eval_area, "seed": a.eval_seed, "generator": "szviewer.sky.synthetic",
+                         "instrument": a.instrument, "threshold": threshold, "metrics": card_safe(other)}
+    card["other_sky_f1"] = other["all"]["f1_at_val_threshold"]
+    card.pop("workspace", None)
+    save_model(a.out, model.net, model.platt, card)
+    print(json.dumps({"other_sky": other}, indent=1), flush=True)
+    return other
 
 
 def card_safe(obj):

@@ -290,9 +290,14 @@ def test_a_cnn_per_instrument_trains_on_act_dr6_and_the_paper_model_is_refused(t
                        init_from=src, model_out=tmp_path / "ft.pt", overwrite=True)
         free = train_job(ws, preset="finetune", device="cpu", overrides={**TINY, "lr": 0.0, "weight_decay": 0.0},
                          model_out=tmp_path / "free.pt", overwrite=True)
+        # the start already loaded (train_workspace loads it once for the forecast and the run): the same run
+        again = train_job(ws, preset="finetune", device="cpu", overrides={**TINY, "lr": 0.0, "weight_decay": 0.0},
+                          init_from=start, model_out=tmp_path / "again.pt", overwrite=True)
     finally:
         torch.set_num_threads(n)
-    ft, free = load_model(ft["model"]), load_model(free["model"])
+    ft, free, again = load_model(ft["model"]), load_model(free["model"]), load_model(again["model"])
+    assert ft.card["init_from"] == again.card["init_from"] and ft.card["init_from"]["file"] == "src.pt"
+    assert all(torch.equal(v, again.net.state_dict()[k]) for k, v in ft.net.state_dict().items())
     assert ft.card["init_from"]["sha256"] == start.card["sha256"] == ft.card["train_settings"]["init_from"]
     assert ft.card["init_from"]["training_sky"]["instrument"] == "spt3g-paper" and free.card["init_from"] is None
     for k in ("stem.0.weight", "stem.3.weight", "stages.2.0.conv2.weight", "head.2.weight", "head.6.bias"):

@@ -115,7 +115,8 @@ def test_refuses_other_architecture(tmp_path, tiny_file):
     k = "head.6.weight"
     sd[k] = torch.zeros(3, sd[k].shape[1])
     _save_intact(dict(obj, state_dict=sd), tmp_path / "bad_shape.pt")
-    _refused(tmp_path / "bad_shape.pt", "shape")
+    _refused(tmp_path / "bad_shape.pt", f"weight {k} has shape (3, {sd[k].shape[1]}), the architecture wants "
+                                         f"(2, {sd[k].shape[1]})")
     card = dict(obj["card"])
     card.pop("platt")
     _save_intact(dict(obj, card=card), tmp_path / "no_platt.pt")

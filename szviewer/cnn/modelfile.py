@@ -144,6 +144,17 @@ def read_card(path: str | os.PathLike) -> dict:
     return load_model(path).card
 
 
+def first_shape_mismatch(want: dict, have: dict) -> tuple[str, object, tuple] | None:
+    """The first tensor of the state dict ``want`` that ``have`` lacks or holds in another shape, as (name, the shape
+    found, or 'none' / the type of a non-tensor, the shape wanted); None when every tensor fits."""
+    for k, v in want.items():
+        got = have.get(k)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape):
+            found = tuple(got.shape) if isinstance(got, torch.Tensor) else "none" if got is None else type(got).__name__
+            return k, found, tuple(v.shape)
+    return None
+
+
 def load_model(path: str | os.PathLike, device: str = "cpu") -> CNNModel:
     """Load and check a model file; InputError naming the file when it is missing, damaged (unreadable, or its
     checksum differs), of another kind or mismatching this szviewer's architecture."""
@@ -182,10 +193,10 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> CNNModel:
     if missing or extra:
         raise InputError(path, f"weights do not match the architecture: missing {missing[:3]}, unexpected "
                                f"{extra[:3]} ({len(missing)} missing, {len(extra)} unexpected)")
-    for k, v in want.items():
-        if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(v.shape):
-            shape = tuple(sd[k].shape) if isinstance(sd[k], torch.Tensor) else type(sd[k]).__name__
-            raise InputError(path, f"weight {k} has shape {shape}, the architecture wants {tuple(v.shape)}")
+    bad = first_shape_mismatch(want, sd)
+    if bad is not None:
+        raise InputError(path, f"weight {bad[0]} has shape {bad[1]}, the architecture wants {bad[2]}")
+    for k in want:
         if sd[k].is_floating_point() and not torch.isfinite(sd[k]).all():
             raise InputError(path, f"weight {k} holds NaN or inf values")
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()})

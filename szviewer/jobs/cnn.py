@@ -172,19 +172,30 @@ def model_checksum(model) -> str:
     return str(model.card.get("sha256") or file_signature(model.path)["sha256"])
 
 
+def start_model(init_from):
+    """The model a fine-tuning run starts from and its file: ``init_from`` is a model file, an already loaded
+    :class:`~szviewer.cnn.modelfile.CNNModel` (loaded once for the forecast and the run) or None."""
+    if init_from is None:
+        return None, None
+    if hasattr(init_from, "net"):
+        return init_from, init_from.path
+    from szviewer.cnn.modelfile import load_model
+
+    return load_model(init_from), init_from
+
+
 def init_state_for(model, settings, model_path) -> dict:
     """The weights of ``model`` (``--init-from``) for the network of ``settings``, or a one-line InputError naming
     the model file when a tensor's shape differs (another number of bands, or a trunk that ends at another size)."""
     from szviewer.cnn.model import DeepSZNet
+    from szviewer.cnn.modelfile import first_shape_mismatch
 
-    want = DeepSZNet(settings.net).state_dict()
     have = model.net.state_dict()
-    for k, v in want.items():
-        if k not in have or tuple(have[k].shape) != tuple(v.shape):
-            got = tuple(have[k].shape) if k in have else "none"
-            raise InputError(model_path, f"cannot start from this model: its weight {k} has shape {got}, this "
-                                         f"workspace's network ({settings.net.npix} x {settings.net.npix} pixels, "
-                                         f"{settings.net.in_bands} bands) needs {tuple(v.shape)}")
+    bad = first_shape_mismatch(DeepSZNet(settings.net).state_dict(), have)
+    if bad is not None:
+        raise InputError(model_path, f"cannot start from this model: its weight {bad[0]} has shape {bad[1]}, this "
+                                     f"workspace's network ({settings.net.npix} x {settings.net.npix} pixels, "
+                                     f"{settings.net.in_bands} bands) needs {bad[2]}")
     return have  # load_state_dict copies it into the new network
 
 
@@ -206,7 +217,7 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
               progress: ProgressFn | None = None, cancelled: CancelFn | None = None, seed: int = 0,
               model_out: str | os.PathLike | None = None, overrides: dict | None = None,
               max_seconds: float | None = None, checkpoint_seconds: float | None = 120.0,
-              overwrite: bool = False, init_from: str | os.PathLike | None = None) -> dict:
+              overwrite: bool = False, init_from=None) -> dict:
     """Train on the workspace's 'train' cutouts, calibrate on 'val', evaluate on 'val'/'test', save the model.
 
     ``preset``: 'quick' (at most 1,200 batches of 64; for ~100 deg^2), 'long' (at most 8,000 batches of 128; for
@@ -215,14 +226,14 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
     is a number of steps, so its result does not depend on the machine; :func:`train_estimate` says how long it
     takes here. ``max_seconds``: an opt-in wall-clock budget (recorded in the card). ``checkpoint_seconds``: a
     checkpoint at least this often besides every ``checkpoint_every`` batches. ``resume``: continue from
-    ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests). ``init_from``: a model file whose
-    weights the network starts from (fine-tuning, e.g. the paper model on another instrument's cutouts with the
-    'finetune' preset); the card records it.
+    ``cnn/checkpoint.pt``. ``overrides``: TrainSettings fields (tests). ``init_from``: a model file (or a loaded
+    model, :func:`start_model`) whose weights the network starts from (fine-tuning, e.g. the paper model on
+    another instrument's cutouts with the 'finetune' preset); the card records it.
     Commits the model as the product ``cnn_model`` (``cnn_model/gNNNNNN/model.pt`` and its training log; or writes
     ``model_out``); a run that would replace a trained model or a finished run's checkpoint without ``resume`` needs
     ``overwrite``. Returns a summary.
     """
-    from szviewer.cnn.modelfile import CNNModel, fit_platt, load_model, save_model
+    from szviewer.cnn.modelfile import CNNModel, fit_platt, save_model
     from szviewer.cnn.settings import plan_max_steps
     from szviewer.cnn.train import train
 
@@ -239,7 +250,7 @@ def train_job(ws: Workspace, preset: str = "quick", level: str = "all", device: 
     if checkpoint_seconds is not None and not checkpoint_seconds > 0:
         raise InputError(None, f"--checkpoint-seconds {checkpoint_seconds}: must be a positive number of seconds")
     dev = resolve_device(device)
-    init = None if init_from is None else load_model(init_from)
+    init, init_from = start_model(init_from)
     store = ws.cutout_store()
     try:
         _check_trainable(store, level)
@@ -353,7 +364,7 @@ def _cache_rates(key: str, rates: dict) -> None:
 def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", device: str = "auto", seed: int = 0,
                    max_seconds: float | None = None, resume: bool = False, overrides: dict | None = None,
                    measure: bool = True, sample: int = 256, cancelled: CancelFn | None = None,
-                   init_from: str | os.PathLike | None = None) -> dict | None:
+                   init_from=None) -> dict | None:
     """How long :func:`train_job` with these arguments can take on this machine, from a measured step time.
 
     ``measure=True`` times a few real training steps of the preset's batch size (and the validation scoring) on
@@ -368,11 +379,7 @@ def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", dev
     """
     from szviewer.cnn.settings import estimate_seconds, format_duration
 
-    init = None
-    if init_from is not None:
-        from szviewer.cnn.modelfile import load_model
-
-        init = load_model(init_from)
+    init, init_from = start_model(init_from)
     store = ws.cutout_store()
     try:
         settings = train_settings(preset, level, seed, max_seconds, overrides, store=store,

@@ -22,10 +22,11 @@ def train_workspace(ws: Workspace, preset: str = "quick", level: str = "all", de
     summary. ``estimate_only``: stop after the forecast. ``init_from``: a model file to fine-tune (checked
     before the forecast). Returns the :func:`~szviewer.jobs.cnn.train_job` summary, or ``{"estimate": ...}``
     with ``estimate_only``."""
-    from szviewer.jobs.cnn import train_estimate, train_job
+    from szviewer.jobs.cnn import start_model, train_estimate, train_job
     from szviewer.jobs.info import summary_line
 
     say = say or (lambda line: None)
+    init_from = start_model(init_from)[0]  # loaded once, for the forecast and the run
     if forecast or estimate_only:
         est = train_estimate(ws, preset=preset, level=level, device=device, seed=seed, max_seconds=max_seconds,
                              resume=resume, cancelled=cancelled, init_from=init_from)
