@@ -64,3 +64,32 @@ def test_launcher_without_a_display_runs_the_cli(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         launcher.main(["--version"])
     assert "szviewer" in capsys.readouterr().out
+
+
+def test_the_main_job_runs_every_finder_prints_table1_and_keeps_what_is_done(tmp_path, capsys):
+    """README command 1 without a display (``szviewer --headless``, here on a 16 deg^2 demo): the sky, its cutouts,
+    the MF, the CNN on the cutouts and on the whole map, then Table 1 and the object-level table with a CNN row;
+    a second run makes nothing again."""
+    from szviewer.workspace import Workspace
+
+    ws = tmp_path / "demo"
+    assert main(["--headless", "--workspace", str(ws), "--area", "16", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    w = Workspace(ws)
+    for product in ("cutouts", "mf", "cnn", "cnn_dense", "evaluation"):
+        assert w.has(product) and not w.stale(product), product
+    assert "Table 1 (thresholds chosen on validation, counts on test):" in out
+    objects = out[out.index("Objects (one-to-one"):]
+    rows = {ln.split()[0]: ln for ln in objects.splitlines()[3:] if ln.strip() and not ln.startswith("M500")}
+    assert {"MF", "CNN", "AND", "PROD", "OR", "LEARNED"} <= set(rows), objects
+    assert "no CNN candidates" not in objects and "cnn_prob >=" in rows["CNN"]
+    assert not any("nan" in row for row in rows.values()), objects  # every method has its thresholds from val
+    tp, fp, fn = (int(v) for v in rows["CNN"].split()[-7:-4])
+    assert tp > 0 and tp + fn == 4  # the 4 qualifying halos of the test region, the CNN's own candidates found
+    assert "CNN candidates:" in out and "matched filter:" in out
+    made = {p: w.products[p]["generation"] for p in ("cutouts", "mf", "cnn", "cnn_dense")}
+    assert main(["--headless", "--workspace", str(ws)]) == 0
+    again = capsys.readouterr().out
+    assert "building the demo" not in again and "matched filter:" not in again and "CNN candidates:" not in again
+    assert {p: Workspace(ws).products[p]["generation"] for p in made} == made
+    assert "Table 1" in again

@@ -319,3 +319,38 @@ def test_cli_predict_dense_is_fully_convolutional_and_windowed_stays(scratch_ws,
                  "--overwrite"]) != 0
     err = capsys.readouterr().err
     assert "--resolution-arcmin 3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_dense_after_predict_keeps_current_cutout_scores_of_the_same_model(scratch_ws, tmp_path, capsys):
+    """`szviewer predict WS --dense` (what `evaluate` tells a user to run) after `predict WS`: the cutout scores of
+    the same model stay as they are; those of another model, or of cutouts made again since, need --overwrite."""
+    from szviewer.cli import main
+    from szviewer.cnn.modelfile import save_model
+    from szviewer.jobs.predict import current_scores
+    from szviewer.workspace import Workspace
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    save_model(a, _tiny(7), Platt(1.0, 0.0), {"preset": "test"})
+    save_model(b, _tiny(8), Platt(1.0, 0.0), {"preset": "test"})
+    ws = str(scratch_ws)
+    assert main(["predict", ws, "--model", str(a), "--device", "cpu"]) == 0
+    gen = Workspace(scratch_ws).products["cnn"]["generation"]
+    capsys.readouterr()
+    dense = ["predict", ws, "--device", "cpu", "--dense", "--resolution-arcmin", "2"]
+    assert main(dense + ["--model", str(b)]) == 2  # another model's cutout scores are not kept
+    assert "pass --overwrite to replace this workspace's cnn" in capsys.readouterr().err
+    assert not Workspace(scratch_ws).has("cnn_dense")
+    assert main(dense + ["--model", str(a)]) == 0
+    assert "cnn: kept" in capsys.readouterr().out
+    w = Workspace(scratch_ws)
+    assert w.products["cnn"]["generation"] == gen and w.has("cnn_dense")
+    assert w.products["cnn_dense"]["settings"]["model"] == w.products["cnn"]["settings"]["model"] == str(a)
+    assert current_scores(w, "cnn", str(a)) and not current_scores(w, "cnn", str(b))
+    assert main(["cutouts", ws, "--overwrite"]) == 0  # the scores are now stale
+    assert not current_scores(Workspace(scratch_ws), "cnn", str(a))
+    capsys.readouterr()
+    assert main(dense + ["--model", str(a)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(dense + ["--model", str(a), "--overwrite"]) == 0
+    w = Workspace(scratch_ws)
+    assert w.products["cnn"]["generation"] > gen and not w.stale("cnn") and not w.stale("cnn_dense")

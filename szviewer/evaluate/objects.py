@@ -406,12 +406,14 @@ def object_auc(cands, split: str = "test") -> dict[str, float]:
 
 def format_objects(results: Mapping[str, Mapping]) -> str:
     """Text table of :func:`evaluate_objects` (thresholds from validation, counts on test)."""
-    lines = [f"{'method':<8} {'thresholds (val)':<34} {'TP':>5} {'FP':>5} {'FN':>5}  {'purity':>6} "
+    thr = {name: policy.format_thresholds(r["thresholds"]) for name, r in results.items()}
+    w = max([34] + [len(t) for t in thr.values()])  # the columns stay aligned under the longest thresholds
+    lines = [f"{'method':<8} {'thresholds (val)':<{w}} {'TP':>5} {'FP':>5} {'FN':>5}  {'purity':>6} "
              f"{'compl.':>6} {'F1':>5}  {'val F1':>6}"]
     lines.append("-" * len(lines[0]))
     for name, r in results.items():
         f = lambda x: "nan" if x is None or x != x else f"{x:.2f}"  # noqa: E731
-        lines.append(f"{name:<8} {policy.format_thresholds(r['thresholds']):<34} {r['tp']:>5d} {r['fp']:>5d} "
+        lines.append(f"{name:<8} {thr[name]:<{w}} {r['tp']:>5d} {r['fp']:>5d} "
                      f"{r['fn']:>5d}  {f(r['purity']):>6} {f(r['completeness']):>6} {f(r['f1']):>5}  "
                      f"{f(r['fit_f1']):>6}")
     return "\n".join(lines)

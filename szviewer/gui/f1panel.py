@@ -143,22 +143,18 @@ class MethodPlot(_PlotCard):
         self.legend.setWordWrap(True)
         self.legend.setStyleSheet("font-size: 8pt")
         self.page_layout.insertWidget(0, self.legend)
-        # histograms on a second view box with a log count axis on the right
-        self.hist_vb = pg.ViewBox(enableMouse=False)
+        # histograms behind the curves, in the same view box: log10(count + 1) scaled to the plot's 0-1 range, with
+        # the counts on the right axis (one view box, so nothing is linked across items that Qt deletes apart)
         pi.showAxis("right")
-        pi.scene().addItem(self.hist_vb)
-        pi.getAxis("right").linkToView(self.hist_vb)
         pi.getAxis("right").setLabel("cutouts")
         pi.getAxis("right").setStyle(maxTickLevel=0)  # decades only (set in rebuild): no piled-up minor ticks
-        self.hist_vb.setXLink(pi)
-        self.hist_vb.setZValue(-10)
-        pi.vb.sigResized.connect(self._sync_hist_geometry)
         self.hist_neg = pg.PlotCurveItem(fillLevel=0, pen=pg.mkPen((150, 150, 160, 200)),
                                          brush=(120, 120, 135, 70))
         self.hist_pos = pg.PlotCurveItem(fillLevel=0, pen=pg.mkPen((90, 200, 120, 230)),
                                          brush=(60, 200, 90, 70))
-        self.hist_vb.addItem(self.hist_neg)
-        self.hist_vb.addItem(self.hist_pos)
+        for h in (self.hist_neg, self.hist_pos):
+            h.setZValue(-10)
+            pi.addItem(h)
         self.c_f1 = pi.plot(pen=pg.mkPen(CURVE_COLOURS["f1"], width=2), name="F1")
         self.c_pur = pi.plot(pen=pg.mkPen(CURVE_COLOURS["purity"], width=1.5), name="purity")
         self.c_comp = pi.plot(pen=pg.mkPen(CURVE_COLOURS["completeness"], width=1.5), name="completeness")
@@ -186,11 +182,6 @@ class MethodPlot(_PlotCard):
         self.page_layout.addLayout(row)
         self.page_layout.addWidget(self.summary)
         self._setting = False
-
-    def _sync_hist_geometry(self) -> None:
-        pi = self.plot.getPlotItem()
-        self.hist_vb.setGeometry(pi.vb.sceneBoundingRect())
-        self.hist_vb.linkedViewChanged(pi.vb, self.hist_vb.XAxis)
 
     # ------------------------------------------------------------------ state -> view
     def rebuild(self) -> None:
@@ -226,14 +217,13 @@ class MethodPlot(_PlotCard):
         clipped = np.minimum(valid, view_hi)  # the tail beyond the view goes into the last bin
         hn, _ = np.histogram(clipped[~y], bins=edges)
         hp, _ = np.histogram(clipped[y], bins=edges)
-        self.hist_neg.setData(edges, np.log10(hn + 1.0), stepMode="center")
-        self.hist_pos.setData(edges, np.log10(hp + 1.0), stepMode="center")
         top = np.log10(max(hn.max(initial=0), hp.max(initial=0)) + 1.0)
-        ytop = max(top, 1.0) * 1.05
-        self.hist_vb.setYRange(0, ytop, padding=0)
-        # the histograms are log10(count + 1): label the decades 1, 10, 100, ... (at most 7 labels)
+        ytop = max(top, 1.0) * 1.05  # log10(count + 1) = ytop at the top of the 0-1 range
+        self.hist_neg.setData(edges, np.log10(hn + 1.0) / ytop, stepMode="center")
+        self.hist_pos.setData(edges, np.log10(hp + 1.0) / ytop, stepMode="center")
+        # the right axis labels the decades 1, 10, 100, ... of the histograms (at most 7 labels)
         step = max(1, int(np.ceil(ytop / 7)))
-        decades = [(float(k), f"{10 ** k:,}") for k in range(0, int(ytop) + 1, step)]
+        decades = [(k / ytop, f"{10 ** k:,}") for k in range(0, int(ytop) + 1, step)]
         self.plot.getPlotItem().getAxis("right").setTicks([decades, []])
         b = curve.best()
         if np.isfinite(b.threshold):

@@ -1,7 +1,8 @@
 """The demo workspace: one function for the CLI's main job (``szviewer --headless``) and the app's welcome view.
 
-A synthetic sky of the paper's instrument (README: 100 deg^2, seed 0), its DeepSZ cutouts, the matched filter
-and the CNN (the workspace's model, else the shipped one). Steps already done are kept, so running it again only
+A synthetic sky of the paper's instrument (README: 100 deg^2, seed 0), its DeepSZ cutouts, the matched filter,
+the CNN on the cutouts (the workspace's model, else the shipped one) and on the whole map (fully convolutional, 1':
+the CNN's candidates with positions). Steps already done are kept, so running it again only
 adds what is missing. Where the demo goes: ``$SZVIEWER_HOME/demo`` (default ``~/.szviewer/demo``).
 """
 
@@ -69,8 +70,8 @@ def build_demo(path: str | os.PathLike | None = None, settings: DemoSettings | N
     """Build (or complete) the demo workspace at ``path`` (default :func:`demo_workspace_path`).
 
     Returns ``{"workspace", "steps", "card"}``: the steps that ran (``simulate``, ``cutouts``, ``mf``,
-    ``predict``) and the sky card of a new sky (None when the sky existed). With ``report`` (the CLI's main job)
-    also ``"description"``, the workspace as ``szviewer info`` describes it once built, and ``"table1"``, the
+    ``predict``, ``dense``) and the sky card of a new sky (None when the sky existed). With ``report`` (the CLI's
+    main job) also ``"description"``, the workspace as ``szviewer info`` describes it once built, and ``"table1"``, the
     paper's Table 1 of its scores (:func:`szviewer.jobs.evaluate.evaluate_workspace`; None when nothing has
     scored the cutouts).
     """
@@ -112,6 +113,14 @@ def build_demo(path: str | os.PathLike | None = None, settings: DemoSettings | N
             s = predict_job(ws, progress=bar, cancelled=cancelled)
         say("CNN: " + summary_line(s))
         steps.append("predict")
+    if not ws.has("cnn_dense"):  # the CNN's candidates with positions, for the object-level table
+        from szviewer.jobs.dense import dense_job
+
+        with bars("dense") as bar:
+            s = dense_job(ws, progress=bar, cancelled=cancelled)
+        say(f"CNN candidates: {s['candidates']} peaks of the fully convolutional {s['grid_arcmin']:g}' map "
+            f"({s['seconds']:.1f} s)")
+        steps.append("dense")
     done = {"workspace": str(path), "steps": steps, "card": card}
     if report:
         done.update(_report(path))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from szviewer.errors import InputError
 from szviewer.progress import CancelFn, ProgressFn
@@ -25,17 +26,22 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
     and the model's distilled fine head for the 1' map with ``distilled``).
 
     The dense tiles are tasks of ``executor`` (:mod:`szviewer.parallel`; default in process). Every output is
-    checked (``overwrite``) before any scoring starts. ``say`` hears one line per finished
-    product. Returns ``{"levels": [predict_job summaries], "dense": dense summary or None}``.
+    checked (``overwrite``) before any scoring starts; with ``dense`` and no ``overwrite``, cutout scores of the
+    same model that are still current (:func:`current_scores`) are kept instead of refused. ``say`` hears one
+    line per finished product. Returns ``{"levels": [predict_job summaries], "dense": dense summary or None}``.
     """
-    from szviewer.jobs.cnn import predict_job
+    from szviewer.jobs.cnn import model_for, predict_job
     from szviewer.jobs.info import summary_line
 
     levels = [level]
     if all_levels:
         with ws.cutout_store() as st:
             levels = list(st.levels)
-    for product in [f"cnn{'' if lv == 'all' else '_' + lv}" for lv in levels] + (["cnn_dense"] if dense else []):
+    kept = []
+    if dense and not overwrite:  # `predict --dense` after `predict`: the cutout scores stay when still current
+        model = str(model_for(ws, model_path))
+        kept = [lv for lv in levels if current_scores(ws, _product(lv), model)]
+    for product in [_product(lv) for lv in levels if lv not in kept] + (["cnn_dense"] if dense else []):
         ws.check_replace(product, overwrite)  # every output checked before any scoring
     if windowed and distilled:
         raise InputError(None, "--windowed and --distilled: choose one dense method")
@@ -52,6 +58,9 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
     say = say or (lambda line: None)
     done = []
     for lv in levels:
+        if lv in kept:
+            say(f"{_product(lv)}: kept (the cutout scores of this model are current; --overwrite scores them again)")
+            continue
         s = predict_job(ws, model_path=model_path, level=lv, device=device, precision=precision, progress=progress,
                         cancelled=cancelled, overwrite=overwrite)
         say(summary_line(s))
@@ -63,3 +72,15 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
                       method=method, resolution_arcmin=resolution_arcmin, executor=executor)
         say("dense: " + summary_line(d))
     return {"levels": done, "dense": d}
+
+
+def _product(level: str) -> str:
+    return "cnn" if level == "all" else f"cnn_{level}"
+
+
+def current_scores(ws: Workspace, product: str, model: str) -> bool:
+    """Whether ``product`` (cutout scores) exists, was made with the model file ``model`` and none of its inputs
+    (the cutouts, the model) has changed since (:meth:`Workspace.stale`)."""
+    made_with = (ws.products.get(product) or {}).get("settings", {}).get("model")
+    return (ws.has(product) and made_with is not None and Path(made_with).resolve() == Path(model).resolve()
+            and not ws.stale(product))
