@@ -81,6 +81,17 @@ def test_the_head_is_the_interpolated_4_arcmin_map_plus_its_correction():
     chunked = FineHeadPlan(net, head2, precision="fp32", rows=5).raw_map(m)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
     assert np.abs(whole - upsample(exact[::4, ::4], exact.shape, 4)).max() > 1e-3
+    # raw_map has the pass project the features strip by strip (reduce channels handed over, not all 32): the
+    # same map as the head on the raw first-stage output (what distillation trains on)
+    strips = FineHeadPlan(net, head2, precision="fp32", budget_mb=0.3)
+    assert strips.coarse.strip_rows(m.shape[2]) < m.shape[1] // 2  # several strips
+    coarse, feats = strips.coarse_and_features(m)
+    c2, small = strips.coarse_and_features(m, reduced=True)
+    assert feats.shape[0] == 32 and small.shape == (4,) + feats.shape[1:] and np.array_equal(coarse, c2)
+    full = strips.apply(coarse, feats, m.shape[1:])
+    np.testing.assert_allclose(strips.apply(c2, small, m.shape[1:], reduced=True), full, atol=1e-5)
+    np.testing.assert_allclose(strips.raw_map(m), full, atol=1e-5)
+    np.testing.assert_allclose(full, whole, atol=1e-4)
 
 
 def test_distillation_learns_the_exact_map_better_than_interpolation():

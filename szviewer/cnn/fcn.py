@@ -293,10 +293,12 @@ class FCNPlan:
         return max(self.total_stride, rows // self.total_stride * self.total_stride)
 
     def _pass(self, maps: np.ndarray, prec: str, progress: ProgressFn | None,
-              cancelled: CancelFn | None, features: np.ndarray | None = None) -> np.ndarray:
+              cancelled: CancelFn | None, features: np.ndarray | None = None, tap_fn=None) -> np.ndarray:
         """Raw scores of every window at :meth:`origins` in one precision, strip by strip; ``features``: an array
-        (channels, rows, cols) that receives the first stage's output (:meth:`feature_shape`)."""
+        (channels, rows, cols) that receives the first stage's output (:meth:`feature_shape`), or ``tap_fn`` of it
+        (a function of the (1, channels, rows, cols) fp32 tensor of each strip)."""
         engine = self._engines[prec]
+        engine.tap_fn = tap_fn
         ny, nx = maps.shape[1:]
         oy, ox = self.origins((ny, nx))
         out = np.empty((oy.size, ox.size), dtype=np.float32)
@@ -330,10 +332,11 @@ class FCNPlan:
         return out
 
     def raw_map(self, maps: np.ndarray, progress: ProgressFn | None = None,
-                cancelled: CancelFn | None = None, features: np.ndarray | None = None) -> np.ndarray:
+                cancelled: CancelFn | None = None, features: np.ndarray | None = None,
+                tap_fn=None) -> np.ndarray:
         """Raw scores (my, mx) float32 of the windows at :meth:`origins` of ``maps`` (bands, ny, nx) uK;
         ``features`` (float32, :meth:`feature_shape`) receives the first stage's output of the same pass (the
-        input of :mod:`szviewer.cnn.finehead`).
+        input of :mod:`szviewer.cnn.finehead`), or ``tap_fn`` of it, strip by strip (:meth:`_pass`).
 
         'checked': the map in bf16, then the sentinels (the ``sentinels`` windows whose calibrated probability is
         nearest 0.5, where a raw-score error moves it most, plus one at random, among the windows whose whole
@@ -347,15 +350,15 @@ class FCNPlan:
             raise ValueError(f"maps must be ({self.config.in_bands}, ny, nx), not {maps.shape}")
         self.stats["maps"] += 1
         if self.precision != "checked":
-            out = self._pass(maps, self.precision, progress, cancelled, features)
+            out = self._pass(maps, self.precision, progress, cancelled, features, tap_fn)
             self.stats["windows"] += out.size
             return out
         cand = self._sentinel_candidates(maps.shape[1:])
         if cand is None:
-            out = self._pass(maps, "fp32", progress, cancelled, features)
+            out = self._pass(maps, "fp32", progress, cancelled, features, tap_fn)
             self.stats["windows"] += out.size
             return out
-        out = self._pass(maps, "bf16", progress, cancelled, features)
+        out = self._pass(maps, "bf16", progress, cancelled, features, tap_fn)
         self.stats["windows"] += out.size
         iy, ix = cand
         z = out[iy, ix].astype(np.float64)
@@ -378,7 +381,7 @@ class FCNPlan:
         self.stats["max_dp"] = max(self.stats["max_dp"], float(np.max(dp)))
         if np.any(err > 0.5 * bound) or np.any(dp > 0.5 * self.tol):
             self.stats["fallbacks"] += 1
-            return self._pass(maps, "fp32", progress, cancelled, features)
+            return self._pass(maps, "fp32", progress, cancelled, features, tap_fn)
         out[iy[pick], ix[pick]] = z32
         return out
 

@@ -50,6 +50,7 @@ class Engine:
         self.dtype, self.fused, self.device = dtype, fused, plan.device
         self.phase_batch, self.inplace = True, fused
         self.tap: int | None = None  # keep the input of trunk item ``tap`` of the last run in ``tapped`` (fp32)
+        self.tap_fn = None  # applied to it first when set (the fine head's 1 x 1 projection: 256 -> 24 channels)
         self.tapped: torch.Tensor | None = None
         self.trunk = []
         for i, item in enumerate(plan.steps):
@@ -114,7 +115,7 @@ class Engine:
         out = [] if out is None else out
         while i < len(self.trunk):
             if i == self.tap:
-                self.tapped = x.float()
+                self.tapped = x.float() if self.tap_fn is None else self.tap_fn(x.float())
             item = self.trunk[i]
             i += 1
             if x.dtype != item[-1]:

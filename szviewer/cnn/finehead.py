@@ -74,7 +74,16 @@ class FineHead(nn.Module):
                                  nn.Conv2d(c.hidden, 1, 1))
 
     def forward(self, f1: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        z = F.relu(self.window(F.relu(self.reduce(f1))))
+        return self.forward_reduced(self.reduced(f1), up)
+
+    def reduced(self, f1: torch.Tensor) -> torch.Tensor:
+        """The head's first step, relu(1 x 1 projection) of the first-stage features: per position, so the pass
+        applies it strip by strip and hands over ``reduce`` channels instead of ``features`` (10x fewer bytes)."""
+        return F.relu(self.reduce(f1))
+
+    def forward_reduced(self, r: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from :meth:`reduced` features."""
+        z = F.relu(self.window(r))
         u = up / 8.0
         return up + self.mix(torch.cat([z, u, F.relu(self.ctx(u))], 1))
 
@@ -124,17 +133,29 @@ class FineHeadPlan:
         return (np.arange(0, shape[0] - n + 1, self.stride_pix), np.arange(0, shape[1] - n + 1, self.stride_pix))
 
     def coarse_and_features(self, maps: np.ndarray, progress: ProgressFn | None = None,
-                            cancelled: CancelFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The 4' raw map and the first stage's output (float32, :meth:`FCNPlan.feature_shape`) of one pass."""
+                            cancelled: CancelFn | None = None, reduced: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The 4' raw map and the first stage's output (float32, :meth:`FCNPlan.feature_shape`) of one pass; with
+        ``reduced`` the head's :meth:`FineHead.reduced` of it instead (``reduce`` channels, what :meth:`apply`
+        reads), computed strip by strip inside the pass."""
         maps = np.asarray(maps, dtype=np.float32)
-        feats = np.zeros(self.coarse.feature_shape(maps.shape[1:]), dtype=np.float32)
-        raw = self.coarse.raw_map(maps, progress, cancelled, features=feats)
+        shape = self.coarse.feature_shape(maps.shape[1:])
+        if reduced:
+            shape = (self.head.config.reduce,) + shape[1:]
+        feats = np.zeros(shape, dtype=np.float32)
+        tap = self._reduce_strip if reduced else None
+        raw = self.coarse.raw_map(maps, progress, cancelled, features=feats, tap_fn=tap)
         return raw, feats
 
     @torch.inference_mode()
+    def _reduce_strip(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head.reduced(f)  # channels-last in and out (a transpose to NCHW costs more than the pass)
+
+    @torch.inference_mode()
     def apply(self, coarse: np.ndarray, feats: np.ndarray, shape: tuple[int, int],
-              cancelled: CancelFn | None = None) -> np.ndarray:
-        """The head on a pass's outputs: the 1' raw map (my, mx) of a map of ``shape``."""
+              cancelled: CancelFn | None = None, reduced: bool = False) -> np.ndarray:
+        """The head on a pass's outputs (:meth:`coarse_and_features`, with the same ``reduced``): the 1' raw map
+        (my, mx) of a map of ``shape``."""
+        forward = self.head.forward_reduced if reduced else self.head
         oy, ox = self.origins(shape)
         out = np.empty((oy.size, ox.size), dtype=np.float32)
         if out.size == 0:
@@ -148,15 +169,15 @@ class FineHeadPlan:
             a0, b0 = max(0, a - ctx), min(out.shape[0], b + ctx)
             f = torch.from_numpy(np.ascontiguousarray(feats[:, a0:b0 + w - 1, :ox.size + w - 1]))[None]
             u = torch.from_numpy(np.ascontiguousarray(up[a0:b0]))[None, None]
-            z = self.head(f.to(self.device), u.to(self.device))[0, 0].cpu().numpy()
+            z = forward(f.to(self.device), u.to(self.device))[0, 0].cpu().numpy()
             out[a:b] = z[a - a0:a - a0 + (b - a)]
         return out
 
     def raw_map(self, maps: np.ndarray, progress: ProgressFn | None = None,
                 cancelled: CancelFn | None = None) -> np.ndarray:
         """Raw scores (my, mx) float32 of the windows at :meth:`origins` (1') of ``maps`` (bands, ny, nx) uK."""
-        coarse, feats = self.coarse_and_features(maps, progress, cancelled)
-        return self.apply(coarse, feats, np.shape(maps)[1:], cancelled)
+        coarse, feats = self.coarse_and_features(maps, progress, cancelled, reduced=True)
+        return self.apply(coarse, feats, np.shape(maps)[1:], cancelled, reduced=True)
 
 
 # --------------------------------------------------------------------------- training (distillation)
