@@ -5,7 +5,7 @@
                                           [--preset long] [--batch B] [--ratios 1,2,4] [--max-batches-per-ratio N]
                                           [--max-seconds S] [--resume] [--edge-only] [--no-edge]
                                           [--label-mass {vir,200c,500c,200m}] [--label-min MSUN]
-                                          [--init-from MODEL]
+                                          [--init-from MODEL] [--device {auto,cpu,cuda}] [--no-eval | --eval-only]
 
 1. simulates a synthetic sky with the default generator (``--area`` deg^2, ``--seed``, ``--instrument``: a model
    for another preset, e.g. ``--instrument act-dr6 --out models/deepsz_act-dr6.pt``) and cuts it with the paper's
@@ -22,7 +22,8 @@
    it (a 'detrend' model is scored window by window, ~10 min for 300 deg^2 at 0.5').
 
 Takes about an hour on 2 CPU cores (44 minutes of it training; simulating and cutting the two skies ~6 minutes).
-``--resume`` continues an interrupted training.
+``--resume`` continues an interrupted training. On a GPU: ``--device cuda --no-eval`` trains there and skips the
+independent sky (which needs no GPU); ``--eval-only`` scores it later with the model at ``--out``, anywhere.
 """
 
 from __future__ import annotations
@@ -160,6 +161,13 @@ def main(argv=None) -> int:
         add_to_card(a.out, {"edge_effect_other_sky": edge})
         print(json.dumps(edge, indent=1, default=str))
         return 0
+    if a.eval_only:
+        model = load_model(a.out)
+        threshold = (model.card.get("metrics_same_sky") or {}).get("val_threshold")
+        if threshold is None:
+            ap.error(f"{a.out}: the model card has no validation threshold (metrics_same_sky.val_threshold)")
+        evaluate_other_sky(a, eval_ws, labels, model, threshold, argv)
+        return 0
     make_sky(train_ws, a.area, a.seed, a.instrument, labels)
     print(f"training sky ready ({time.perf_counter() - t0:.0f} s)", flush=True)
 
@@ -180,10 +188,6 @@ def main(argv=None) -> int:
         overrides["max_batches_per_ratio"] = a.max_batches_per_ratio
     if a.max_seconds:
         overrides["max_seconds"] = a.max_seconds
-    if a.eval_only:
-        model = load_model(a.out)
-        evaluate_other_sky(a, eval_ws, labels, model, model.card["metrics_same_sky"]["val_threshold"], argv)
-        return 0
     summary = train_job(Workspace(train_ws), preset=a.preset, device=a.device, resume=a.resume, seed=a.train_seed,
                         overrides=overrides, overwrite=not a.resume,  # the scratch workspace's last model goes
                         init_from=a.init_from,

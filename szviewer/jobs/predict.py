@@ -81,6 +81,6 @@ def _product(level: str) -> str:
 def current_scores(ws: Workspace, product: str, model: str) -> bool:
     """Whether ``product`` (cutout scores) exists, was made with the model file ``model`` and none of its inputs
     (the cutouts, the model) has changed since (:meth:`Workspace.stale`)."""
-    made_with = (ws.products.get(product) or {}).get("settings", {}).get("model")
+    made_with = ((ws.products.get(product) or {}).get("settings") or {}).get("model")
     return (ws.has(product) and made_with is not None and Path(made_with).resolve() == Path(model).resolve()
             and not ws.stale(product))
