@@ -119,7 +119,8 @@ def evaluate_workspace(ws: Workspace, json_path: str | os.PathLike | None = None
         obj_text = ("\n\nObjects (one-to-one within 1' of qualifying halos; thresholds on val, counts on test)\n"
                     + objmod.format_objects(obj))
         if "CNN" not in obj and not has_candidates(ws).get("cnn", True):
-            obj_text += "\nCNN      no CNN candidates with positions yet: run `szviewer predict WS --dense`"
+            obj_text += ("\nCNN      no CNN candidates with positions yet: run `szviewer predict WS --dense` "
+                         "(--dense --windowed for a model with per-window input scaling, e.g. act-dr6's)")
         ms = result["objects_mass"]["all"]
         if ms["n"]:
             obj_text += (f"\nM500 from y0, theta_c and the true z (Arnaud 2010), {ms['n']} matched halos: bias "
