@@ -318,6 +318,23 @@ def test_matched_filter_job_scores_appear(window, wsdir, qtbot, tmp_path):
     assert len(window.inspector.panels[0].mf.getData()[0]) == len(s.detections_near(row))
 
 
+def test_the_cnn_candidates_job_maps_the_sky_and_the_candidates_appear(window, wsdir, qtbot, tmp_path):
+    """Jobs > CNN candidates (map): the dense CNN job (szviewer predict --dense) from the jobs panel; when it is done
+    the workspace reloads with the map's probability at the cutouts (high at the clusters)."""
+    ws = shutil.copytree(wsdir["bare"], tmp_path / "ws")
+    window.open_workspace(str(ws))
+    assert window.jobs.buttons["dense"].isEnabled() and "cnn_dense_prob" not in window.state.score_columns()
+    job = window.jobs.run_on_workspace("dense")
+    qtbot.waitUntil(lambda: not job.active, timeout=120000)
+    assert job.status == "done", job.log
+    assert any("CNN candidates:" in line and "(fcn," in line for line in job.log), job.log
+    qtbot.waitUntil(lambda: "cnn_dense_prob" in window.state.score_columns(), timeout=5000)
+    w = Workspace(ws)
+    assert w.has("cnn_dense") and w.products["cnn_dense"]["settings"]["grid_arcmin"] == 1.0
+    dense = np.asarray(window.state.data.scores["cnn_dense_prob"], dtype=float)
+    assert np.isfinite(dense).mean() > 0.5 and (dense[window.state.labels] > 0.5).mean() > 0.5
+
+
 def test_a_matched_filter_job_on_a_local_dask_cluster(window, wsdir, qtbot, tmp_path):
     """Issue 16 part 5: the jobs panel runs the MF's tiles on a local Dask cluster of 2 workers, shows the cluster
     (scheduler, dashboard) under the job list and one progress bar, and gives the in-process catalogue byte for

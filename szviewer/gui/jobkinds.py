@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 
 #: Job kinds whose tiles can run on a Dask cluster (``workers`` / ``scheduler``, :mod:`szviewer.parallel`).
-TILE_KINDS = ("simulate", "cutouts", "mf")
+TILE_KINDS = ("simulate", "cutouts", "mf", "dense")
 
 # ---------------------------------------------------------------------------------------------- job functions
 # Module-level functions so a spawned child can import them; each takes plain arguments (paths, numbers).
@@ -113,6 +113,23 @@ def predict(workspace: str, device: str = "auto", overwrite: bool = False, progr
     return s
 
 
+def dense(workspace: str, overwrite: bool = False, progress=None, cancelled=None, workers: int = 0,
+          scheduler: str | None = None) -> dict:
+    """The CNN's candidates with positions (szviewer predict --dense): the whole map fully convolutionally at 1',
+    or window by window every 2' for a model whose input scaling depends on the whole window (act-dr6's)."""
+    from szviewer.cnn.modelfile import read_card
+    from szviewer.jobs.cnn import model_for
+    from szviewer.jobs.dense import dense_job
+    from szviewer.workspace import Workspace
+
+    ws = Workspace(workspace)
+    method = "fcn" if read_card(model_for(ws)).get("input_scaling") == "fixed" else "windowed"
+    with tile_executor(workers, scheduler) as ex:
+        s = dense_job(ws, method=method, overwrite=overwrite, progress=progress, cancelled=cancelled, executor=ex)
+    print(f"CNN candidates: {s['candidates']} peaks of the {s['grid_arcmin']:g}' map ({method}, {s['seconds']:.1f} s)")
+    return {k: s[k] for k in ("candidates", "grid_arcmin", "method", "seconds") if k in s}
+
+
 def evaluate(workspace: str, overwrite: bool = True, cancelled=None) -> dict:
     """The paper's Table 1 for a workspace (szviewer evaluate): thresholds on validation, counts on test."""
     from szviewer.jobs.evaluate import evaluate_workspace
@@ -145,6 +162,8 @@ JOB_KINDS: dict[str, dict] = {
               "function": "train_workspace"},
     "predict": {"label": "score with the CNN", "target": "szviewer.gui.jobkinds:predict",
                 "module": "szviewer.jobs.predict", "function": "predict_workspace"},
+    "dense": {"label": "CNN candidates (map)", "target": "szviewer.gui.jobkinds:dense",
+              "module": "szviewer.jobs.dense", "function": "dense_job"},
     "evaluate": {"label": "evaluate (Table 1)", "target": "szviewer.gui.jobkinds:evaluate",
                  "module": "szviewer.jobs.evaluate", "function": "evaluate_workspace"},
 }

@@ -15,7 +15,7 @@ from szviewer.gui.jobs import JOB_KINDS, Job, JobRunner, JobSpec, available
 from szviewer.gui.state import ViewerState
 
 #: The workspace product each job kind replaces (asked before, as the CLI's --overwrite).
-REPLACES = {"cutouts": "cutouts", "mf": "mf", "predict": "cnn", "train": "cnn_model"}
+REPLACES = {"cutouts": "cutouts", "mf": "mf", "predict": "cnn", "train": "cnn_model", "dense": "cnn_dense"}
 STATUS_TEXT = {"queued": "queued", "running": "running", "done": "done", "failed": "FAILED",
                "cancelled": "cancelled"}
 

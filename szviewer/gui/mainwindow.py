@@ -120,6 +120,7 @@ class MainWindow(QtWidgets.QMainWindow):
         act(j, "Run the matched filter", lambda: self.jobs._clicked("mf"))
         act(j, "Train the CNN…", lambda: self.jobs._clicked("train"))
         act(j, "Score with the CNN", lambda: self.jobs._clicked("predict"))
+        act(j, "CNN candidates (map)", lambda: self.jobs._clicked("dense"))
         act(j, "Evaluate (Table 1)", lambda: self.jobs._clicked("evaluate"))
         j.addSeparator()
         act(j, "Cancel all jobs", self.runner.cancel_all)
