@@ -432,6 +432,11 @@ def train_estimate(ws: Workspace, preset: str = "quick", level: str = "all", dev
             "device": rates.get("device", device), "batch": settings.batch, "text": text}
 
 
+def score_product(level: str = "all") -> str:
+    """The product holding the cutout scores of a component level: ``cnn``, or ``cnn_<level>``."""
+    return "cnn" if level == "all" else f"cnn_{level}"
+
+
 def model_for(ws: Workspace, model_path: str | os.PathLike | None = None) -> Path:
     """The model ``predict_job`` uses: ``model_path``, else the workspace's trained model, else the shipped one
     for the workspace's instrument (the paper model when that instrument has none)."""
@@ -468,7 +473,7 @@ def predict_job(ws: Workspace, model_path: str | os.PathLike | None = None, leve
 
     t0 = time.perf_counter()
     suffix = "" if level == "all" else f"_{level}"
-    product = f"cnn{suffix}"
+    product = score_product(level)
     ws.check_replace(product, overwrite)
     path = model_for(ws, model_path)
     inputs, external = _model_inputs(ws, path)

@@ -30,7 +30,7 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
     same model that are still current (:func:`current_scores`) are kept instead of refused. ``say`` hears one
     line per finished product. Returns ``{"levels": [predict_job summaries], "dense": dense summary or None}``.
     """
-    from szviewer.jobs.cnn import model_for, predict_job
+    from szviewer.jobs.cnn import model_for, predict_job, score_product
     from szviewer.jobs.info import summary_line
 
     levels = [level]
@@ -40,8 +40,8 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
     kept = []
     if dense and not overwrite:  # `predict --dense` after `predict`: the cutout scores stay when still current
         model = str(model_for(ws, model_path))
-        kept = [lv for lv in levels if current_scores(ws, _product(lv), model)]
-    for product in [_product(lv) for lv in levels if lv not in kept] + (["cnn_dense"] if dense else []):
+        kept = [lv for lv in levels if current_scores(ws, score_product(lv), model)]
+    for product in [score_product(lv) for lv in levels if lv not in kept] + (["cnn_dense"] if dense else []):
         ws.check_replace(product, overwrite)  # every output checked before any scoring
     if windowed and distilled:
         raise InputError(None, "--windowed and --distilled: choose one dense method")
@@ -59,7 +59,8 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
     done = []
     for lv in levels:
         if lv in kept:
-            say(f"{_product(lv)}: kept (the cutout scores of this model are current; --overwrite scores them again)")
+            say(f"{score_product(lv)}: kept (the cutout scores of this model are current; --overwrite scores them "
+                "again)")
             continue
         s = predict_job(ws, model_path=model_path, level=lv, device=device, precision=precision, progress=progress,
                         cancelled=cancelled, overwrite=overwrite)
@@ -72,10 +73,6 @@ def predict_workspace(ws: Workspace, model_path: str | os.PathLike | None = None
                       method=method, resolution_arcmin=resolution_arcmin, executor=executor)
         say("dense: " + summary_line(d))
     return {"levels": done, "dense": d}
-
-
-def _product(level: str) -> str:
-    return "cnn" if level == "all" else f"cnn_{level}"
 
 
 def current_scores(ws: Workspace, product: str, model: str) -> bool:
