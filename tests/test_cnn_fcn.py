@@ -296,6 +296,12 @@ def test_dense_job_fcn_and_windowed_write_the_catalogue(scratch_ws, tmp_path):
     save_model(mm, _tiny(scaling="minmax"), Platt(1.0, 0.0), {"preset": "test"})
     with pytest.raises(InputError, match="windowed"):
         dense_job(ws, model_path=mm, device="cpu", overwrite=True)
+    # 'auto' (the app's job): the whole map for fixed input scaling, the windows for a per-window scaling
+    auto = dense_job(ws, model_path=mm, method="auto", device="cpu", overwrite=True)
+    assert auto["method"] == "windowed" and auto["grid_arcmin"] == 2.0
+    auto = dense_job(Workspace(ws.root), model_path=model, method="auto", device="cpu", overwrite=True)
+    assert auto["method"] == "fcn" and auto["grid_arcmin"] == 1.0
+    assert auto["candidates"] == out["fcn"][0]["candidates"]
 
 
 def test_cli_predict_dense_is_fully_convolutional_and_windowed_stays(scratch_ws, tmp_path, capsys):

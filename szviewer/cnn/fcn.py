@@ -141,7 +141,7 @@ class FCNPlan:
         self.margin = self._receptive_margin()
         #: the first stage's output (the input of this trunk item), ``feature_spacing`` pixels apart
         self.tap_item = 3 + cfg.blocks[0]
-        self.feature_spacing = 4
+        self.feature_spacing = cfg.stage1_stride  # 4 for the paper network (stem stride 2 x the max-pool)
         self.engine = "plain"
         self._engines: dict[str, Engine] = {}
         want = self.device.type == "cpu" and fused_available() if fused is None else bool(fused)

@@ -117,16 +117,14 @@ def dense(workspace: str, overwrite: bool = False, progress=None, cancelled=None
           scheduler: str | None = None) -> dict:
     """The CNN's candidates with positions (szviewer predict --dense): the whole map fully convolutionally at 1',
     or window by window every 2' for a model whose input scaling depends on the whole window (act-dr6's)."""
-    from szviewer.cnn.modelfile import read_card
-    from szviewer.jobs.cnn import model_for
     from szviewer.jobs.dense import dense_job
     from szviewer.workspace import Workspace
 
-    ws = Workspace(workspace)
-    method = "fcn" if read_card(model_for(ws)).get("input_scaling") == "fixed" else "windowed"
     with tile_executor(workers, scheduler) as ex:
-        s = dense_job(ws, method=method, overwrite=overwrite, progress=progress, cancelled=cancelled, executor=ex)
-    print(f"CNN candidates: {s['candidates']} peaks of the {s['grid_arcmin']:g}' map ({method}, {s['seconds']:.1f} s)")
+        s = dense_job(Workspace(workspace), method="auto", overwrite=overwrite, progress=progress,
+                      cancelled=cancelled, executor=ex)
+    print(f"CNN candidates: {s['candidates']} peaks of the {s['grid_arcmin']:g}' map "
+          f"({s['method']}, {s['seconds']:.1f} s)")
     return {k: s[k] for k in ("candidates", "grid_arcmin", "method", "seconds") if k in s}
 
 

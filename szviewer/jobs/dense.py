@@ -43,8 +43,11 @@ FLAG_NEAR_MASK = 2
 
 
 def dense_grid_pix(ws: Workspace, method: str = "fcn", resolution_arcmin: float = 1.0,
-                   stride_arcmin: float = 2.0, total_stride: int = 16) -> int:
-    """The dense grid in pixels for these settings, or a one-line InputError (checked before any scoring)."""
+                   stride_arcmin: float = 2.0, total_stride: int = 16, stage1_stride: int = 4) -> int:
+    """The dense grid in pixels for these settings, or a one-line InputError (checked before any scoring).
+
+    ``total_stride`` and ``stage1_stride``: the model's (:class:`szviewer.cnn.settings.NetConfig`; the paper
+    network's 16 and 4 until the model is loaded)."""
     if ws.kind != "synthetic":
         raise InputError(ws.root, "dense scoring works on tiled (synthetic) workspaces only")
     if method not in DENSE_METHODS:
@@ -54,11 +57,12 @@ def dense_grid_pix(ws: Workspace, method: str = "fcn", resolution_arcmin: float 
         if not (math.isfinite(stride_arcmin) and stride_arcmin > 0):
             raise InputError(None, f"--stride-arcmin {stride_arcmin}: must be a positive, finite number of arcmin")
         return max(1, int(round(stride_arcmin / pix)))
-    if method == "distilled":  # the fine head predicts the first stage's grid: 4 pixels (szviewer.cnn.finehead)
-        if not math.isclose(resolution_arcmin, 4 * pix, rel_tol=1e-6):
+    if method == "distilled":  # the fine head predicts on the first stage's grid (szviewer.cnn.finehead)
+        if not math.isclose(resolution_arcmin, stage1_stride * pix, rel_tol=1e-6):
             raise InputError(None, f"--resolution-arcmin {resolution_arcmin:g}: the distilled fine head gives a "
-                                   f"{4 * pix:g}' grid only at this sky's {pix:g}' pixels (the exact pass: any)")
-        return 4
+                                   f"{stage1_stride * pix:g}' grid only at this sky's {pix:g}' pixels "
+                                   "(the exact pass: any)")
+        return stage1_stride
     ok = [s for s in (1, 2, 4, 8, 16) if s <= total_stride]  # szviewer.cnn.fcn.STRIDES (no torch import here)
     step = resolution_arcmin / pix if math.isfinite(resolution_arcmin) and resolution_arcmin > 0 else -1.0
     if int(round(step)) not in ok or abs(step - round(step)) > 1e-6:
@@ -254,6 +258,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
       (:mod:`szviewer.cnn.finehead`, ``<model>.finehead.pt``) for the 1' map (1' only at 0.25' pixels);
     - ``method='windowed'`` (the reference, paper section 3.4.2's suggestion): every window scored on its own
       (zero padding at its border) on a ``stride_arcmin`` grid, at ``precision``.
+    - ``method='auto'``: 'fcn' for a model with fixed input scaling, else 'windowed' (a per-window scaling such as
+      act-dr6's detrend depends on the whole window, so it has no fully convolutional form).
 
     Platt-calibrate, find peaks >= ``threshold`` and place each at its sub-pixel centre
     (:func:`szviewer.cnn.dense.subpixel_peaks`, ``subpixel``) with a position error
@@ -274,7 +280,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     from szviewer.parallel import InProcessExecutor
     from szviewer.parallel.resume import TileCheckpoints
 
-    dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin)
+    if method != "auto":  # checked before the model is read; 'auto' once it is
+        dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin)
     t0 = time.perf_counter()
     ws.check_replace("cnn_dense", overwrite)
     path = model_for(ws, model_path)
@@ -283,6 +290,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     started = ws.generations("cnn_dense", inputs)
     dev = resolve_device(device)
     model = load_model(path, device=dev)
+    if method == "auto":
+        method = "fcn" if model.config.scaling == "fixed" else "windowed"
     sky = ws.sky()
     with ws.cutout_store() as store:
         table = store.table
@@ -292,8 +301,8 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
         pix = float(store.pixel_arcmin)
         check_model_fits(model, store, path)
     ids = np.asarray(table["id"])
-    total = model.config.total_stride
-    step = dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin, total)
+    step = dense_grid_pix(ws, method, resolution_arcmin, stride_arcmin, model.config.total_stride,
+                          model.config.stage1_stride)
     grid_arcmin = step * pix
     todo = list(range(len(sky.tiles))) if tiles is None else sorted({int(k) for k in tiles})
     sha = file_signature(path)["sha256"]  # a checkpoint made with another model is never reused
