@@ -91,7 +91,7 @@ class FCNPlan:
                  precision: str = "auto", platt: Platt | None = None, tol: float = 0.01, sentinels: int = 2,
                  fused: bool | None = None, bf16_stage: int | None = None):
         cfg = net.config
-        if cfg.scaling != "fixed":
+        if not cfg.per_pixel_scaling:
             raise ValueError(f"the fully convolutional path needs the per-pixel 'fixed' input scaling; this model "
                              f"uses {cfg.scaling!r}, which depends on the whole window and cannot be shared between "
                              "windows (use the windowed path)")

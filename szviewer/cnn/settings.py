@@ -84,6 +84,12 @@ class NetConfig:
         return cls(**d)
 
     @property
+    def per_pixel_scaling(self) -> bool:
+        """True for the 'fixed' input scaling, a function of each pixel alone: the only one under which windows
+        can share features, so the network can score a whole map at once (:mod:`szviewer.cnn.fcn`)."""
+        return self.scaling == "fixed"
+
+    @property
     def stage1_stride(self) -> int:
         """Pixels between the first stage's outputs: the stem's stride x the 2 x 2 max-pool (4 for the paper)."""
         return 2 * self.stem_stride

@@ -291,7 +291,7 @@ def dense_job(ws: Workspace, model_path: str | os.PathLike | None = None, level:
     dev = resolve_device(device)
     model = load_model(path, device=dev)
     if method == "auto":
-        method = "fcn" if model.config.scaling == "fixed" else "windowed"
+        method = "fcn" if model.config.per_pixel_scaling else "windowed"
     sky = ws.sky()
     with ws.cutout_store() as store:
         table = store.table
